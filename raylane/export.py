@@ -1,0 +1,124 @@
+"""Export a fitted pipeline (preprocessing + model) to one ONNX graph and check it against the
+native model before anything is registered."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import skl2onnx.common.tree_ensemble as _tree_ensemble
+from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+from skl2onnx import convert_sklearn, update_registered_converter
+from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from skl2onnx.common.shape_calculator import (
+    calculate_linear_classifier_output_shapes,
+    calculate_linear_regressor_output_shapes,
+)
+from sklearn.pipeline import Pipeline
+from xgboost import XGBClassifier, XGBRegressor
+
+from raylane.onnx_model import OnnxModel
+from raylane.schema import FeatureSchema
+
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+
+update_registered_converter(
+    XGBClassifier,
+    "XGBoostXGBClassifier",
+    calculate_linear_classifier_output_shapes,
+    convert_xgboost,
+    options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+)
+update_registered_converter(
+    XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
+)
+
+# skl2onnx 1.20 passes a Python bool for HistGradientBoosting leaves' missing-value flag, which
+# protobuf >= 6 rejects in an int list ("Expected an int, got a boolean"). Coerce it to int.
+_original_add_node = _tree_ensemble.add_node
+
+
+def _add_node_int_flags(*args, nodes_missing_value_tracks_true=0, **kwargs):
+    return _original_add_node(
+        *args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true), **kwargs
+    )
+
+
+_tree_ensemble.add_node = _add_node_int_flags
+
+
+class ParityError(RuntimeError):
+    """The ONNX graph does not reproduce the native model within tolerance."""
+
+
+@dataclass
+class ParityReport:
+    rows: int
+    max_abs_diff: float
+    mismatched_rows: int
+    label_agreement: float | None
+    atol: float
+    rtol: float
+    max_mismatch_fraction: float
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatched_rows <= self.max_mismatch_fraction * self.rows
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def to_onnx(pipeline: Pipeline, schema: FeatureSchema) -> bytes:
+    """Convert ``pipeline`` to a graph with one ``[N, 1]`` input per raw column.
+
+    Classifiers output ``label`` (class index) and ``probabilities`` ``[N, K]``; regressors
+    output ``variable`` ``[N, 1]``.
+    """
+    initial_types = [
+        (c.name, FloatTensorType([None, 1]) if c.kind == "numeric" else StringTensorType([None, 1]))
+        for c in schema.columns
+    ]
+    model = pipeline.steps[-1][1]
+    options = {id(model): {"zipmap": False}} if schema.task == "classification" else None
+    onx = convert_sklearn(
+        pipeline, initial_types=initial_types, target_opset=TARGET_OPSET, options=options
+    )
+    onx.doc_string = f"raylane {schema.task} model for target {schema.target!r}"
+    return onx.SerializeToString()
+
+
+def check_parity(
+    pipeline: Pipeline,
+    onnx_model: OnnxModel,
+    frame: pd.DataFrame,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    max_mismatch_fraction: float = 0.001,
+) -> ParityReport:
+    """Compare ONNX and native outputs (probabilities, or predictions) row by row on ``frame``."""
+    prediction = onnx_model.predict_frame(frame)
+    if onnx_model.schema.task == "classification":
+        native = pipeline.predict_proba(frame)
+        exported = prediction.probabilities
+        label_agreement = float(np.mean(prediction.labels == native.argmax(axis=1)))
+    else:
+        native = pipeline.predict(frame)
+        exported = prediction.values
+        label_agreement = None
+    native = np.asarray(native, dtype=np.float64).reshape(len(frame), -1)
+    exported = np.asarray(exported, dtype=np.float64).reshape(len(frame), -1)
+    if native.shape != exported.shape:
+        raise ParityError(f"ONNX output shape {exported.shape} != native {native.shape}")
+    diff = np.abs(native - exported)
+    bad_cells = diff > atol + rtol * np.abs(native)
+    return ParityReport(
+        rows=len(frame),
+        max_abs_diff=float(diff.max()) if diff.size else 0.0,
+        mismatched_rows=int(bad_cells.any(axis=1).sum()),
+        label_agreement=label_agreement,
+        atol=atol,
+        rtol=rtol,
+        max_mismatch_fraction=max_mismatch_fraction,
+    )
