@@ -42,6 +42,7 @@ def log_onnx_model(
         metadata=metadata,
         save_as_external_data=False,
         pip_requirements=["onnxruntime"],
+        onnx_execution_providers=["CPUExecutionProvider"],
     )
     return info.model_uri
 

@@ -1,0 +1,250 @@
+"""The job's typed config: YAML in, validated before any work starts, ``--set key=value`` on top."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from raylane.metrics import METRICS
+from raylane.models import FAMILIES, FAMILY_ALIASES, estimator_params, get_family
+from raylane.schema import Task
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key and what was expected."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    path: str = Field(description="Local path or fsspec URI of a CSV/Parquet table")
+    target: str
+    task: Task | None = Field(None, description="Inferred from the target when omitted")
+    columns: list[str] | None = Field(None, description="Feature columns to use (default: all)")
+    drop: list[str] = Field(default_factory=list, description="Columns to leave out")
+    categorical: list[str] = Field(
+        default_factory=list, description="Numeric columns to treat as categories"
+    )
+    max_categories: int = Field(200, ge=2)
+    valid_fraction: float = Field(0.2, gt=0, lt=0.5)
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.5)
+    sample_rows: int | None = Field(None, ge=100, description="Sample this many rows first")
+
+
+class Distribution(_Strict):
+    """One hyperparameter's search distribution (Ray Tune's sampling functions)."""
+
+    type: Literal[
+        "uniform", "quniform", "loguniform", "qloguniform", "randint", "qrandint",
+        "lograndint", "qlograndint", "choice", "grid",
+    ]
+    lower: float | None = None
+    upper: float | None = None
+    q: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Distribution:
+        if self.type in ("choice", "grid"):
+            if not self.values:
+                raise ValueError(f"'{self.type}' needs a non-empty 'values' list")
+            return self
+        if self.lower is None or self.upper is None:
+            raise ValueError(f"'{self.type}' needs 'lower' and 'upper'")
+        if self.lower >= self.upper:
+            raise ValueError(f"'lower' ({self.lower}) must be below 'upper' ({self.upper})")
+        if self.type.startswith("q") and not self.q:
+            raise ValueError(f"'{self.type}' needs 'q'")
+        if "log" in self.type and self.lower <= 0:
+            raise ValueError(f"'{self.type}' needs 'lower' > 0")
+        return self
+
+
+SearchValue = Distribution | int | float | str | bool | list | None
+
+
+class ModelConfig(_Strict):
+    @field_validator("search_space", mode="before")
+    @classmethod
+    def _parse_space(cls, space: Any) -> Any:
+        """Mappings are distributions, anything else a fixed value; errors name the parameter."""
+        if not isinstance(space, dict):
+            return space
+        parsed = {}
+        for name, value in space.items():
+            if isinstance(value, dict):
+                try:
+                    value = Distribution.model_validate(value)
+                except ValidationError as exc:
+                    problems = "; ".join(
+                        ".".join([name, *(str(p) for p in e["loc"])]) + ": "
+                        + ("unknown key" if e["type"] == "extra_forbidden"
+                           else e["msg"].removeprefix("Value error, "))
+                        for e in exc.errors()
+                    )
+                    raise ValueError(problems) from None
+            parsed[name] = value
+        return parsed
+
+    family: str = Field(description=f"One of {sorted([*FAMILIES, *FAMILY_ALIASES])}")
+    params: dict[str, Any] = Field(default_factory=dict, description="Fixed hyperparameters")
+    search_space: dict[str, SearchValue] = Field(
+        default_factory=dict, description="name: {type, lower, upper, q, values} or a fixed value"
+    )
+    report_every: int = Field(10, ge=1, description="Report to Tune every N boosting rounds/trees")
+
+
+class SchedulerConfig(_Strict):
+    type: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(2, ge=1, description="Reports before ASHA may stop a trial")
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class TuneConfig(_Strict):
+    num_samples: int = Field(16, ge=1)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    search_alg: Literal["random", "optuna"] = "random"
+    cpus_per_trial: float = Field(1.0, gt=0)
+    time_budget_s: float | None = Field(None, gt=0)
+    metric: str | None = Field(None, description=f"One of {sorted(METRICS)}")
+    max_failures: int = Field(2, ge=0, description="Retries of a failed trial")
+    storage_path: str = Field("ray_results", description="Where Tune keeps experiment state")
+    name: str | None = Field(None, description="Experiment name (default: the MLflow experiment)")
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str | None = Field(
+        None, description="Default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db"
+    )
+    experiment: str = "raylane"
+    registered_model: str = Field(..., min_length=1)
+    run_name: str | None = None
+
+
+class GatesConfig(_Strict):
+    min_holdout: dict[str, float] = Field(
+        default_factory=dict, description="Holdout metric floors, e.g. {roc_auc: 0.8}"
+    )
+    max_holdout: dict[str, float] = Field(
+        default_factory=dict, description="Holdout metric ceilings, e.g. {rmse: 900}"
+    )
+    must_beat_baseline: bool = True
+    max_overfit_gap: float = Field(
+        0.25, ge=0, description="A (train - validation) gap of the tuning metric, relative to the "
+        "validation score, above which the model is diagnosed as overfit"
+    )
+    reject_overfit: bool = Field(False, description="Refuse promotion of a model diagnosed overfit")
+
+
+class ExportConfig(_Strict):
+    parity_atol: float = Field(1e-4, ge=0)
+    parity_rtol: float = Field(1e-3, ge=0)
+    parity_max_mismatch_fraction: float = Field(0.001, ge=0, le=1)
+
+
+class PipelineConfig(_Strict):
+    data: DataConfig
+    model: ModelConfig
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    mlflow: MlflowConfig
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_model(self) -> PipelineConfig:
+        try:
+            family = get_family(self.model.family)
+        except KeyError:
+            raise ValueError(
+                f"model.family: unknown family {self.model.family!r}; expected one of "
+                f"{sorted([*FAMILIES, *FAMILY_ALIASES])}"
+            ) from None
+        tasks = [self.data.task] if self.data.task else ["classification", "regression"]
+        known = set.intersection(*(estimator_params(family, t) for t in tasks))
+        for section in ("params", "search_space"):
+            for key in getattr(self.model, section):
+                if key not in known:
+                    raise ValueError(
+                        f"model.{section}.{key}: not a hyperparameter of {family.name}; expected "
+                        f"one of {sorted(known)}"
+                    )
+        if self.tune.metric and self.tune.metric not in METRICS:
+            raise ValueError(f"tune.metric: unknown metric {self.tune.metric!r}; expected one "
+                             f"of {sorted(METRICS)}")
+        for section in ("min_holdout", "max_holdout"):
+            for key in getattr(self.gates, section):
+                if key not in METRICS:
+                    raise ValueError(f"gates.{section}.{key}: unknown metric; expected one of "
+                                     f"{sorted(METRICS)}")
+        return self
+
+    @property
+    def tracking_uri(self) -> str:
+        return (
+            self.mlflow.tracking_uri
+            or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{Path('mlflow.db').resolve()}"
+        )
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides; each value is parsed as YAML (``3``, ``[a]``)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected dotted.key=value")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else None
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read, override and validate a pipeline config; raise ConfigError naming the bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    raw = apply_overrides(raw, overrides or [])
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> PipelineConfig:
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid config\n" + format_errors(exc)) from None
+
+
+def format_errors(exc: ValidationError) -> str:
+    """One line per problem: ``key.path: message (got value)``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after"))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = f" (got {err['input']!r})" if err["type"] not in ("missing", "extra_forbidden") and \
+            not isinstance(err.get("input"), dict) else ""
+        lines.append(f"  {loc}: {msg}{got}" if loc else f"  {msg}{got}")
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""The distributed hyperparameter search: a Ray Tune ``Tuner`` over one model family."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from ray import tune
+from ray.air.integrations.mlflow import MLflowLoggerCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from raylane.config import Distribution, PipelineConfig
+from raylane.data import PreparedData
+from raylane.metrics import METRICS, Metric
+from raylane.models import Family, get_family
+from raylane.training import fit_model
+
+_SAMPLERS = {
+    "uniform": lambda d: tune.uniform(d.lower, d.upper),
+    "quniform": lambda d: tune.quniform(d.lower, d.upper, d.q),
+    "loguniform": lambda d: tune.loguniform(d.lower, d.upper),
+    "qloguniform": lambda d: tune.qloguniform(d.lower, d.upper, d.q),
+    "randint": lambda d: tune.randint(int(d.lower), int(d.upper)),
+    "qrandint": lambda d: tune.qrandint(int(d.lower), int(d.upper), int(d.q)),
+    "lograndint": lambda d: tune.lograndint(int(d.lower), int(d.upper)),
+    "qlograndint": lambda d: tune.qlograndint(int(d.lower), int(d.upper), int(d.q)),
+    "choice": lambda d: tune.choice(d.values),
+    "grid": lambda d: tune.grid_search(d.values),
+}
+
+
+@dataclass
+class SearchOutcome:
+    """What the search found: the best configuration and every trial's last result."""
+
+    best_params: dict[str, Any]
+    best_valid_score: float
+    best_steps: int | None
+    trials: pd.DataFrame
+    experiment_path: str
+    errored_trials: int
+
+
+def param_space(config: PipelineConfig) -> dict[str, Any]:
+    """Tune's param_space: the config's distributions plus its fixed params."""
+    space: dict[str, Any] = dict(config.model.params)
+    for name, value in config.model.search_space.items():
+        space[name] = _SAMPLERS[value.type](value) if isinstance(value, Distribution) else value
+    return space
+
+
+def tuning_metric(config: PipelineConfig, task: str) -> Metric:
+    from raylane.metrics import DEFAULT_METRIC
+
+    name = config.tune.metric or DEFAULT_METRIC[task]
+    metric = METRICS[name]
+    if metric.task != task:
+        raise ValueError(f"tune.metric: {name!r} is a {metric.task} metric but the task is {task}")
+    return metric
+
+
+def max_reports(config: PipelineConfig, family: Family, task: str) -> int:
+    """How many times the longest trial reports: ASHA's ``max_t``."""
+    if family.steps_param is None:
+        return 1
+    steps = family.defaults(task).get(family.steps_param, 100)
+    spec = config.model.search_space.get(family.steps_param, config.model.params.get(
+        family.steps_param, steps))
+    if isinstance(spec, Distribution):
+        steps = spec.upper if spec.values is None else max(spec.values)
+    else:
+        steps = spec
+    return max(1, math.ceil(float(steps) / config.model.report_every))
+
+
+def train_trial(
+    params: dict[str, Any], data: PreparedData, family_name: str, metric_name: str, seed: int,
+    report_every: int,
+) -> None:
+    """One Tune trial: fit with ``params`` and report the validation metric as the model grows."""
+    fit_model(
+        data, get_family(family_name), params, METRICS[metric_name], seed,
+        report=tune.report, report_every=report_every,
+    )
+
+
+def make_trainable(config: PipelineConfig, data: PreparedData):
+    """The trial function with the dataset placed once in the object store, and its resources."""
+    family = get_family(config.model.family)
+    metric = tuning_metric(config, data.schema.task)
+    trainable = tune.with_parameters(
+        train_trial, data=data, family_name=family.name, metric_name=metric.name,
+        seed=config.seed, report_every=config.model.report_every,
+    )
+    return tune.with_resources(trainable, {"cpu": config.tune.cpus_per_trial})
+
+
+def build_tuner(
+    config: PipelineConfig, data: PreparedData, parent_run_id: str, tracking_uri: str,
+    experiment_name: str, run_dir: Path,
+) -> tune.Tuner:
+    """A fresh Tuner for this config, keeping its state in ``run_dir``."""
+    family = get_family(config.model.family)
+    task = data.schema.task
+    metric = tuning_metric(config, task)
+    mode = metric.mode
+    tune_metric = f"valid_{metric.name}"
+    if config.tune.scheduler.type == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=max_reports(config, family, task),
+            grace_period=config.tune.scheduler.grace_period,
+            reduction_factor=config.tune.scheduler.reduction_factor,
+        )
+    else:
+        scheduler = FIFOScheduler()
+    search_alg = OptunaSearch(seed=config.seed) if config.tune.search_alg == "optuna" else None
+    callbacks = [
+        MLflowLoggerCallback(
+            tracking_uri=tracking_uri,
+            experiment_name=experiment_name,
+            # Child runs nest under the job's parent run in the MLflow UI.
+            tags={"mlflow.parentRunId": parent_run_id, "raylane.role": "trial"},
+        )
+    ]
+    return tune.Tuner(
+        make_trainable(config, data),
+        param_space=param_space(config),
+        tune_config=tune.TuneConfig(
+            metric=tune_metric,
+            mode=mode,
+            scheduler=scheduler,
+            search_alg=search_alg,
+            num_samples=config.tune.num_samples,
+            max_concurrent_trials=config.tune.max_concurrent_trials,
+            time_budget_s=config.tune.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=run_dir.name,
+            storage_path=str(run_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
+            callbacks=callbacks,
+            verbose=1,  # Tune's own progress table: trials, params, metric, status
+        ),
+    )
+
+
+def _base_name(config: PipelineConfig) -> str:
+    return config.tune.name or f"{config.mlflow.experiment}-{config.mlflow.registered_model}"
+
+
+def new_run_dir(config: PipelineConfig) -> Path:
+    """A fresh experiment directory, remembered as the latest for ``--resume``."""
+    storage = Path(config.tune.storage_path).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    run_dir = storage / f"{_base_name(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    (storage / f"{_base_name(config)}.latest").write_text(run_dir.name)
+    return run_dir
+
+
+def latest_run_dir(config: PipelineConfig) -> Path:
+    """The experiment directory of the last search started with this config."""
+    storage = Path(config.tune.storage_path).resolve()
+    pointer = storage / f"{_base_name(config)}.latest"
+    if not pointer.exists():
+        raise FileNotFoundError(f"--resume: no search to resume under {storage}")
+    return storage / pointer.read_text().strip()
+
+
+def restore_tuner(config: PipelineConfig, data: PreparedData, run_dir: Path) -> tune.Tuner:
+    """Resume an interrupted search: finished trials are kept, unfinished and errored re-run."""
+    return tune.Tuner.restore(
+        str(run_dir),
+        trainable=make_trainable(config, data),
+        resume_unfinished=True,
+        restart_errored=True,
+        param_space=param_space(config),
+    )
+
+
+def summarize(results: tune.ResultGrid, metric: Metric) -> SearchOutcome:
+    """Best trial (by its last reported validation score) and the trials table."""
+    tune_metric = f"valid_{metric.name}"
+    best = results.get_best_result(metric=tune_metric, mode=metric.mode, scope="last")
+    table = results.get_dataframe(filter_metric=tune_metric, filter_mode=metric.mode)
+    keep = [c for c in table.columns if c.startswith("config/")] + [
+        c for c in ("trial_id", tune_metric, "steps", "training_iteration", "fit_seconds",
+                    "time_total_s") if c in table.columns
+    ]
+    return SearchOutcome(
+        best_params=dict(best.config),
+        best_valid_score=float(best.metrics[tune_metric]),
+        best_steps=int(best.metrics.get("steps", 0)) or None,
+        trials=table[keep].sort_values(tune_metric, ascending=metric.mode == "min"),
+        experiment_path=results.experiment_path,
+        errored_trials=len(results.errors),
+    )
