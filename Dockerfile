@@ -1,0 +1,33 @@
+# One image for every Raylane pod: Ray head/worker (RayCluster, RayService, RayJob) and the
+# MLflow tracking server. Build:  docker build -t raylane:dev .
+#
+# The base tag must name the Ray release pinned in pyproject.toml (ray[...]==2.60.0) and the
+# Python the project tests on (3.11); `-cpu` is the Ubuntu-based CPU image. tests/test_dockerfile.py
+# and tests/test_kuberay_crosschecks.py fail if the tag, the pin and the manifests' rayVersion drift.
+FROM rayproject/ray:2.60.0-py311-cpu
+
+# The rayproject/ray images already run as the non-root user `ray` (uid 1000, gid 100 "users");
+# say it explicitly so nothing below runs as root and the manifests' runAsUser: 1000 matches.
+USER 1000:100
+WORKDIR /home/ray/app
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Install the package (its Ray pin equals the base image's Ray, so pip keeps that Ray and adds only
+# the missing extras and libraries). psycopg2-binary is the one extra: the same image runs
+# `mlflow server` against PostgreSQL in kuberay/base/mlflow.yaml, and MLflow does not ship a driver.
+COPY --chown=1000:100 pyproject.toml README.md ./
+COPY --chown=1000:100 raylane ./raylane
+COPY --chown=1000:100 ray_jobs ./ray_jobs
+RUN pip install --no-cache-dir . "psycopg2-binary==2.9.13" \
+ && python -c "import ray, raylane, ray_jobs, psycopg2; assert ray.__version__ == '2.60.0', ray.__version__"
+
+# What the job and the service read at run time, relative to WORKDIR (the RayJob entrypoint is
+# `python -m ray_jobs.train_pipeline --config tune_configs/credit_xgboost.yaml`, run from here).
+COPY --chown=1000:100 tune_configs ./tune_configs
+COPY --chown=1000:100 serve ./serve
+# The bundled credit dataset only (see .dockerignore): small, and what the default config trains on.
+COPY --chown=1000:100 data/credit_data.csv ./data/credit_data.csv
