@@ -70,8 +70,9 @@ def replace_serve_config(manifest_text: str, serve_text: str) -> str:
         if line.strip() and not line.startswith(indent + " "):
             break
         end += 1
-    while end > start + 1 and not lines[end - 1].strip():  # trailing blank lines stay outside
-        end -= 1
+    keep = "+" in _HEADER.match(lines[start]).group("rest")  # `|+`: trailing blanks are content
+    while not keep and end > start + 1 and not lines[end - 1].strip():
+        end -= 1  # trailing blank lines of a clipped block belong to the layout, not the block
     new_lines = lines[:start] + render_block(serve_text, indent) + lines[end:]
     return "\n".join(new_lines) + "\n"
 

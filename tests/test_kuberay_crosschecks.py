@@ -1,0 +1,222 @@
+"""Cross-checks between the manifests and the rest of the repo: the RayService carries exactly
+serve/config.yaml, the Serve app imports, Serve's replicas fit the worker pods, the RayJob's
+entrypoint and config exist, and images and Ray versions agree everywhere."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import shlex
+from fractions import Fraction
+from pathlib import Path
+
+import k8s_support as k8s
+import pytest
+import tomllib
+import yaml
+
+from raylane.deploy import render
+
+REPO = k8s.REPO
+SERVE_CONFIG = REPO / "serve" / "config.yaml"
+RAYSERVICE = REPO / "kuberay" / "base" / "rayservice.yaml"
+needs_serve_config = pytest.mark.skipif(
+    not SERVE_CONFIG.exists(), reason="serve/config.yaml does not exist yet (serving issue)")
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def ray_pin() -> str:
+    deps = pyproject()["project"]["dependencies"]
+    pin = next(d for d in deps if re.match(r"ray(\[|==)", d))
+    return pin.split("==", 1)[1].strip()
+
+
+def serve_config() -> dict:
+    return yaml.safe_load(SERVE_CONFIG.read_text())
+
+
+# ------------------------------------------------------------------ serveConfigV2
+
+
+@needs_serve_config
+def test_rayservice_manifest_is_generated_from_serve_config():
+    assert render.render(SERVE_CONFIG, RAYSERVICE) == RAYSERVICE.read_text(), (
+        "kuberay/base/rayservice.yaml is out of date: run `python -m raylane.deploy.render`")
+    assert render.main(["--check", "--serve-config", str(SERVE_CONFIG),
+                        "--manifest", str(RAYSERVICE)]) == 0
+
+
+@needs_serve_config
+@pytest.mark.parametrize("overlay", [p.name for p in k8s.OVERLAYS])
+def test_rendered_overlays_carry_the_exact_serve_config(overlay):
+    objs = k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)
+    rs = next(o for o in objs if o["kind"] == "RayService")
+    assert rs["spec"]["serveConfigV2"] == SERVE_CONFIG.read_text()
+
+
+@pytest.mark.parametrize("text", [
+    "applications:\n  - name: a\n    import_path: m:app\n",
+    "applications:\n  - name: a\n\n    import_path: m:app",            # no final newline
+    "applications:\n  - name: a\n    import_path: m:app\n\n\n",        # extra blank lines
+    "# comment: with colon\napplications: []\n",
+    "  applications:\n    - name: indented\n",                          # leading indentation
+    "applications:\n- name: 'quote' # x\n  args: {a: \"|\"}\n",
+])
+def test_render_block_round_trips(tmp_path, text):
+    manifest = tmp_path / "rs.yaml"
+    manifest.write_text(RAYSERVICE.read_text())
+    new = render.replace_serve_config(manifest.read_text(), text)
+    rs = yaml.safe_load(new)
+    assert rs["spec"]["serveConfigV2"] == text
+    assert rs["spec"]["rayClusterConfig"] == yaml.safe_load(RAYSERVICE.read_text())[
+        "spec"]["rayClusterConfig"]
+    # idempotent: rendering the rendered manifest again changes nothing
+    assert render.replace_serve_config(new, text) == new
+
+
+def test_render_check_detects_drift(tmp_path, capsys):
+    serve = tmp_path / "config.yaml"
+    serve.write_text("applications:\n  - name: x\n    import_path: a.b:c\n")
+    manifest = tmp_path / "rayservice.yaml"
+    manifest.write_text(RAYSERVICE.read_text())
+    args = ["--serve-config", str(serve), "--manifest", str(manifest)]
+    if render.render(serve, manifest) != manifest.read_text():
+        assert render.main([*args, "--check"]) == 1
+    assert render.main(args) == 0
+    assert render.main([*args, "--check"]) == 0
+    serve.write_text(serve.read_text() + "    route_prefix: /x\n")
+    assert render.main([*args, "--check"]) == 1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("not_a_serve_config: 1\n")
+    assert render.main(["--serve-config", str(bad), "--manifest", str(manifest)]) == 2
+
+
+# ------------------------------------------------------------------ Serve app
+
+
+@needs_serve_config
+def test_serve_import_paths_import():
+    apps = serve_config()["applications"]
+    assert apps
+    for app in apps:
+        path = app["import_path"]
+        module, _, attr = path.partition(":") if ":" in path else path.rpartition(".")
+        mod = importlib.import_module(module)
+        assert hasattr(mod, attr), f"{path}: {module} has no {attr}"
+
+
+def _replica_cpus(dep: dict) -> Fraction:
+    opts = dep.get("ray_actor_options") or {}
+    if dep.get("placement_group_bundles"):
+        return sum(Fraction(str(b.get("CPU", 0))) for b in dep["placement_group_bundles"])
+    return Fraction(str(opts.get("num_cpus", 1)))  # Serve's default is 1 CPU per replica
+
+
+def _max_replicas(dep: dict) -> int:
+    auto = dep.get("autoscaling_config")
+    if auto:
+        return int(auto["max_replicas"])
+    n = dep.get("num_replicas", 1)
+    if n == "auto":
+        # num_replicas: auto -> Serve's default autoscaling bounds unless given
+        return int((dep.get("autoscaling_config") or {}).get("max_replicas", 100))
+    return int(n)
+
+
+@needs_serve_config
+@pytest.mark.parametrize("overlay", [p.name for p in k8s.OVERLAYS])
+def test_serve_replicas_fit_the_worker_group(overlay):
+    objs = k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)
+    cluster = next(o for o in objs if o["kind"] == "RayService")["spec"]["rayClusterConfig"]
+    head_cpus = k8s.quantity(cluster["headGroupSpec"]["rayStartParams"].get("num-cpus", "0"))
+    pod_cpus = [k8s.quantity(g["rayStartParams"]["num-cpus"]) for g in cluster["workerGroupSpecs"]]
+    capacity = head_cpus + sum(
+        k8s.quantity(g["rayStartParams"]["num-cpus"]) * g["maxReplicas"]
+        for g in cluster["workerGroupSpecs"])
+    demand = Fraction(0)
+    for app in serve_config()["applications"]:
+        for dep in app.get("deployments", []):
+            cpus = _replica_cpus(dep)
+            assert cpus <= max([head_cpus, *pod_cpus]), (
+                f"{dep['name']}: one replica asks {cpus} CPUs, more than any Ray pod has")
+            demand += cpus * _max_replicas(dep)
+    assert demand <= capacity, (
+        f"{overlay}: Serve may ask {float(demand)} CPUs at max_replicas; the RayService cluster "
+        f"has at most {float(capacity)} (head num-cpus + worker num-cpus x maxReplicas)")
+
+
+# ------------------------------------------------------------------ RayJob
+
+
+def _job_specs() -> list[tuple[str, dict]]:
+    out = []
+    for path in k8s.JOB_FILES:
+        for obj in k8s.load_file(path):
+            spec = obj["spec"]["jobTemplate"] if obj["kind"] == "RayCronJob" else obj["spec"]
+            out.append((f"{path.name}:{k8s.obj_id(obj)}", spec))
+    return out
+
+
+@pytest.mark.parametrize("ident,spec", _job_specs(), ids=[i for i, _ in _job_specs()])
+def test_rayjob_entrypoint_module_and_config_exist(ident, spec):
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:2] == ["python", "-m"], ident
+    module = argv[2]
+    assert importlib.util.find_spec(module) is not None, f"{ident}: no module {module}"
+    config = argv[argv.index("--config") + 1]
+    # The entrypoint runs in the image's WORKDIR, a copy of the repo root (see Dockerfile).
+    assert not Path(config).is_absolute()
+    assert (REPO / config).is_file(), f"{ident}: {config} missing"
+    assert isinstance(yaml.safe_load((REPO / config).read_text()), dict)
+    dockerfile = (REPO / "Dockerfile").read_text()
+    top = Path(config).parts[0]
+    assert re.search(rf"^COPY .*\s{re.escape(top)}\s+\./{re.escape(top)}\s*$", dockerfile, re.M), (
+        f"Dockerfile does not copy {top}/ into the image")
+    assert re.search(r"^WORKDIR /home/ray/app$", dockerfile, re.M)
+
+
+# ------------------------------------------------------------------ versions and images
+
+
+def test_ray_versions_agree_everywhere():
+    import ray
+
+    pin = ray_pin()
+    assert ray.__version__ == pin, "the installed Ray is not the pinned one"
+    base = re.search(r"^FROM\s+rayproject/ray:(\S+)", (REPO / "Dockerfile").read_text(), re.M)
+    assert base and base.group(1).split("-")[0] == pin
+    versions = []
+    for overlay in k8s.OVERLAYS:
+        for obj in k8s.render_overlay(overlay):
+            versions += [c["rayVersion"] for c in k8s.ray_cluster_specs(obj)]
+    for path in k8s.JOB_FILES:
+        for obj in k8s.load_file(path):
+            versions += [c["rayVersion"] for c in k8s.ray_cluster_specs(obj)]
+    assert versions and set(versions) == {pin}, set(versions)
+
+
+def _project_images(objs) -> set[str]:
+    images = set()
+    for obj in objs:
+        for _, c in k8s.containers(obj):
+            if not c["image"].startswith("postgres:"):
+                images.add(c["image"])
+    return images
+
+
+def test_images_agree_within_each_overlay_and_with_the_jobs():
+    dev = _project_images(k8s.render_overlay(k8s.KUBERAY / "overlays" / "dev"))
+    assert dev == {"raylane:dev"}, dev  # what `docker build -t raylane:dev .` produces
+    prod = _project_images(k8s.render_overlay(k8s.KUBERAY / "overlays" / "prod"))
+    assert len(prod) == 1, prod
+    assert next(iter(prod)).endswith(":" + pyproject()["project"]["version"])
+    jobs = _project_images(o for p in k8s.JOB_FILES for o in k8s.load_file(p))
+    assert jobs == dev, "job manifests are written for the dev overlay's image"
+    # the postgres image is the same everywhere (server and the MLflow init container)
+    pg = {c["image"] for p in k8s.OVERLAYS for o in k8s.render_overlay(p)
+          for _, c in k8s.containers(o) if c["image"].startswith("postgres:")}
+    assert len(pg) == 1, pg
