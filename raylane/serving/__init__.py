@@ -1,0 +1,1 @@
+"""Serving the registered ONNX model with Ray Serve (see ``raylane.serving.app``)."""

@@ -1,0 +1,57 @@
+"""The deployment's ``user_config``: which model, where the registry is, batching, limits, logging.
+
+Validated with pydantic when Serve hands it to ``reconfigure`` (not per request).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BatchingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
+    # Requests with more rows than this skip the batch queue (they are a batch already).
+    max_rows_per_item: int = Field(16, ge=1)
+
+
+class LimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_rows: int = Field(10_000, ge=1)
+    max_body_bytes: int = Field(16 * 2**20, ge=1024)
+
+
+class PredictionLogSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    directory: str = "/tmp/raylane/prediction_log"
+    sample_rate: float = Field(0.01, ge=0, le=1)
+    flush_rows: int = Field(10_000, ge=1)
+    flush_interval_s: float = Field(30.0, gt=0)
+    max_total_bytes: int = Field(256 * 2**20, ge=1024)
+
+
+class ServingSettings(BaseModel):
+    """The ``user_config`` of the deployment (see ``serve/config.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str = "models:/credit@champion"
+    # None: read MLFLOW_TRACKING_URI from the replica's environment.
+    tracking_uri: str | None = None
+    # Re-resolve an alias this often and swap when it moved; 0 disables polling.
+    poll_interval_s: float = Field(30.0, ge=0)
+    intra_op_threads: int = Field(1, ge=1)
+    batching: BatchingSettings = BatchingSettings()
+    limits: LimitSettings = LimitSettings()
+    prediction_log: PredictionLogSettings = PredictionLogSettings()
+
+    def resolved_tracking_uri(self) -> str | None:
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
