@@ -230,6 +230,7 @@ def test_autoscaling_and_ray_start_params(ident, obj):
     for cluster in k8s.ray_cluster_specs(obj):
         assert cluster["rayVersion"]
         assert cluster["enableInTreeAutoscaling"] is True
+        assert cluster["authOptions"]["mode"] == "token"  # no open job-submission API
         opts = cluster["autoscalerOptions"]
         assert opts["upscalingMode"] in {"Conservative", "Default", "Aggressive"}
         assert 0 < opts["idleTimeoutSeconds"] <= 600
