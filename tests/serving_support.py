@@ -45,8 +45,10 @@ def tracking_uri_for(tmp: Path) -> str:
 def load_frame(kind: str) -> tuple[pd.DataFrame, str]:
     if kind == "credit":
         return read_table(str(CREDIT_CSV)), "Status"
-    frame = read_table(str(DIAMONDS_CSV)).sample(3000, random_state=0).reset_index(drop=True)
-    return frame, "price"
+    # numeric columns only: the all-numeric model that takes one [N, F] V2 tensor
+    frame = read_table(str(DIAMONDS_CSV), columns=["carat", "depth", "table", "x", "y", "z",
+                                                  "price"])
+    return frame.sample(3000, random_state=0).reset_index(drop=True), "price"
 
 
 def train_onnx(kind: str, n_estimators: int = 30, seed: int = 0):
