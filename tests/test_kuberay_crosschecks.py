@@ -109,6 +109,9 @@ def test_serve_import_paths_import():
         assert hasattr(mod, attr), f"{path}: {module} has no {attr}"
 
 
+RAY_MEMORY_SHARE = Fraction(7, 10)
+
+
 def _replica_cpus(dep: dict) -> Fraction:
     opts = dep.get("ray_actor_options") or {}
     if dep.get("placement_group_bundles"):
@@ -137,12 +140,20 @@ def test_serve_replicas_fit_the_worker_group(overlay):
     capacity = head_cpus + sum(
         k8s.quantity(g["rayStartParams"]["num-cpus"]) * g["maxReplicas"]
         for g in cluster["workerGroupSpecs"])
+    # Ray's logical `memory` of a node is what is left after the object store (30% by default)
+    pod_mem = [RAY_MEMORY_SHARE * k8s.quantity(
+        g["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"])
+        for g in cluster["workerGroupSpecs"]]
     demand = Fraction(0)
     for app in serve_config()["applications"]:
         for dep in app.get("deployments", []):
             cpus = _replica_cpus(dep)
             assert cpus <= max([head_cpus, *pod_cpus]), (
                 f"{dep['name']}: one replica asks {cpus} CPUs, more than any Ray pod has")
+            mem = Fraction(str((dep.get("ray_actor_options") or {}).get("memory", 0)))
+            assert mem <= max(pod_mem), (
+                f"{overlay}: {dep['name']} asks {mem} bytes of Ray memory per replica; a worker "
+                f"pod offers about {float(max(pod_mem))}")
             demand += cpus * _max_replicas(dep)
     assert demand <= capacity, (
         f"{overlay}: Serve may ask {float(demand)} CPUs at max_replicas; the RayService cluster "
