@@ -117,7 +117,8 @@ def structural_to_jsonschema(node: Any) -> Any:
 def crd_validator(kind: str) -> jsonschema.protocols.Validator:
     if not CRD_DIR.is_dir():
         raise RuntimeError(f"KubeRay CRDs not found at {CRD_DIR} (shared/ beside the repo)")
-    crd = yaml.safe_load((CRD_DIR / CRD_FILES[kind]).read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are ~1 MB each
+    crd = yaml.load((CRD_DIR / CRD_FILES[kind]).read_text(), Loader=loader)
     assert crd["spec"]["names"]["kind"] == kind
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")
     schema = structural_to_jsonschema(version["schema"]["openAPIV3Schema"])
