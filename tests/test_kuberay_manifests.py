@@ -179,6 +179,9 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
     assert backend.split("=", 1)[1].startswith("postgresql+psycopg2://")
     assert "@postgres:5432/" in backend
     assert "--serve-artifacts" in args
+    # the dev overlay patches args by index: the list must keep its shape
+    assert len([a for a in args if a.startswith("--workers=")]) == 1
+    assert len(args) == 6 and args[5].startswith("--workers=")
     dest = next(a for a in args if a.startswith("--artifacts-destination=")).split("=", 1)[1]
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     vols = {v["name"]: v for v in pod["volumes"]}
