@@ -86,8 +86,6 @@ def register_broken(tracking_uri: str, name: str, schema, example, how: str) -> 
     if how == "corrupt_onnx":
         import onnx
 
-        from raylane.registry import log_onnx_model as _log  # noqa: F401
-
         # a valid-looking ONNX graph whose inputs do not match the schema's columns
         graph = onnx.helper.make_graph(
             [onnx.helper.make_node("Identity", ["x"], ["y"])], "broken",
@@ -96,14 +94,15 @@ def register_broken(tracking_uri: str, name: str, schema, example, how: str) -> 
         )
         model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
         return register(tracking_uri, name, model.SerializeToString(), schema, example)
-    if how == "no_schema":
+    if how == "no_schema":  # a real ONNX model logged by plain MLflow: no raylane metadata
+        import onnx
+
         mlflow.set_tracking_uri(tracking_uri)
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        graph = onnx.load_model_from_string(train_onnx("credit", n_estimators=5)[0])
         with mlflow.start_run() as run:
-            mlflow.log_text("not a model", "model/MLmodel")
-            mv = register_version(
-                client, f"runs:/{run.info.run_id}/model", name, run.info.run_id, {}
-            )
+            info = mlflow.onnx.log_model(graph, name="model", save_as_external_data=False)
+            mv = register_version(client, info.model_uri, name, run.info.run_id, {})
         set_alias(client, name, CHAMPION, mv.version)
         return str(mv.version)
     raise ValueError(how)

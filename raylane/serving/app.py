@@ -61,7 +61,21 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-api = FastAPI(
+class RaylaneAPI(FastAPI):
+    """FastAPI whose OpenAPI schema also holds the hand-parsed request bodies' schemas."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            spec = get_openapi(title=self.title, version=self.version,
+                               description=self.description, routes=self.routes)
+            spec.setdefault("components", {}).setdefault("schemas", {}).update(
+                schemas.request_component_schemas()
+            )
+            self.openapi_schema = spec
+        return self.openapi_schema
+
+
+api = RaylaneAPI(
     title="raylane model server",
     version=raylane.__version__,
     description="A registered ONNX model served by Ray Serve: /predict, the Open Inference "
@@ -430,20 +444,6 @@ class ModelServer:
     async def version(self) -> Response:
         return Response(f"raylane {raylane.__version__}", media_type="text/plain")
 
-
-def _openapi() -> dict:
-    """FastAPI's schema plus the hand-parsed request bodies' component schemas."""
-    if api.openapi_schema is None:
-        spec = get_openapi(title=api.title, version=api.version, description=api.description,
-                           routes=api.routes)
-        spec.setdefault("components", {}).setdefault("schemas", {}).update(
-            schemas.request_component_schemas()
-        )
-        api.openapi_schema = spec
-    return api.openapi_schema
-
-
-api.openapi = _openapi  # type: ignore[method-assign]
 
 app = ModelServer.bind()
 
