@@ -104,7 +104,8 @@ def numeric_column(name: str, values: Any, n: int) -> np.ndarray:
     except (ValueError, TypeError):
         arr = None
     if arr is not None and arr.dtype.kind in "iufb" and arr.ndim == 1:
-        out = arr.astype(np.float32)
+        with np.errstate(over="ignore"):
+            out = arr.astype(np.float32)
         if arr.dtype.kind == "f":
             finite = np.isfinite(out)
             if not finite.all():

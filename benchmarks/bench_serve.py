@@ -1,0 +1,389 @@
+"""Serving benchmark: raylane on Ray Serve vs `mlflow models serve` vs a single uvicorn + ORT floor.
+
+Everything runs in one go on this machine, on the same model (an XGBoost classifier trained on
+the bundled credit data, exported to ONNX and registered in a temporary MLflow registry; the
+native scikit-learn pipeline is logged with ``mlflow.sklearn`` for the mlflow peer only). Load
+comes from ``wrk`` (installed with apt-get when missing) driven by a Lua script for POST bodies.
+
+    python -m benchmarks.bench_serve                 # ~4 minutes on 2 cores
+    python -m benchmarks.bench_serve --duration 15 --replicas 1 --out /tmp/bench_serve.json
+
+Ray Serve runs with ``RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (HAProxy
+ingress); HAProxy's files and ports are moved to a private directory and free ports, and its
+process is killed at the end (it outlives Ray's shutdown).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CREDIT = ROOT / "data" / "credit_data.csv"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def wait_http(url: str, timeout: float = 180) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(url)
+
+
+_UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -> dict:
+    """POST ``body`` at ``url`` for ``duration`` s; req/s, p50/p99 (ms), non-2xx count."""
+    script = workdir / f"post-{abs(hash(body))}.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [==[{body.decode()}]==]\n"
+    )
+    threads = min(2, connections)
+    out = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
+         str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {m[0]: float(m[1]) * _UNIT[m[2]]
+           for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"req_s": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"),
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(0) if errors else None}
+
+
+# ---------------------------------------------------------------- the floor peer
+
+
+def floor_app(onnx_path: str, schema_path: str):
+    """Starlette + ONNX Runtime, no Ray: parse records, build columns, run, answer JSON."""
+    import onnxruntime as ort
+    import orjson
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from raylane.schema import FeatureSchema
+
+    schema = FeatureSchema.from_json(Path(schema_path).read_text())
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(onnx_path, sess_options=opts, providers=["CPUExecutionProvider"])
+    numeric = set(schema.numeric)
+    labels = schema.class_labels
+
+    async def predict(request):
+        records = orjson.loads(await request.body())["records"]
+        feeds = {}
+        for name in schema.feature_names:
+            values = [r[name] for r in records]
+            dtype = np.float32 if name in numeric else object
+            feeds[name] = np.array(values, dtype=dtype).reshape(-1, 1)
+        label, probs = sess.run(None, feeds)
+        body = {"predictions": [labels[i] for i in label.tolist()], "probabilities": probs}
+        return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
+
+    async def ping(request):
+        return Response("ok")
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]),
+                             Route("/ping", ping)])
+
+
+def serve_floor(port: int, onnx_path: str, schema_path: str) -> None:
+    import uvicorn
+
+    uvicorn.run(floor_app(onnx_path, schema_path), host="127.0.0.1", port=port,
+                log_level="warning", access_log=False)
+
+
+# ---------------------------------------------------------------- setup
+
+
+def train_and_register(tmp: Path, n_estimators: int) -> dict:
+    import mlflow
+    import pandas as pd
+
+    from raylane.data import infer_schema, read_table, split_data
+    from raylane.export import to_onnx
+    from raylane.metrics import METRICS
+    from raylane.models import get_family
+    from raylane.registry import CHAMPION, log_onnx_model, register_version, set_alias
+    from raylane.training import fit_model
+
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    frame = read_table(str(CREDIT))
+    schema = infer_schema(frame, "Status", None)
+    data = split_data(frame, schema, 0.2, 0.1, 0)
+    fit = fit_model(data, get_family("xgboost"), {"n_estimators": n_estimators, "max_depth": 6},
+                    METRICS["roc_auc"], 0)
+    onnx_bytes = to_onnx(fit.pipeline, schema)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    example = data.holdout.X.head(3)
+    with mlflow.start_run() as run:
+        model_uri = log_onnx_model(onnx_bytes, schema, example,
+                                   pd.DataFrame({"y": np.zeros(3)}))
+        mv = register_version(client, model_uri, "credit", run.info.run_id, {})
+        # the mlflow peer serves the native pipeline (what a user would otherwise deploy)
+        sk = mlflow.sklearn.log_model(fit.pipeline, name="sklearn_model", input_example=example)
+    set_alias(client, "credit", CHAMPION, mv.version)
+    (tmp / "model.onnx").write_bytes(onnx_bytes)
+    (tmp / "schema.json").write_text(schema.to_json())
+    holdout = data.holdout.X
+    clean = holdout.dropna()
+    row = {k: (v.item() if hasattr(v, "item") else v) for k, v in clean.iloc[0].items()}
+    big = pd.concat([holdout] * (1000 // len(holdout) + 1)).head(1000)
+    big_rows = [{k: (None if isinstance(v, float) and np.isnan(v) else
+                     (v.item() if hasattr(v, "item") else v)) for k, v in r.items()}
+                for r in big.to_dict(orient="records")]
+    big_rows = [{k: (0.0 if v is None and k in schema.numeric else v) for k, v in r.items()}
+                for r in big_rows]  # the floor peer does not handle nulls
+    return {"uri": uri, "schema": schema, "onnx": onnx_bytes, "row": row, "big_rows": big_rows,
+            "sklearn_uri": sk.model_uri}
+
+
+def in_process_rows_per_s(onnx_bytes: bytes, schema, rows: list[dict]) -> float:
+    from raylane.onnx_model import OnnxModel
+    from raylane.serving.protocols import parse_predict
+
+    model = OnnxModel(onnx_bytes, schema)
+    feeds, n = parse_predict({"records": rows}, schema, 10**6)
+    model.run(feeds)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(20):
+            model.run(feeds)
+        best = min(best, (time.perf_counter() - t) / 20)
+    return n / best
+
+
+# ---------------------------------------------------------------- Ray Serve
+
+
+def haproxy_env(tmp: Path) -> dict[str, str]:
+    d = tmp / "haproxy"
+    d.mkdir(exist_ok=True)
+    return {
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(d / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(d / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(d),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(d / "server-state"),
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(d / "metrics.sock"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+
+
+def kill_haproxy(marker: str) -> list[int]:
+    """Kill the haproxy processes whose command line names our private directory."""
+    killed = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "haproxy" in cmd and marker in cmd:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed.append(int(proc.name))
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def user_config(uri: str, batching: bool) -> dict:
+    return {"model_uri": "models:/credit@champion", "tracking_uri": uri, "poll_interval_s": 0,
+            "batching": {"enabled": batching, "max_batch_size": 16, "batch_wait_timeout_s": 0.0},
+            "limits": {"max_rows": 10000, "max_body_bytes": 16 * 2**20}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--big-connections", type=int, default=4,
+                        help="connections for the 1,000-row runs")
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--n-estimators", type=int, default=100)
+    parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--floor-server", nargs=3, metavar=("PORT", "ONNX", "SCHEMA"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.floor_server:
+        port, onnx_path, schema_path = args.floor_server
+        serve_floor(int(port), onnx_path, schema_path)
+        return
+
+    ensure_wrk()
+    tmp = Path(tempfile.mkdtemp(prefix="raylane-bench-serve-"))
+    print(f"workdir {tmp}", flush=True)
+    setup = train_and_register(tmp, args.n_estimators)
+    one = json.dumps({"records": [setup["row"]]}).encode()
+    big = json.dumps({"records": setup["big_rows"]}).encode()
+    results: dict = {"machine_cpus": os.cpu_count(), "duration_s": args.duration,
+                     "connections": args.connections}
+    d, c = args.duration, args.connections
+
+    # in-process ONNX Runtime on the 1,000-row batch
+    results["in_process_1000_rows_per_s"] = in_process_rows_per_s(
+        setup["onnx"], setup["schema"], setup["big_rows"])
+
+    # peer 1: mlflow models serve
+    if not args.skip_mlflow:
+        port = free_port()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": setup["uri"]}
+        mlf = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", setup["sklearn_uri"],
+             "-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{port}/ping")
+            body = json.dumps({"dataframe_records": [setup["row"]]}).encode()
+            results["mlflow_one_row"] = run_wrk(f"http://127.0.0.1:{port}/invocations", body,
+                                                c, d, tmp)
+        finally:
+            os.killpg(mlf.pid, signal.SIGTERM)
+            mlf.wait(30)
+        print("mlflow", results["mlflow_one_row"], flush=True)
+
+    # peer 2: one uvicorn process, Starlette + ONNX Runtime, no Ray
+    port = free_port()
+    floor = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.bench_serve", "--floor-server", str(port),
+         str(tmp / "model.onnx"), str(tmp / "schema.json")], cwd=ROOT, start_new_session=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping")
+        url = f"http://127.0.0.1:{port}/predict"
+        results["floor_one_row"] = run_wrk(url, one, c, d, tmp)
+        results["floor_1000_rows"] = run_wrk(url, big, args.big_connections, d, tmp)
+    finally:
+        os.killpg(floor.pid, signal.SIGTERM)
+        floor.wait(30)
+    print("floor", results["floor_one_row"], results["floor_1000_rows"], flush=True)
+
+    # raylane on Ray Serve with the HAProxy ingress
+    os.environ.update(haproxy_env(tmp))
+    import ray
+    from ray import serve
+
+    from raylane.serving.app import ModelServer
+
+    port = free_port()
+    ray.init(num_cpus=2, include_dashboard=False, address="local")
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+
+        def deploy(batching: bool) -> None:
+            serve.run(
+                ModelServer.options(
+                    num_replicas=args.replicas, max_ongoing_requests=64,
+                    ray_actor_options={"num_cpus": 2 / args.replicas},
+                    user_config=user_config(setup["uri"], batching),
+                ).bind(),
+                name="raylane", route_prefix="/",
+            )
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+
+        deploy(batching=True)
+        url = f"http://127.0.0.1:{port}/predict"
+        run_wrk(url, one, c, 3, tmp)  # warm the path
+        results["serve_one_row"] = run_wrk(url, one, c, d, tmp)
+        results["serve_1000_rows"] = run_wrk(url, big, args.big_connections, d, tmp)
+        results["serve_c1_batching"] = run_wrk(url, one, 1, d, tmp)
+        deploy(batching=False)
+        time.sleep(2)
+        results["serve_c1_no_batching"] = run_wrk(url, one, 1, d, tmp)
+        print("serve", {k: v for k, v in results.items() if k.startswith("serve")}, flush=True)
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            killed = kill_haproxy(str(tmp / "haproxy"))
+            print(f"killed haproxy pids {killed}", flush=True)
+
+    summarize(results)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+def summarize(r: dict) -> None:
+    s1, f1 = r["serve_one_row"], r["floor_one_row"]
+    checks = {
+        "one-row req/s >= 50% of the uvicorn floor": s1["req_s"] >= 0.5 * f1["req_s"],
+        "one-row p99 < 30 ms": (s1["p99_ms"] or 1e9) < 30,
+        "1000-row rows/s >= 50% of in-process ORT":
+            r["serve_1000_rows"]["req_s"] * 1000 >= 0.5 * r["in_process_1000_rows_per_s"],
+        "batching costs <= 1 ms p50 at 1 connection":
+            r["serve_c1_batching"]["p50_ms"] - r["serve_c1_no_batching"]["p50_ms"] <= 1.0,
+    }
+    if "mlflow_one_row" in r:
+        checks[">= 30x mlflow models serve"] = s1["req_s"] >= 30 * r["mlflow_one_row"]["req_s"]
+    r["ratios"] = {
+        "serve_vs_floor": s1["req_s"] / f1["req_s"],
+        "serve_vs_mlflow": s1["req_s"] / r["mlflow_one_row"]["req_s"] if "mlflow_one_row" in r
+        else None,
+        "serve_1000_rows_per_s": r["serve_1000_rows"]["req_s"] * 1000,
+        "serve_1000_vs_in_process": r["serve_1000_rows"]["req_s"] * 1000
+        / r["in_process_1000_rows_per_s"],
+        "batching_p50_cost_ms": r["serve_c1_batching"]["p50_ms"]
+        - r["serve_c1_no_batching"]["p50_ms"],
+    }
+    r["checks"] = checks
+    print(json.dumps(r, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

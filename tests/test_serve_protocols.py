@@ -1,0 +1,110 @@
+"""Fast checks (no Ray) of request parsing, warm-up and the prediction log's rotation and cap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from raylane.onnx_model import Prediction
+from raylane.schema import ColumnSpec, FeatureSchema
+from raylane.serving import protocols
+from raylane.serving.prediction_log import PredictionLog
+from raylane.serving.requests import RequestError, decode_json, numeric_column
+from raylane.serving.settings import ServingSettings
+
+SCHEMA = FeatureSchema(
+    task="classification", target="y", class_labels=["bad", "good"],
+    columns=[ColumnSpec(name="age", kind="numeric", dtype="int64"),
+             ColumnSpec(name="home", kind="categorical", dtype="object",
+                        categories=["own", "rent"])],
+)
+
+
+def test_records_and_split_give_the_same_feeds():
+    a, n = protocols.parse_predict({"records": [{"age": 30, "home": "rent"},
+                                                {"age": None, "home": None}]}, SCHEMA, 10)
+    b, _ = protocols.parse_predict({"columns": ["home", "age"],
+                                    "data": [["rent", 30], [None, None]]}, SCHEMA, 10)
+    assert n == 2
+    for k in a:
+        assert a[k].shape == (2, 1)
+    np.testing.assert_array_equal(a["age"], b["age"])
+    assert a["age"].dtype == np.float32 and np.isnan(a["age"][1, 0])
+    assert a["home"].tolist() == [["rent"], [""]] == b["home"].tolist()
+
+
+@pytest.mark.parametrize("values,fragment", [
+    (["1.5"], "got a string '1.5'"), ([float("nan")], "finite"), ([1e39], "finite"),
+    ([[1]], "got a list"), ([{}], "got a dict"),
+])
+def test_numeric_column_rejects(values, fragment):
+    with pytest.raises(RequestError) as err:
+        numeric_column("age", values, 1)
+    assert fragment in err.value.message and err.value.field == "age"
+
+
+def test_numeric_column_accepts_ints_bools_floats_and_null():
+    out = numeric_column("age", [1, True, 2.5, None], 4)
+    assert out.shape == (4, 1) and np.isnan(out[3, 0]) and out[1, 0] == 1.0
+
+
+def test_nan_literal_parses_then_is_rejected_per_column():
+    obj = decode_json(b'{"records": [{"age": NaN, "home": "own"}]}')
+    with pytest.raises(RequestError, match="column 'age': expected a finite number"):
+        protocols.parse_predict(obj, SCHEMA, 10)
+
+
+def test_v2_per_column_and_invocations_columnar():
+    body = {"inputs": [{"name": "age", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+                       {"name": "home", "datatype": "BYTES", "shape": [2, 1],
+                        "data": [["own"], ["rent"]]}]}
+    feeds, n = protocols.parse_v2(body, SCHEMA, 10)
+    assert n == 2 and feeds["home"].tolist() == [["own"], ["rent"]]
+    feeds2, _ = protocols.parse_invocations({"inputs": {"age": [1, 2], "home": ["own", "rent"]}},
+                                            SCHEMA, 10)
+    np.testing.assert_array_equal(feeds["age"], feeds2["age"])
+
+
+def test_settings_defaults_match_serve_config():
+    import yaml
+    from serving_support import ROOT
+
+    cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    (app,) = cfg["applications"]
+    assert app["import_path"] == "raylane.serving.app:app"
+    (dep,) = app["deployments"]
+    settings = ServingSettings.model_validate(dep["user_config"])
+    assert settings.model_uri == "models:/credit@champion"
+    auto = dep["autoscaling_config"]
+    assert auto["min_replicas"] <= auto["max_replicas"]
+    assert dep["max_ongoing_requests"] >= settings.batching.max_batch_size
+    from ray.serve.schema import ServeDeploySchema
+
+    ServeDeploySchema.model_validate(cfg)
+
+
+def test_prediction_log_rotates_and_caps(tmp_path):
+    plog = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=10**9,
+                         flush_interval_s=3600, max_total_bytes=6000, seed=0)
+    feeds, n = protocols.parse_predict(
+        {"records": [{"age": i, "home": "own"} for i in range(50)]}, SCHEMA, 100)
+    pred = Prediction(labels=np.zeros(n, dtype=np.int64),
+                      probabilities=np.tile(np.array([[0.7, 0.3]], np.float32), (n, 1)))
+    for _ in range(12):
+        plog.record("credit", "3", SCHEMA, feeds, n, pred)
+        plog.flush()
+    files = sorted(tmp_path.glob("predictions-*.parquet"))
+    assert 1 <= len(files) < 12  # rotated: one file per flush, the oldest deleted over the cap
+    assert sum(f.stat().st_size for f in files) <= 6000
+    table = pq.read_table(files[-1]).flatten()
+    assert table.num_rows == 50
+    assert table.column("input.age").to_pylist()[:3] == [0.0, 1.0, 2.0]
+    assert set(table.column("model_version").to_pylist()) == {"3"}
+
+    sampled = PredictionLog(directory=str(tmp_path / "s"), sample_rate=0.1, flush_rows=10**9,
+                            seed=1)
+    for _ in range(20):
+        sampled.record("credit", "3", SCHEMA, feeds, n, pred)
+    (f,) = sampled.flush()
+    assert 50 < pq.read_metadata(f).num_rows < 150  # ~10% of 1,000 rows
