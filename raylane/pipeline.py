@@ -126,7 +126,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> PipelineResult
                 f"(max |diff| {parity.max_abs_diff:.3g}); nothing was registered"
             )
 
-        model_uri = log_onnx_model(
+        logged = log_onnx_model(
             onnx_bytes, data.schema,
             input_example=data.holdout.X.head(3),
             output_example=_output_example(onnx_model, data),
@@ -139,7 +139,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> PipelineResult
         )
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         version = register_version(
-            client, model_uri, config.mlflow.registered_model, run.info.run_id,
+            client, logged, config.mlflow.registered_model, run.info.run_id,
             tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest,
                   "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
         )

@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelInfo, infer_signature
 
 from raylane.model_store import SCHEMA_METADATA_KEY
 from raylane.schema import FeatureSchema
@@ -27,11 +27,11 @@ def log_onnx_model(
     output_example: pd.DataFrame,
     extra_metadata: dict | None = None,
     name: str = "model",
-) -> str:
+) -> ModelInfo:
     """Log the graph in the active run with signature, input example and raylane metadata.
 
-    Returns the logged model's URI. ``save_as_external_data=False`` keeps the graph one
-    self-contained file: serving refuses graphs with external data.
+    Returns the logged model's info (URI and id). ``save_as_external_data=False`` keeps the
+    graph one self-contained file: serving refuses graphs with external data.
     """
     metadata = {SCHEMA_METADATA_KEY: schema.model_dump(), **(extra_metadata or {})}
     info = mlflow.onnx.log_model(
@@ -44,21 +44,22 @@ def log_onnx_model(
         pip_requirements=["onnxruntime"],
         onnx_execution_providers=["CPUExecutionProvider"],
     )
-    return info.model_uri
+    return info
 
 
 def register_version(
-    client: MlflowClient, model_uri: str, name: str, run_id: str, tags: dict[str, str]
+    client: MlflowClient, model: ModelInfo, name: str, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
-    """Register ``model_uri`` as a new version of ``name`` with ``tags``."""
+    """Register the logged ``model`` as a new version of ``name`` with ``tags``."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(
             name, description="Registered by raylane: an ONNX graph that takes raw columns."
         )
-    mv = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags)
-    return mv
+    return client.create_model_version(
+        name, source=model.model_uri, run_id=run_id, tags=tags, model_id=model.model_id
+    )
 
 
 def get_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

@@ -102,7 +102,7 @@ def register_broken(tracking_uri: str, name: str, schema, example, how: str) -> 
         graph = onnx.load_model_from_string(train_onnx("credit", n_estimators=5)[0])
         with mlflow.start_run() as run:
             info = mlflow.onnx.log_model(graph, name="model", save_as_external_data=False)
-            mv = register_version(client, info.model_uri, name, run.info.run_id, {})
+            mv = register_version(client, info, name, run.info.run_id, {})
         set_alias(client, name, CHAMPION, mv.version)
         return str(mv.version)
     raise ValueError(how)
