@@ -164,11 +164,14 @@ def train_and_register(tmp: Path, n_estimators: int) -> dict:
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     example = data.holdout.X.head(3)
     with mlflow.start_run() as run:
-        model_uri = log_onnx_model(onnx_bytes, schema, example,
-                                   pd.DataFrame({"y": np.zeros(3)}))
-        mv = register_version(client, model_uri, "credit", run.info.run_id, {})
+        info = log_onnx_model(onnx_bytes, schema, example, pd.DataFrame({"y": np.zeros(3)}))
+        mv = register_version(client, info, "credit", run.info.run_id, {})
         # the mlflow peer serves the native pipeline (what a user would otherwise deploy)
-        sk = mlflow.sklearn.log_model(fit.pipeline, name="sklearn_model", input_example=example)
+        # (pickle is acceptable here: the peer only, never raylane's serving path)
+        sk = mlflow.sklearn.log_model(
+            fit.pipeline, name="sklearn_model", input_example=example,
+            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+        )
     set_alias(client, "credit", CHAMPION, mv.version)
     (tmp / "model.onnx").write_bytes(onnx_bytes)
     (tmp / "schema.json").write_text(schema.to_json())

@@ -74,8 +74,8 @@ def register(
     example = example.head(3)
     out = pd.DataFrame({"y": np.zeros(len(example))})
     with mlflow.start_run() as run:
-        uri = log_onnx_model(onnx_bytes, schema, example, out, extra_metadata=extra_metadata)
-        mv = register_version(client, uri, name, run.info.run_id, {"source": "serving-tests"})
+        info = log_onnx_model(onnx_bytes, schema, example, out, extra_metadata=extra_metadata)
+        mv = register_version(client, info, name, run.info.run_id, {"source": "serving-tests"})
     if alias:
         set_alias(client, name, alias, mv.version)
     return str(mv.version)
