@@ -220,6 +220,9 @@ def haproxy_env(tmp: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(d / "metrics.sock"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        # a busy 2-core machine can take longer than the 5 s default to bring the proxy up
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
+        "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
     }
 
 
@@ -283,7 +286,8 @@ def main() -> None:
     # peer 1: mlflow models serve
     if not args.skip_mlflow:
         port = free_port()
-        env = {**os.environ, "MLFLOW_TRACKING_URI": setup["uri"]}
+        env = {**os.environ, "MLFLOW_TRACKING_URI": setup["uri"],  # it execs `uvicorn`
+               "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
         mlf = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "models", "serve", "-m", setup["sklearn_uri"],
              "-p", str(port), "-h", "127.0.0.1", "--env-manager", "local"],

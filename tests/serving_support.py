@@ -134,6 +134,9 @@ def ray_serve(num_cpus: int = 4):
 
     for var in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_ADDRESS"):
         os.environ.pop(var, None)
+    # a busy 2-core CI machine can take longer than the 5 s default to bring the proxy up
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
     port = free_port()
     ray.init(num_cpus=num_cpus, include_dashboard=False, address="local",
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
