@@ -207,9 +207,8 @@ def in_process_rows_per_s(onnx_bytes: bytes, schema, rows: list[dict]) -> float:
 # ---------------------------------------------------------------- Ray Serve
 
 
-def haproxy_env(tmp: Path) -> dict[str, str]:
-    d = tmp / "haproxy"
-    d.mkdir(exist_ok=True)
+def haproxy_env(d: Path) -> dict[str, str]:
+    """HAProxy files in ``d`` (short: unix socket paths are capped at 97 characters)."""
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -257,7 +256,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--big-connections", type=int, default=4,
                         help="connections for the 1,000-row runs")
-    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--replicas", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[1, 2], help="replica counts to measure, e.g. 1,2")
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
@@ -321,7 +321,8 @@ def main() -> None:
     print("floor", results["floor_one_row"], results["floor_1000_rows"], flush=True)
 
     # raylane on Ray Serve with the HAProxy ingress
-    os.environ.update(haproxy_env(tmp))
+    hp_dir = Path(tempfile.mkdtemp(prefix="rlhp", dir="/tmp"))
+    os.environ.update(haproxy_env(hp_dir))
     import ray
     from ray import serve
 
@@ -332,33 +333,44 @@ def main() -> None:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
 
-        def deploy(batching: bool) -> None:
+        def deploy(batching: bool, replicas: int) -> None:
             serve.run(
                 ModelServer.options(
-                    num_replicas=args.replicas, max_ongoing_requests=64,
-                    ray_actor_options={"num_cpus": 2 / args.replicas},
+                    num_replicas=replicas, max_ongoing_requests=64,
+                    ray_actor_options={"num_cpus": 2 / replicas},
                     user_config=user_config(setup["uri"], batching),
                 ).bind(),
                 name="raylane", route_prefix="/",
             )
             wait_http(f"http://127.0.0.1:{port}/healthz")
+            time.sleep(2)
 
-        deploy(batching=True)
         url = f"http://127.0.0.1:{port}/predict"
+        # does @serve.batch cost one-row latency at low concurrency? (one replica)
+        deploy(batching=False, replicas=1)
         run_wrk(url, one, c, 3, tmp)  # warm the path
-        results["serve_one_row"] = run_wrk(url, one, c, d, tmp)
-        results["serve_1000_rows"] = run_wrk(url, big, args.big_connections, d, tmp)
-        results["serve_c1_batching"] = run_wrk(url, one, 1, d, tmp)
-        deploy(batching=False)
-        time.sleep(2)
         results["serve_c1_no_batching"] = run_wrk(url, one, 1, d, tmp)
+        deploy(batching=True, replicas=1)
+        results["serve_c1_batching"] = run_wrk(url, one, 1, d, tmp)
+        for replicas in args.replicas:
+            if replicas != 1:
+                deploy(batching=True, replicas=replicas)
+            run_wrk(url, one, c, 3, tmp)
+            results[f"serve_one_row_{replicas}_replicas"] = run_wrk(url, one, c, d, tmp)
+            results[f"serve_1000_rows_{replicas}_replicas"] = run_wrk(
+                url, big, args.big_connections, d, tmp)
+        best = max(args.replicas, key=lambda r: results[f"serve_one_row_{r}_replicas"]["req_s"])
+        results["serve_one_row"] = results[f"serve_one_row_{best}_replicas"]
+        best = max(args.replicas,
+                   key=lambda r: results[f"serve_1000_rows_{r}_replicas"]["req_s"])
+        results["serve_1000_rows"] = results[f"serve_1000_rows_{best}_replicas"]
         print("serve", {k: v for k, v in results.items() if k.startswith("serve")}, flush=True)
     finally:
         try:
             serve.shutdown()
         finally:
             ray.shutdown()
-            killed = kill_haproxy(str(tmp / "haproxy"))
+            killed = kill_haproxy(str(hp_dir))
             print(f"killed haproxy pids {killed}", flush=True)
 
     summarize(results)
