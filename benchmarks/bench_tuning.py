@@ -166,7 +166,9 @@ def make_clock():
     return ResultClock()
 
 
-def run_raylane(config, data, configs: list[dict[str, Any]], tmp: Path) -> dict[str, Any]:
+def run_raylane(
+    config, data, configs: list[dict[str, Any]], tmp: Path, reuse_actors: bool = True
+) -> dict[str, Any]:
     """raylane's Tuner as ``build_tuner`` makes it, with the sampled configurations fed in."""
     import mlflow
     import ray
@@ -208,6 +210,9 @@ def run_raylane(config, data, configs: list[dict[str, Any]], tmp: Path) -> dict[
                 ),
                 num_samples=len(configs),
                 max_concurrent_trials=config.tune.max_concurrent_trials,
+                # One worker process per slot, reused by the next trial: a fresh actor per trial
+                # re-imports raylane/xgboost/sklearn/mlflow (seconds each on this machine).
+                reuse_actors=reuse_actors,
             ),
             run_config=tune.RunConfig(
                 name="bench",
@@ -239,7 +244,11 @@ def run_raylane(config, data, configs: list[dict[str, Any]], tmp: Path) -> dict[
     pick = max if metric.mode == "max" else min
     best_any = pick(s for _, s, _ in scores)
     best = results.get_best_result(metric=tune_metric, mode=metric.mode, scope="last")
+    # The stricter figure: only each trial's last result counts (what summarize() ranks by).
+    finals = sorted((r["t"] - fit_started, r["result"][tune_metric]) for r in last.values())
     return {
+        "reuse_actors": reuse_actors,
+        "finals": finals,
         "startup_seconds": startup,
         "fit_wall_seconds": wall,
         "trials": len(last),
@@ -321,6 +330,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-load", type=float, default=1.5,
                         help="wait for the 1-minute load average to drop below this first")
     parser.add_argument("--max-wait", type=float, default=300)
+    parser.add_argument("--no-reuse-actors", action="store_true",
+                        help="a fresh Tune actor per trial (Tune's default) instead of reuse")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
@@ -357,13 +368,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report["load_before"]["raylane"] = wait_quiet(args.max_load, args.max_wait)
     with tempfile.TemporaryDirectory(prefix="bench_tuning_") as tmp:
-        ray_out = run_raylane(config, data, configs, Path(tmp))
+        ray_out = run_raylane(config, data, configs, Path(tmp), not args.no_reuse_actors)
     report["load_after"]["raylane"] = load_average()
     target = rscv["best_score"]
     better = (lambda s: s >= target) if ray_out["mode"] == "max" else (lambda s: s <= target)
     reached = next(((t, s) for t, s, *_ in ray_out["timeline"] if better(s)), None)
     ray_out["time_to_rscv_best_seconds"] = reached[0] if reached else None
     ray_out["score_reaching_rscv_best"] = reached[1] if reached else None
+    final = next(((t, s) for t, s in ray_out["finals"] if better(s)), None)
+    ray_out["time_to_rscv_best_last_results_only_seconds"] = final[0] if final else None
     report["raylane"] = ray_out
     report["floors"] = {
         "time_to_best_ratio": reached[0] / rscv["wall_seconds"] if reached else None,
@@ -398,7 +411,8 @@ def print_summary(r: dict[str, Any], out: Path) -> None:
         f"{ry['best_score_last_result']:.5f} (last result), {ry['stopped_early']} of "
         f"{ry['trials']} trials stopped early, {ry['rounds_trained']} rounds trained",
         f"  time to RSCV's best: {'never' if reach is None else f'{reach:.1f} s'} "
-        f"(ratio {f['time_to_best_ratio']}, with startup {f['time_to_best_ratio_with_startup']})"
+        f"(ratio {f['time_to_best_ratio']}, with startup {f['time_to_best_ratio_with_startup']};"
+        f" counting trials' last results only: {ry['time_to_rscv_best_last_results_only_seconds']})"
         f" -> floor <= 0.5 {'MET' if f['time_to_best_met'] else 'NOT MET'}",
         f"  Tune overhead {ry['overhead']:.1%} ({ry['overhead_with_startup']:.1%} with startup)"
         f" -> floor <= 15% {'MET' if f['overhead_met'] else 'NOT MET'}",
