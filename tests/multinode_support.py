@@ -143,10 +143,23 @@ def own_address_file(temp_dir: str | Path):
     import ray._common.utils as common_utils
     import ray._private.utils as private_utils
 
-    write, reset = private_utils.write_ray_address, common_utils.reset_ray_address
+    saved = private_utils.write_ray_address, common_utils.reset_ray_address
+    write, reset = _ORIGINAL_ADDRESS_FUNCS or saved  # nested clusters: never wrap a wrapper
     private_utils.write_ray_address = lambda address, _=None: write(address, str(temp_dir))
     common_utils.reset_ray_address = lambda _=None: reset(str(temp_dir))
     try:
         yield
     finally:
-        private_utils.write_ray_address, common_utils.reset_ray_address = write, reset
+        private_utils.write_ray_address, common_utils.reset_ray_address = saved
+
+
+def _original_address_funcs():
+    try:
+        import ray._common.utils as common_utils
+        import ray._private.utils as private_utils
+    except ImportError:  # pragma: no cover
+        return None
+    return private_utils.write_ray_address, common_utils.reset_ray_address
+
+
+_ORIGINAL_ADDRESS_FUNCS = _original_address_funcs()
