@@ -329,7 +329,16 @@ def main() -> None:
     from raylane.serving.app import ModelServer
 
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, address="local")
+    # logical CPUs: room for a rolling update (new replicas start before old ones stop)
+    for attempt in range(3):  # a busy machine can time out the node's start
+        try:
+            ray.init(num_cpus=4, include_dashboard=False, address="local")
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+            ray.shutdown()
+            time.sleep(5)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
 
@@ -337,7 +346,7 @@ def main() -> None:
             serve.run(
                 ModelServer.options(
                     num_replicas=replicas, max_ongoing_requests=64,
-                    ray_actor_options={"num_cpus": 2 / replicas},
+                    ray_actor_options={"num_cpus": 1},
                     user_config=user_config(setup["uri"], batching),
                 ).bind(),
                 name="raylane", route_prefix="/",
