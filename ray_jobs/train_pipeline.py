@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from raylane.pipeline import load_data, run_pipeline
     from raylane.summary import render
+    from raylane.tuning import SearchInterrupted
 
     try:
         config = load_config(args.config, args.set)
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except SearchInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     print(render(result))
     return 0
 

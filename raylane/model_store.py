@@ -70,13 +70,11 @@ def load_registered_model(uri: str, tracking_uri: str | None = None) -> Register
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     mv, alias = resolve_version(client, uri)
     with tempfile.TemporaryDirectory(prefix="raylane-model-") as tmp:
-        local = Path(
-            download_artifacts(
-                artifact_uri=f"models:/{mv.name}/{mv.version}",
-                dst_path=tmp,
-                tracking_uri=tracking_uri,
-            )
-        )
+        # The version's own artifact location, resolved by this client: a models:/ URI would be
+        # looked up in the process-wide registry, which may be another store.
+        source = client.get_model_version_download_uri(mv.name, mv.version)
+        local = Path(download_artifacts(artifact_uri=source, dst_path=tmp,
+                                        tracking_uri=tracking_uri))
         mlmodel = yaml.safe_load((local / "MLmodel").read_text())
         onnx_bytes = (local / ONNX_FILE).read_bytes()
     metadata = mlmodel.get("metadata") or {}

@@ -29,6 +29,7 @@ from raylane.tuning import (
     latest_run_dir,
     new_run_dir,
     restore_tuner,
+    run_search,
     summarize,
     tuning_metric,
 )
@@ -99,7 +100,7 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> PipelineResult
                                 config.mlflow.experiment, run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             state_path.write_text(json.dumps({"parent_run_id": run.info.run_id}))
-        results = tuner.fit()
+        results = run_search(tuner, run_dir)
         search = summarize(results, metric)
         log.info("search done: best valid %s %.4f (%d trials, %d errored)", metric.name,
                  search.best_valid_score, len(search.trials), search.errored_trials)

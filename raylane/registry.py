@@ -11,7 +11,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelInfo, infer_signature
+from mlflow.models import infer_signature
+from mlflow.models.model import ModelInfo
 
 from raylane.model_store import SCHEMA_METADATA_KEY
 from raylane.schema import FeatureSchema

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +184,43 @@ def restore_tuner(config: PipelineConfig, data: PreparedData, run_dir: Path) -> 
         restart_errored=True,
         param_space=param_space(config),
     )
+
+
+class SearchInterrupted(RuntimeError):
+    """The search stopped before every trial finished (Ctrl-C, SIGUSR1, a stopped job)."""
+
+
+def run_search(tuner: tune.Tuner, run_dir: Path) -> tune.ResultGrid:
+    """``tuner.fit()``, raising SearchInterrupted if Ctrl-C (SIGINT) stopped it.
+
+    Tune stops gracefully on an interrupt, saves its state and returns normally from ``fit()``;
+    continuing would export a model chosen from a partial search. Tune's own handler does not
+    tell us it fired, so Ctrl-C is turned into SIGUSR1 (Tune's other graceful-stop signal) and
+    remembered here.
+    """
+    interrupted = threading.Event()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if in_main_thread else None
+
+    def on_interrupt(signum, frame):
+        interrupted.set()
+        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    if in_main_thread:
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        results = tuner.fit()
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        raise SearchInterrupted(
+            f"search interrupted after {results.num_terminated} finished trials; its state is "
+            f"saved in {run_dir}. Run the same command with --resume to continue."
+        )
+    return results
 
 
 def summarize(results: tune.ResultGrid, metric: Metric) -> SearchOutcome:
