@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from raylane.schema import MISSING_CATEGORY, FeatureSchema
 
@@ -75,7 +76,10 @@ class OnnxModel:
         for col in self.schema.columns:
             series = frame[col.name]
             if col.kind == "numeric":
-                numbers = pd.to_numeric(series, errors="raise")
+                # Already-numeric columns skip to_numeric (~25 us a column, most of a 1-row call).
+                numbers = series if is_numeric_dtype(series) else pd.to_numeric(
+                    series, errors="raise"
+                )
                 arr = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
             else:
                 arr = np.array(
