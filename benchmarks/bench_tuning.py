@@ -167,19 +167,15 @@ def make_clock():
 
 
 def run_raylane(
-    config, data, configs: list[dict[str, Any]], tmp: Path, reuse_actors: bool = True
+    config, data, configs: list[dict[str, Any]], tmp: Path
 ) -> dict[str, Any]:
-    """raylane's Tuner as ``build_tuner`` makes it, with the sampled configurations fed in."""
+    """raylane's own Tuner (``build_tuner``), with the sampled configurations fed in first."""
     import mlflow
     import ray
-    from ray import tune
-    from ray.air.integrations.mlflow import MLflowLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from raylane import tracking
     from raylane.models import get_family
-    from raylane.tuning import make_trainable, max_reports, param_space, tuning_metric
+    from raylane.tuning import build_tuner, tuning_metric
 
     family = get_family(config.model.family)
     metric = tuning_metric(config, data.schema.task)
@@ -191,43 +187,10 @@ def run_raylane(
         started = time.perf_counter()
         # A private local cluster (never another engineer's `ray start --head`): all CPUs here.
         ray.init(address="local", log_to_driver=True)
-        tuner = tune.Tuner(
-            make_trainable(config, data),  # puts the dataset in the object store once
-            param_space=param_space(config),
-            tune_config=tune.TuneConfig(
-                metric=tune_metric,
-                mode=metric.mode,
-                scheduler=ASHAScheduler(
-                    time_attr="training_iteration",
-                    max_t=max_reports(config, family, data.schema.task),
-                    grace_period=config.tune.scheduler.grace_period,
-                    reduction_factor=config.tune.scheduler.reduction_factor,
-                ),
-                # Tune ignores max_concurrent_trials with a SearchGenerator; the generator caps it.
-                search_alg=BasicVariantGenerator(
-                    points_to_evaluate=[dict(c) for c in configs],
-                    max_concurrent=config.tune.max_concurrent_trials or 0,
-                ),
-                num_samples=len(configs),
-                max_concurrent_trials=config.tune.max_concurrent_trials,
-                # One worker process per slot, reused by the next trial: a fresh actor per trial
-                # re-imports raylane/xgboost/sklearn/mlflow (seconds each on this machine).
-                reuse_actors=reuse_actors,
-            ),
-            run_config=tune.RunConfig(
-                name="bench",
-                storage_path=str(tmp / "ray_results"),
-                failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
-                callbacks=[
-                    clock,
-                    MLflowLoggerCallback(
-                        tracking_uri=tracking_uri,
-                        experiment_name=config.mlflow.experiment,
-                        tags={"mlflow.parentRunId": run.info.run_id, "raylane.role": "trial"},
-                    ),
-                ],
-                verbose=1,
-            ),
+        tuner = build_tuner(
+            config, data, run.info.run_id, tracking_uri, config.mlflow.experiment,
+            tmp / "ray_results" / "bench", points_to_evaluate=[dict(c) for c in configs],
+            extra_callbacks=[clock],
         )
         fit_started = time.perf_counter()
         results = tuner.fit()
@@ -247,7 +210,6 @@ def run_raylane(
     # The stricter figure: only each trial's last result counts (what summarize() ranks by).
     finals = sorted((r["t"] - fit_started, r["result"][tune_metric]) for r in last.values())
     return {
-        "reuse_actors": reuse_actors,
         "finals": finals,
         "startup_seconds": startup,
         "fit_wall_seconds": wall,
@@ -330,8 +292,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-load", type=float, default=1.5,
                         help="wait for the 1-minute load average to drop below this first")
     parser.add_argument("--max-wait", type=float, default=300)
-    parser.add_argument("--no-reuse-actors", action="store_true",
-                        help="a fresh Tune actor per trial (Tune's default) instead of reuse")
     args = parser.parse_args(argv)
 
     os.chdir(ROOT)
@@ -368,7 +328,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report["load_before"]["raylane"] = wait_quiet(args.max_load, args.max_wait)
     with tempfile.TemporaryDirectory(prefix="bench_tuning_") as tmp:
-        ray_out = run_raylane(config, data, configs, Path(tmp), not args.no_reuse_actors)
+        ray_out = run_raylane(config, data, configs, Path(tmp))
     report["load_after"]["raylane"] = load_average()
     target = rscv["best_score"]
     better = (lambda s: s >= target) if ray_out["mode"] == "max" else (lambda s: s <= target)

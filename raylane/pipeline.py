@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -92,7 +93,9 @@ def run_pipeline(config: PipelineConfig, resume: bool = False) -> PipelineResult
         if not resume:
             tracking.log_job_context(config, data, frame)
         if not ray.is_initialized():
-            ray.init(log_to_driver=True)
+            # A job (`ray job submit`, KubeRay RayJob) gets RAY_ADDRESS from Ray; run directly,
+            # the job starts its own local Ray unless RAY_ADDRESS says where to attach (`auto`).
+            ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
         if resume:
             tuner = restore_tuner(config, data, run_dir)
         else:

@@ -5,6 +5,8 @@ Aliases, never stages: ``challenger`` for each new version, ``champion`` for the
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import onnx
 import pandas as pd
@@ -35,17 +37,25 @@ def log_onnx_model(
     graph one self-contained file: serving refuses graphs with external data.
     """
     metadata = {SCHEMA_METADATA_KEY: schema.model_dump(), **(extra_metadata or {})}
-    info = mlflow.onnx.log_model(
-        onnx.load_model_from_string(onnx_bytes),
-        name=name,
-        signature=infer_signature(input_example, output_example),
-        input_example=input_example,
-        metadata=metadata,
-        save_as_external_data=False,
-        pip_requirements=["onnxruntime"],
-        onnx_execution_providers=["CPUExecutionProvider"],
-    )
-    return info
+    # MLflow checks the input example by running the model as a pyfunc, which feeds one
+    # DataFrame to a graph that takes a tensor per column, and warns that it "failed". The
+    # parity check and the serving warm-up are raylane's real checks; keep that warning quiet.
+    mlflow_model_log = logging.getLogger("mlflow.models.model")
+    level = mlflow_model_log.level
+    mlflow_model_log.setLevel(logging.ERROR)
+    try:
+        return mlflow.onnx.log_model(
+            onnx.load_model_from_string(onnx_bytes),
+            name=name,
+            signature=infer_signature(input_example, output_example),
+            input_example=input_example,
+            metadata=metadata,
+            save_as_external_data=False,
+            pip_requirements=["onnxruntime"],
+            onnx_execution_providers=["CPUExecutionProvider"],
+        )
+    finally:
+        mlflow_model_log.setLevel(level)
 
 
 def register_version(

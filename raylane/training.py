@@ -16,8 +16,8 @@ import xgboost as xgb
 from sklearn.pipeline import Pipeline
 
 from raylane.data import PreparedData
-from raylane.metrics import Metric
-from raylane.models import Family, build_estimator, build_pipeline, build_preprocessor
+from raylane.metrics import METRICS, Metric
+from raylane.models import Family, build_estimator, build_pipeline, build_preprocessor, get_family
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -133,3 +133,18 @@ class _XGBoostReporter(xgb.callback.TrainingCallback):
             raw = np.column_stack([1.0 - raw, raw])
         self.emit(rounds, self.metric(self.y_valid, raw))
         return False
+
+
+def train_trial(
+    params: dict[str, Any], data: PreparedData, family_name: str, metric_name: str, seed: int,
+    report_every: int,
+) -> None:
+    """One Ray Tune trial: fit with ``params``, reporting the validation metric as it grows.
+
+    It lives here, not in ``raylane.tuning``, so trial workers import only what training needs
+    (no MLflow, Optuna or config models).
+    """
+    from ray import tune
+
+    fit_model(data, get_family(family_name), params, METRICS[metric_name], seed,
+              report=tune.report, report_every=report_every)

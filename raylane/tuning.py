@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,14 @@ import pandas as pd
 from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from raylane.config import Distribution, PipelineConfig
 from raylane.data import PreparedData
 from raylane.metrics import METRICS, Metric
 from raylane.models import Family, get_family
-from raylane.training import fit_model
+from raylane.training import train_trial
 
 _SAMPLERS = {
     "uniform": lambda d: tune.uniform(d.lower, d.upper),
@@ -81,17 +83,6 @@ def max_reports(config: PipelineConfig, family: Family, task: str) -> int:
     return max(1, math.ceil(float(steps) / config.model.report_every))
 
 
-def train_trial(
-    params: dict[str, Any], data: PreparedData, family_name: str, metric_name: str, seed: int,
-    report_every: int,
-) -> None:
-    """One Tune trial: fit with ``params`` and report the validation metric as the model grows."""
-    fit_model(
-        data, get_family(family_name), params, METRICS[metric_name], seed,
-        report=tune.report, report_every=report_every,
-    )
-
-
 def make_trainable(config: PipelineConfig, data: PreparedData):
     """The trial function with the dataset placed once in the object store, and its resources."""
     family = get_family(config.model.family)
@@ -105,14 +96,20 @@ def make_trainable(config: PipelineConfig, data: PreparedData):
 
 def build_tuner(
     config: PipelineConfig, data: PreparedData, parent_run_id: str, tracking_uri: str,
-    experiment_name: str, run_dir: Path,
+    experiment_name: str, run_dir: Path, points_to_evaluate: list[dict] | None = None,
+    extra_callbacks: Sequence[tune.Callback] = (),
 ) -> tune.Tuner:
-    """A fresh Tuner for this config, keeping its state in ``run_dir``."""
+    """A fresh Tuner for this config, keeping its state in ``run_dir``.
+
+    ``points_to_evaluate`` are configurations to try first (e.g. a known good one, or the same
+    list another search tried, for a fair comparison).
+    """
     family = get_family(config.model.family)
     task = data.schema.task
     metric = tuning_metric(config, task)
     mode = metric.mode
     tune_metric = f"valid_{metric.name}"
+    points_to_evaluate = points_to_evaluate or None
     if config.tune.scheduler.type == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration",
@@ -122,8 +119,15 @@ def build_tuner(
         )
     else:
         scheduler = FIFOScheduler()
-    search_alg = OptunaSearch(seed=config.seed) if config.tune.search_alg == "optuna" else None
-    callbacks = [
+    if config.tune.search_alg == "optuna":
+        search_alg = OptunaSearch(seed=config.seed, points_to_evaluate=points_to_evaluate)
+    else:
+        search_alg = BasicVariantGenerator(
+            points_to_evaluate=points_to_evaluate, random_state=config.seed,
+            # Tune does not apply max_concurrent_trials to a generator passed in; it caps itself.
+            max_concurrent=config.tune.max_concurrent_trials or 0,
+        )
+    callbacks = [*extra_callbacks,
         MLflowLoggerCallback(
             tracking_uri=tracking_uri,
             experiment_name=experiment_name,
@@ -142,6 +146,8 @@ def build_tuner(
             num_samples=config.tune.num_samples,
             max_concurrent_trials=config.tune.max_concurrent_trials,
             time_budget_s=config.tune.time_budget_s,
+            # Keep trial workers between trials: no new process, imports or dataset fetch each.
+            reuse_actors=True,
         ),
         run_config=tune.RunConfig(
             name=run_dir.name,
