@@ -29,5 +29,5 @@ RUN pip install --no-cache-dir . "psycopg2-binary==2.9.13" \
 # `python -m ray_jobs.train_pipeline --config tune_configs/credit_xgboost.yaml`, run from here).
 COPY --chown=1000:100 tune_configs ./tune_configs
 COPY --chown=1000:100 serve ./serve
-# The bundled credit dataset only (see .dockerignore): small, and what the default config trains on.
-COPY --chown=1000:100 data/credit_data.csv ./data/credit_data.csv
+# The bundled samples only (see .dockerignore): small, and what the shipped configs train on.
+COPY --chown=1000:100 data/credit_data.csv data/diamonds_sample.csv ./data/
