@@ -83,7 +83,7 @@ def structural_to_jsonschema(node: Any) -> Any:
     - ``x-kubernetes-int-or-string`` -> integer or string.
     - ``nullable: true`` -> null is also accepted.
     - other ``x-kubernetes-*`` keys (CEL validations, list types, ...) are dropped: not checkable
-      here (reported in docs/kubernetes.md as not proven).
+      here (reported in README.md, "Run on Kubernetes" as not proven).
     """
     if isinstance(node, list):
         return [structural_to_jsonschema(n) for n in node]
