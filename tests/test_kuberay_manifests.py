@@ -200,7 +200,7 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
 def test_secret_references_resolve(overlay):
     objs = k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)
     secrets = {o["metadata"]["name"] for o in objs if o["kind"] == "Secret"}
-    # prod: the database Secret is created out of band (README.md, "Run on Kubernetes"), never in git
+    # prod: the database Secret is created out of band (README: Run on Kubernetes), not in git
     external = {"mlflow-postgres"} if overlay == "prod" else set()
     refs = set()
     for o in objs:
