@@ -32,12 +32,12 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = load_config(args.config, args.set)
-        load_data(config)  # a bad path, target or column fails here, before Ray starts
+        loaded = load_data(config)  # a bad path, target or column fails here, before Ray starts
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        result = run_pipeline(config, resume=args.resume)
+        result = run_pipeline(config, resume=args.resume, loaded=loaded)
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3

@@ -74,10 +74,17 @@ def load_data(config: PipelineConfig) -> tuple[pd.DataFrame, PreparedData]:
     return frame, data
 
 
-def run_pipeline(config: PipelineConfig, resume: bool = False) -> PipelineResult:
-    """Run every stage; raise on a failed parity check (nothing is registered then)."""
+def run_pipeline(
+    config: PipelineConfig,
+    resume: bool = False,
+    loaded: tuple[pd.DataFrame, PreparedData] | None = None,
+) -> PipelineResult:
+    """Run every stage; raise on a failed parity check (nothing is registered then).
+
+    ``loaded`` is the result of :func:`load_data` when the caller already validated the data.
+    """
     started = time.perf_counter()
-    frame, data = load_data(config)
+    frame, data = loaded or load_data(config)
     metric = tuning_metric(config, data.schema.task)
     family = get_family(config.model.family)
     tracking_uri = config.tracking_uri
