@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import tomllib
 
 import k8s_support as k8s
-import tomllib
 from packaging.specifiers import SpecifierSet
 
 REPO = k8s.REPO

@@ -8,12 +8,12 @@ import importlib
 import importlib.util
 import re
 import shlex
+import tomllib
 from fractions import Fraction
 from pathlib import Path
 
 import k8s_support as k8s
 import pytest
-import tomllib
 import yaml
 
 from raylane.deploy import render
