@@ -250,6 +250,13 @@ def user_config(uri: str, batching: bool) -> dict:
             "limits": {"max_rows": 10000, "max_body_bytes": 16 * 2**20}}
 
 
+def logging_config() -> dict:
+    """The logging settings of ``serve/config.yaml`` (access log off), as deployed."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())["logging_config"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -346,7 +353,7 @@ def main() -> None:
             serve.run(
                 ModelServer.options(
                     num_replicas=replicas, max_ongoing_requests=64,
-                    ray_actor_options={"num_cpus": 1},
+                    ray_actor_options={"num_cpus": 1}, logging_config=logging_config(),
                     user_config=user_config(setup["uri"], batching),
                 ).bind(),
                 name="raylane", route_prefix="/",

@@ -8,7 +8,7 @@ import pytest
 
 from raylane.onnx_model import Prediction
 from raylane.schema import ColumnSpec, FeatureSchema
-from raylane.serving import protocols
+from raylane.serving import fastpath, protocols
 from raylane.serving.prediction_log import PredictionLog
 from raylane.serving.requests import RequestError, decode_json, numeric_column
 from raylane.serving.settings import ServingSettings
@@ -108,3 +108,37 @@ def test_prediction_log_rotates_and_caps(tmp_path):
         sampled.record("credit", "3", SCHEMA, feeds, n, pred)
     (f,) = sampled.flush()
     assert 50 < pq.read_metadata(f).num_rows < 150  # ~10% of 1,000 rows
+
+
+def test_route_path_is_relative_to_root_path():
+    assert fastpath.route_path({"path": "/predict"}) == "/predict"
+    assert fastpath.route_path({"path": "/dia/predict", "root_path": "/dia"}) == "/predict"
+    assert fastpath.route_path({"path": "/diamonds", "root_path": "/dia"}) == "/diamonds"
+    assert fastpath.route_path({"path": "/dia", "root_path": "/dia"}) == ""
+
+
+def test_fast_path_serves_claimed_posts_and_leaves_the_rest_to_fastapi():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from starlette.responses import Response
+
+    api = FastAPI()
+    api.add_middleware(fastpath.PredictionFastPath)
+
+    @api.post("/predict")
+    async def slow() -> dict:
+        return {"via": "fastapi"}
+
+    class Routes:
+        def fast_route(self, path):
+            async def fast(request):
+                return Response(b'{"via": "fast", "body": ' + await request.body() + b"}",
+                                media_type="application/json")
+            return fast if path == "/predict" else None
+
+    client = TestClient(api)
+    assert client.post("/predict", content=b"1").json() == {"via": "fastapi"}  # not bound yet
+    fastpath.bind(api, Routes())
+    assert client.post("/predict", content=b"1").json() == {"via": "fast", "body": 1}
+    assert client.get("/predict").status_code == 405  # other methods: FastAPI
+    assert client.post("/other").status_code == 404

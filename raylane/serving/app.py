@@ -8,11 +8,13 @@ OpenAPI schema at ``/openapi.json`` (``/docs``). Configuration arrives as the de
 
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import raylane
 from raylane.onnx_model import Prediction
-from raylane.serving import protocols, schemas
+from raylane.serving import fastpath, protocols, schemas
 from raylane.serving.metrics import ServingMetrics
 from raylane.serving.prediction_log import PredictionLog
 from raylane.serving.predictor import LoadedModel, ModelHolder
@@ -57,6 +59,13 @@ def error_response(err: RequestError, mlflow_style: bool = False) -> Response:
     return json_response(body, err.status)
 
 
+def _body_too_large(limit: int) -> RequestError:
+    return RequestError(
+        f"body is over the limit of {limit} bytes; send fewer rows per request",
+        status=413, field="body", reason="body_too_large",
+    )
+
+
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
@@ -81,6 +90,8 @@ api = RaylaneAPI(
     description="A registered ONNX model served by Ray Serve: /predict, the Open Inference "
     "Protocol (KServe V2) and the MLflow scoring protocol. Errors are JSON naming the field.",
 )
+# POST /predict, /invocations and /v2/models/.../infer skip FastAPI's routing (see fastpath.py)
+api.add_middleware(fastpath.PredictionFastPath)
 
 
 @api.exception_handler(RequestValidationError)
@@ -147,14 +158,18 @@ class ModelServer:
                 flush_interval_s=pl.flush_interval_s, max_total_bytes=pl.max_total_bytes,
             )
         self.settings = settings
+        app = getattr(self, "app", None)  # the replica's FastAPI app (set by @serve.ingress)
+        if app is not None:
+            fastpath.bind(app, self)
         if self._housekeeping is None or self._housekeeping.done():
             self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
 
     async def _housekeep(self) -> None:
-        """Poll the registry (alias moved? swap) and flush the prediction log on time."""
+        """Flush metrics, poll the registry (alias moved? swap), flush the prediction log."""
         last_poll = time.monotonic()
         while True:
             await asyncio.sleep(0.5)
+            self.metrics.flush()
             s = self.settings
             if self.plog is not None and self.plog._rows:
                 self.plog._maybe_flush()
@@ -175,8 +190,24 @@ class ModelServer:
             raise RuntimeError("no model loaded")
 
     def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # Ray may be shutting down: best effort
+            self.metrics.flush()
         if self.plog is not None:
             self.plog.flush()
+
+    def fast_route(self, path: str) -> fastpath.Handler | None:
+        """The handler of a POST to ``path`` for :class:`fastpath.PredictionFastPath`."""
+        if path == "/predict":
+            return self.predict
+        if path == "/invocations":
+            return self.invocations
+        if path.startswith("/v2/models/") and path.endswith("/infer"):
+            parts = path[len("/v2/models/"):-len("/infer")].split("/")
+            if len(parts) == 1 and parts[0]:
+                return partial(self.v2_infer, parts[0])
+            if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+                return partial(self.v2_infer_version, parts[0], parts[2])
+        return None
 
     # ------------------------------------------------------------ prediction core
 
@@ -219,19 +250,15 @@ class ModelServer:
             )
         limit = self.settings.limits.max_body_bytes
         length = request.headers.get("content-length")
-        too_big = RequestError(
-            f"body is over the limit of {limit} bytes; send fewer rows per request",
-            status=413, field="body", reason="body_too_large",
-        )
         if length is not None and length.isdigit():
             if int(length) > limit:
-                raise too_big
+                raise _body_too_large(limit)
             return await request.body(), is_csv
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise too_big
+                raise _body_too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks), is_csv
 

@@ -1,5 +1,7 @@
 """The server's own Prometheus metrics, next to Ray Serve's (exported by each node's metrics agent).
 
+Aggregated in the replica and recorded every half second (:meth:`ServingMetrics.flush`).
+
 - ``raylane_predictions_total{model_name, model_version, route}``: requests answered.
 - ``raylane_predicted_rows_total{model_name, model_version}``: rows predicted.
 - ``raylane_prediction_latency_ms{route}``: time in the handler, parse to response.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
+MAX_PENDING_LATENCIES = 100_000
 LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000]
 
 
@@ -50,19 +53,48 @@ class ServingMetrics:
             description="The registry version this replica serves.",
             tag_keys=("model_name",),
         )
-        self._tags: dict[tuple[str, str, str], dict[str, str]] = {}
+        # Per-request figures are aggregated here and handed to Ray by flush() (the replica
+        # calls it twice a second), as Ray Serve does for its own request metrics: a Ray metric
+        # call costs microseconds, several per request add up at thousands of requests/s.
+        self._counts: dict[tuple[str, str, str], list[int]] = {}  # -> [requests, rows]
+        self._latencies: dict[str, list[float]] = {}
+        self._rejected: dict[tuple[str, str], int] = {}
 
     def predicted(self, name: str, version: str, route: str, rows: int, ms: float) -> None:
-        key = (name, version, route)
-        tags = self._tags.get(key)
-        if tags is None:
-            tags = self._tags[key] = {"model_name": name, "model_version": version, "route": route}
-        self.predictions.inc(1, tags)
-        self.rows.inc(rows, {"model_name": name, "model_version": version})
-        self.latency.observe(ms, {"route": route})
+        counts = self._counts.get((name, version, route))
+        if counts is None:
+            counts = self._counts[(name, version, route)] = [0, 0]
+        counts[0] += 1
+        counts[1] += rows
+        latencies = self._latencies.get(route)
+        if latencies is None:
+            latencies = self._latencies[route] = []
+        if len(latencies) < MAX_PENDING_LATENCIES:  # bounded if flush() stopped being called
+            latencies.append(ms)
 
     def rejected_request(self, reason: str, route: str) -> None:
-        self.rejected.inc(1, {"reason": reason, "route": route})
+        key = (reason, route)
+        self._rejected[key] = self._rejected.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Record what was aggregated since the last flush in Ray's metrics."""
+        counts, self._counts = self._counts, {}
+        latencies, self._latencies = self._latencies, {}
+        rejected, self._rejected = self._rejected, {}
+        rows: dict[tuple[str, str], int] = {}
+        for (name, version, route), (requests, n) in counts.items():
+            self.predictions.inc(
+                requests, {"model_name": name, "model_version": version, "route": route}
+            )
+            rows[(name, version)] = rows.get((name, version), 0) + n
+        for (name, version), n in rows.items():
+            self.rows.inc(n, {"model_name": name, "model_version": version})
+        for route, values in latencies.items():
+            tags = {"route": route}
+            for ms in values:
+                self.latency.observe(ms, tags)
+        for (reason, route), n in rejected.items():
+            self.rejected.inc(n, {"reason": reason, "route": route})
 
     def model_load(self, name: str, version: str, outcome: str) -> None:
         self.loads.inc(1, {"model_name": name, "model_version": version, "outcome": outcome})

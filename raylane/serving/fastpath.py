@@ -1,0 +1,57 @@
+"""A short path for the prediction routes: plain ASGI in front of FastAPI's router.
+
+FastAPI still declares, validates the methods of, and documents (OpenAPI) every route. POSTs to
+the prediction routes skip its router, dependency solving and endpoint wrapper and go straight
+to the same handler methods of the replica, which build their own responses. Any other request
+(other routes or methods, a trailing slash, no replica bound yet) goes through FastAPI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+Handler = Callable[[Request], Awaitable[Response]]
+STATE_KEY = "raylane_fast_routes"
+
+
+class FastRoutes(Protocol):
+    def fast_route(self, path: str) -> Handler | None:
+        """The handler for a POST to ``path`` (relative to the app's root), or None."""
+
+
+def route_path(scope: Scope) -> str:
+    """``scope["path"]`` relative to ``root_path`` (what Starlette's router matches on)."""
+    path: str = scope["path"]
+    root = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root):] if path[len(root)] == "/" else path
+
+
+def bind(app: Any, routes: FastRoutes) -> None:
+    """Serve the fast routes of ``app`` (the replica's FastAPI instance) with ``routes``."""
+    setattr(app.state, STATE_KEY, routes)
+
+
+class PredictionFastPath:
+    """ASGI middleware: POSTs that ``fast_route`` claims bypass FastAPI's routing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            routes: FastRoutes | None = getattr(scope["app"].state, STATE_KEY, None)
+            handler = routes.fast_route(route_path(scope)) if routes is not None else None
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
