@@ -142,3 +142,30 @@ def test_fast_path_serves_claimed_posts_and_leaves_the_rest_to_fastapi():
     assert client.post("/predict", content=b"1").json() == {"via": "fast", "body": 1}
     assert client.get("/predict").status_code == 405  # other methods: FastAPI
     assert client.post("/other").status_code == 404
+
+
+def test_micro_batcher_coalesces_concurrent_items_and_propagates_errors():
+    import asyncio
+
+    from raylane.serving.batcher import MicroBatcher
+
+    calls: list[list[int]] = []
+
+    def double(items: list[int]) -> list[int]:
+        calls.append(items)
+        if -1 in items:
+            raise ValueError("bad item")
+        return [2 * i for i in items]
+
+    async def main():
+        b = MicroBatcher(double, max_batch_size=3)
+        out = await asyncio.gather(*(b.submit(i) for i in range(5)))
+        assert out == [0, 2, 4, 6, 8] and calls == [[0, 1, 2], [3, 4]]
+        assert await b.submit(7) == 14
+        with pytest.raises(ValueError, match="bad item"):
+            await asyncio.gather(b.submit(1), b.submit(-1))
+        b.set_batch_wait_timeout_s(0.01)
+        b.set_max_batch_size(16)
+        assert await asyncio.gather(b.submit(1), b.submit(2)) == [2, 4]
+
+    asyncio.run(main())

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import raylane
 from raylane.onnx_model import Prediction
 from raylane.serving import fastpath, protocols, schemas
+from raylane.serving.batcher import MicroBatcher
 from raylane.serving.metrics import ServingMetrics
 from raylane.serving.prediction_log import PredictionLog
 from raylane.serving.predictor import LoadedModel, ModelHolder
@@ -133,6 +134,7 @@ class ModelServer:
         self.settings = ServingSettings()
         self.plog: PredictionLog | None = None
         self._swap_lock = asyncio.Lock()
+        self._batcher: MicroBatcher = MicroBatcher(self._predict_batch)
         self._housekeeping: asyncio.Task | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -141,8 +143,8 @@ class ModelServer:
         """Apply a new ``user_config``. The first call must load the model (else not ready)."""
         settings = ServingSettings.model_validate(user_config or {})
         b = settings.batching
-        self._batched.set_max_batch_size(b.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
+        self._batcher.set_max_batch_size(b.max_batch_size)
+        self._batcher.set_batch_wait_timeout_s(b.batch_wait_timeout_s)
         async with self._swap_lock:
             await asyncio.to_thread(
                 self.holder.ensure, settings.model_uri, settings.resolved_tracking_uri(),
@@ -211,8 +213,7 @@ class ModelServer:
 
     # ------------------------------------------------------------ prediction core
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def _batched(self, items: list[tuple[LoadedModel, Feeds, int]]) -> list[Prediction]:
+    def _predict_batch(self, items: list[tuple[LoadedModel, Feeds, int]]) -> list[Prediction]:
         """Run queued small requests as one graph call per model (a swap may split a batch)."""
         if len(items) == 1:
             model, feeds, _ = items[0]
@@ -280,7 +281,7 @@ class ModelServer:
                 feeds, n = parse(obj, model.schema, self.settings.limits.max_rows)
             b = self.settings.batching
             if b.enabled and n <= b.max_rows_per_item:
-                pred = await self._batched((model, feeds, n))
+                pred = await self._batcher.submit((model, feeds, n))
             else:
                 pred = model.predict(feeds)
             out = respond(model, pred, n, obj)
