@@ -283,7 +283,8 @@ def main() -> None:
     one = json.dumps({"records": [setup["row"]]}).encode()
     big = json.dumps({"records": setup["big_rows"]}).encode()
     results: dict = {"machine_cpus": os.cpu_count(), "duration_s": args.duration,
-                     "connections": args.connections}
+                     "connections": args.connections, "started": time.strftime("%H:%M:%S"),
+                     "loadavg_start": os.getloadavg()}
     d, c = args.duration, args.connections
 
     # in-process ONNX Runtime on the 1,000-row batch
@@ -362,7 +363,7 @@ def main() -> None:
             time.sleep(2)
 
         url = f"http://127.0.0.1:{port}/predict"
-        # does @serve.batch cost one-row latency at low concurrency? (one replica)
+        # does micro-batching cost one-row latency at low concurrency? (one replica)
         deploy(batching=False, replicas=1)
         run_wrk(url, one, c, 3, tmp)  # warm the path
         results["serve_c1_no_batching"] = run_wrk(url, one, 1, d, tmp)
@@ -389,6 +390,8 @@ def main() -> None:
             killed = kill_haproxy(str(hp_dir))
             print(f"killed haproxy pids {killed}", flush=True)
 
+    results["finished"] = time.strftime("%H:%M:%S")
+    results["loadavg_end"] = os.getloadavg()
     summarize(results)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
