@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 CONFIG ?= tune_configs/credit_xgboost.yaml
+# As in an activated virtualenv: `ray`, `mlflow`, `serve` and the `python` that Ray job
+# entrypoints run are the environment's own.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install demo test lint bench clean
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import pandas as pd
 from ray import tune
-from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
@@ -24,6 +23,7 @@ from raylane.data import PreparedData
 from raylane.metrics import METRICS, Metric
 from raylane.models import Family, get_family
 from raylane.training import train_trial
+from raylane.trial_logging import BatchedMLflowLoggerCallback
 
 _SAMPLERS = {
     "uniform": lambda d: tune.uniform(d.lower, d.upper),
@@ -128,7 +128,7 @@ def build_tuner(
             max_concurrent=config.tune.max_concurrent_trials or 0,
         )
     callbacks = [*extra_callbacks,
-        MLflowLoggerCallback(
+        BatchedMLflowLoggerCallback(
             tracking_uri=tracking_uri,
             experiment_name=experiment_name,
             # Child runs nest under the job's parent run in the MLflow UI.

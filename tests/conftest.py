@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 import httpx
+import mlflow
+import mlflow.tracking._model_registry.utils
+import mlflow.tracking._tracking_service.utils
+import mlflow.tracking.fluent
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +39,18 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not come up in {timeout:.0f}s")
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow_state():
+    """MLflow's fluent API keeps the tracking URI, registry URI and active experiment per
+    process (``set_experiment``, ``set_registry_uri``): one test must not inherit another's."""
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.tracking.fluent._active_experiment_id = None
+    mlflow.tracking._tracking_service.utils._tracking_uri = None
+    mlflow.tracking._model_registry.utils._registry_uri = None
 
 
 @pytest.fixture()

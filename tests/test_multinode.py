@@ -122,9 +122,15 @@ def cluster(tmp_path_factory, mlflow_server):
                         "num_cpus": 0, "gcs_server_port": free_port(), "include_dashboard": True,
                         "dashboard_port": dashboard_port, "env_vars": env,
                         "temp_dir": str(disks / "head"),
+                        # own agent ports: another Ray on the machine may hold the defaults, and
+                        # then the job agent never registers ("No available agent")
+                        "dashboard_agent_listen_port": free_port(),
+                        "metrics_export_port": free_port(),
                     })
                     worker = cluster.add_node(num_cpus=2, env_vars=env,
-                                              temp_dir=str(disks / "worker"))
+                                              temp_dir=str(disks / "worker"),
+                                              dashboard_agent_listen_port=free_port(),
+                                              metrics_export_port=free_port())
                     break
                 except TimeoutError:
                     if cluster is not None:
@@ -158,12 +164,16 @@ def trained(cluster, tmp_path_factory):
     elsewhere = tmp_path_factory.mktemp("submitter")  # not the repo: the job must not need it
     submission_id = f"raylane-multinode-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    proc = run_cli(
-        [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
-         "--submission-id", submission_id, "--working-dir", str(ROOT),
-         "--runtime-env", str(ROOT / "ray_jobs" / "runtime_env.yaml"), "--", *ENTRYPOINT],
-        cwd=elsewhere, timeout=600,
-    )
+    for _ in range(20):  # the dashboard answers before its job agent has registered
+        proc = run_cli(
+            [str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
+             "--submission-id", submission_id, "--working-dir", str(ROOT),
+             "--runtime-env", str(ROOT / "ray_jobs" / "runtime_env.yaml"), "--", *ENTRYPOINT],
+            cwd=elsewhere, timeout=600,
+        )
+        if "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(3)
     return {"proc": proc, "submission_id": submission_id,
             "seconds": time.monotonic() - started}
 

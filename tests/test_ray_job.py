@@ -75,7 +75,7 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
         value = float(size.group(1) or size.group(3))
         unit = size.group(2) or size.group(4)
         assert value < (5 if unit == "MiB" else 5 * 1024), size.group(0)
-    client = MlflowClient(mlflow_server)
+    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     assert client.get_model_version_by_alias("credit-job", "champion") is not None
 
 
