@@ -44,8 +44,17 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 @pytest.fixture(autouse=True)
 def isolated_mlflow_state():
     """MLflow's fluent API keeps the tracking URI, registry URI and active experiment per
-    process (``set_experiment``, ``set_registry_uri``): one test must not inherit another's."""
+    process (``set_experiment``, ``set_registry_uri``, and Ray's MLflow callback exports
+    ``MLFLOW_EXPERIMENT_ID``): one test must not inherit another's."""
+    keys = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI",
+            "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID")
+    saved = {key: os.environ.get(key) for key in keys}
     yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.tracking.fluent._active_experiment_id = None
