@@ -20,7 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from raylane.config import Distribution, PipelineConfig
 from raylane.data import PreparedData
-from raylane.metrics import METRICS, Metric
+from raylane.metrics import DEFAULT_METRIC, METRICS, Metric
 from raylane.models import Family, get_family
 from raylane.training import train_trial
 from raylane.trial_logging import BatchedMLflowLoggerCallback
@@ -60,8 +60,6 @@ def param_space(config: PipelineConfig) -> dict[str, Any]:
 
 
 def tuning_metric(config: PipelineConfig, task: str) -> Metric:
-    from raylane.metrics import DEFAULT_METRIC
-
     name = config.tune.metric or DEFAULT_METRIC[task]
     metric = METRICS[name]
     if metric.task != task:
