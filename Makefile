@@ -13,7 +13,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
-	$(UV) pip install -p $(PY) -q -e ".[dev]"
+	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
