@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,14 +70,36 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
     assert out.returncode == 0, log[-4000:]
     assert "Raylane training summary" in log
     assert re.search(r"succeeded", log)
-    # the upload stays small: no .git, .venv or run output
-    size = re.search(r"Uploading package .*?\(([\d.]+)(KiB|MiB)\)|\(([\d.]+)(KiB|MiB)\)", log)
-    if size:
-        value = float(size.group(1) or size.group(3))
-        unit = size.group(2) or size.group(4)
-        assert value < (5 if unit == "MiB" else 5 * 1024), size.group(0)
     client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     assert client.get_model_version_by_alias("credit-job", "champion") is not None
+
+
+@pytest.mark.parametrize("respect_gitignore", [True, False])
+def test_working_dir_upload_stays_small(tmp_path, respect_gitignore):
+    """The package `ray job submit --working-dir .` uploads, built by Ray's own packager with
+    ray_jobs/runtime_env.yaml's excludes: no .git, environments or run output, even where a
+    cluster ignores .gitignore (RAY_RUNTIME_ENV_IGNORE_GITIGNORE)."""
+    import zipfile
+
+    import yaml
+    from ray._private.runtime_env.packaging import create_package
+
+    excludes = yaml.safe_load((ROOT / "ray_jobs" / "runtime_env.yaml").read_text())["excludes"]
+    # run output and an environment as a user's checkout has them
+    output = ROOT / "ray_results" / f"size-check-{os.getpid()}"
+    output.mkdir(parents=True)
+    (output / "big.bin").write_bytes(os.urandom(6 * 2**20))
+    try:
+        package = tmp_path / "pkg.zip"
+        create_package(str(ROOT), package, include_gitignore=respect_gitignore,
+                       excludes=excludes)
+        names = zipfile.ZipFile(package).namelist()
+    finally:
+        shutil.rmtree(output)
+    size = package.stat().st_size
+    assert size < 5 * 2**20, f"working_dir package is {size / 2**20:.1f} MiB"
+    assert not [n for n in names if n.startswith((".git/", ".venv/", "ray_results/", "mlruns/"))]
+    assert "raylane/pipeline.py" in names and "tune_configs/credit_xgboost.yaml" in names
 
 
 def _finished_trials(client: MlflowClient, experiment: str) -> dict[str, str]:
