@@ -65,6 +65,10 @@ def test_credit_classification_end_to_end(tmp_path, sqlite_uri):
         [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
     )
     assert len(children) == 3
+    # every trial's run is complete by the time the job ends (it is logged off Tune's loop)
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert all(set(config.model.search_space) <= set(c.data.params) for c in children)
+    assert all(c.data.tags["raylane.role"] == "trial" for c in children)
     history = client.get_metric_history(children[0].info.run_id, "valid_roc_auc")
     assert len(history) >= 2  # reported every 10 boosting rounds
 
