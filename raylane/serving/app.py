@@ -171,7 +171,7 @@ class ModelServer:
         last_poll = time.monotonic()
         while True:
             await asyncio.sleep(0.5)
-            self.metrics.flush()
+            await self.metrics.flush_async()
             s = self.settings
             if self.plog is not None and self.plog._rows:
                 self.plog._maybe_flush()
