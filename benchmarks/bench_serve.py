@@ -70,6 +70,9 @@ def wait_http(url: str, timeout: float = 180) -> None:
 _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
+WRK_THREADS = 2  # --wrk-threads
+
+
 def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -> dict:
     """POST ``body`` at ``url`` for ``duration`` s; req/s, p50/p99 (ms), non-2xx count."""
     script = workdir / f"post-{abs(hash(body))}.lua"
@@ -77,7 +80,7 @@ def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Pat
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = [==[{body.decode()}]==]\n"
     )
-    threads = min(2, connections)
+    threads = min(WRK_THREADS, connections)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
          str(script), url],
@@ -91,6 +94,28 @@ def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Pat
     return {"req_s": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"),
             "non_2xx": int(non2xx.group(1)) if non2xx else 0,
             "socket_errors": errors.group(0) if errors else None}
+
+
+def cpu_idle_share(window: float) -> float:
+    """The machine's idle CPU share over ``window`` seconds (from /proc/stat)."""
+    def snapshot() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, total
+
+    idle0, total0 = snapshot()
+    time.sleep(window)
+    idle1, total1 = snapshot()
+    return (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_idle(min_idle: float = 0.9, timeout: float = 90) -> float:
+    """Wait until the CPUs are at least ``min_idle`` idle over 2 s (e.g. Ray's processes have
+    exited after a shutdown), at most ``timeout`` s; return the last idle share."""
+    deadline = time.monotonic() + timeout
+    idle = cpu_idle_share(2)
+    while idle < min_idle and time.monotonic() < deadline:
+        idle = cpu_idle_share(2)
+    return idle
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -273,12 +298,15 @@ def logging_config() -> dict:
 
 
 def main() -> None:
+    global WRK_THREADS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--wrk-threads", type=int, default=WRK_THREADS,
+                        help="wrk threads (each drives its share of the connections)")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="one-row runs per server (the median run is reported); the floor "
-                        "is measured this many times before Ray and again after")
+                        help="runs per server and request size (the median run is reported); the "
+                        "one-row floor is measured this many times before Ray and again after")
     parser.add_argument("--big-connections", type=int, default=4,
                         help="connections for the 1,000-row runs")
     parser.add_argument("--replicas", type=lambda v: [int(x) for x in v.split(",")],
@@ -294,6 +322,7 @@ def main() -> None:
         serve_floor(int(port), onnx_path, schema_path)
         return
 
+    WRK_THREADS = args.wrk_threads
     ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="raylane-bench-serve-"))
     print(f"workdir {tmp}", flush=True)
@@ -301,6 +330,7 @@ def main() -> None:
     one = json.dumps({"records": [setup["row"]]}).encode()
     big = json.dumps({"records": setup["big_rows"]}).encode()
     results: dict = {"machine_cpus": os.cpu_count(), "duration_s": args.duration,
+                     "wrk_threads": WRK_THREADS, "repeats": args.repeats,
                      "connections": args.connections, "started": time.strftime("%H:%M:%S"),
                      "loadavg_start": os.getloadavg()}
     d, c = args.duration, args.connections
@@ -333,6 +363,7 @@ def main() -> None:
     # peer 2: one uvicorn process, Starlette + ONNX Runtime, no Ray; measured before Ray starts
     # and again after it stops, so a drift of the machine during the run shows in both
     def measure_floor(big_too: bool) -> list[dict]:
+        results.setdefault("idle_before_floor", []).append(round(wait_idle(), 3))
         port = free_port()
         floor = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_serve", "--floor-server", str(port),
@@ -345,7 +376,8 @@ def main() -> None:
             run_wrk(url, one, c, 3, tmp)  # warm the path
             runs = [run_wrk(url, one, c, d, tmp) for _ in range(args.repeats)]
             if big_too:
-                results["floor_1000_rows"] = run_wrk(url, big, args.big_connections, d, tmp)
+                results["floor_1000_rows"] = median_run(
+                    [run_wrk(url, big, args.big_connections, d, tmp) for _ in range(args.repeats)])
         finally:
             os.killpg(floor.pid, signal.SIGTERM)
             floor.wait(30)
@@ -401,8 +433,8 @@ def main() -> None:
             run_wrk(url, one, c, 3, tmp)
             results[f"serve_one_row_{replicas}_replicas"] = median_run(
                 [run_wrk(url, one, c, d, tmp) for _ in range(args.repeats)])
-            results[f"serve_1000_rows_{replicas}_replicas"] = run_wrk(
-                url, big, args.big_connections, d, tmp)
+            results[f"serve_1000_rows_{replicas}_replicas"] = median_run(
+                [run_wrk(url, big, args.big_connections, d, tmp) for _ in range(args.repeats)])
         best = max(args.replicas, key=lambda r: results[f"serve_one_row_{r}_replicas"]["req_s"])
         results["serve_one_row"] = results[f"serve_one_row_{best}_replicas"]
         best = max(args.replicas,
@@ -417,7 +449,6 @@ def main() -> None:
             killed = kill_haproxy(str(hp_dir))
             print(f"killed haproxy pids {killed}", flush=True)
 
-    time.sleep(5)  # let Ray's processes exit
     floor_runs += measure_floor(big_too=False)
     results["floor_one_row"] = median_run(floor_runs)
     results["finished"] = time.strftime("%H:%M:%S")
