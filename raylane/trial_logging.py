@@ -10,7 +10,6 @@ thread; the search waits for that thread only when the experiment ends.
 
 from __future__ import annotations
 
-import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -22,7 +21,6 @@ from ray.tune.experiment import Trial
 from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.utils import flatten_dict
 
-log = logging.getLogger(__name__)
 # MLflow rejects longer parameter values.
 MAX_PARAM_LENGTH = 6000
 
@@ -50,7 +48,7 @@ class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
 
     def log_trial_start(self, trial: Trial) -> None:
         tags = {**self.tags, "trial_name": str(trial)}
-        params = {k: v for k, v in flatten_dict(trial.config).items()}
+        params = flatten_dict(trial.config)
         self._submit(self._start_run, trial.trial_id, str(trial), tags, params)
 
     def log_trial_result(self, iteration: int, trial: Trial, result: dict[str, Any]) -> None:

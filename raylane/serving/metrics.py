@@ -107,7 +107,7 @@ class ServingMetrics:
             self.rejected.inc(n, {"reason": reason, "route": route})
         for route, values in latencies.items():
             tags = {"route": route}
-            # Ray's histogram takes one value per call (~10 us each): thousands per flush
+            # Ray's histogram takes one value per call: ~1,000 per flush at 2,000 req/s
             for start in range(0, len(values), OBSERVATIONS_PER_CHUNK):
                 for ms in values[start:start + OBSERVATIONS_PER_CHUNK]:
                     self.latency.observe(ms, tags)
