@@ -231,3 +231,27 @@ def test_images_agree_within_each_overlay_and_with_the_jobs():
     pg = {c["image"] for p in k8s.OVERLAYS for o in k8s.render_overlay(p)
           for _, c in k8s.containers(o) if c["image"].startswith("postgres:")}
     assert len(pg) == 1, pg
+
+
+def _container_env(container: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_serve_benchmark_runs_the_cluster_env_the_rayservice_ships(tmp_path):
+    """benchmarks/bench_serve.py measures Serve with the same RAY_* settings as the serving pods
+    (file locations, ports and HAProxy's thread count, which follows the machine, aside)."""
+    from benchmarks.bench_serve import haproxy_env
+
+    machine_specific = {"RAY_SERVE_HAPROXY_NBTHREAD", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S",
+                        "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"}
+    bench = {k: v for k, v in haproxy_env(tmp_path).items()
+             if not k.endswith(("_LOC", "_PATH", "_BASE", "_FILE", "_PORT"))
+             and k not in machine_specific}
+    assert "RAY_worker_niceness" in bench and "RAY_SERVE_ENABLE_HA_PROXY" in bench
+    spec = yaml.safe_load(RAYSERVICE.read_text())["spec"]["rayClusterConfig"]
+    pods = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
+    for pod in pods:
+        for container in pod["template"]["spec"]["containers"]:
+            env = _container_env(container)
+            assert {k: env.get(k) for k in bench} == bench, container["name"]
+            assert "RAY_SERVE_HAPROXY_NBTHREAD" in env, container["name"]
