@@ -256,7 +256,7 @@ def haproxy_env(d: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, (os.cpu_count() or 2) // 2)),
         "RAY_worker_niceness": "0",
         # HAProxy's per-request ingress metrics are one log datagram per request, parsed in
-        # Python by Serve's HAProxy manager (~11% of a core at 2,000 req/s here); replicas
+        # Python by Serve's HAProxy manager (~11% of a core at ~1,450 req/s here); replicas
         # still record Serve's request metrics and raylane's own.
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
         # a busy 2-core machine can take longer than the 5 s default to bring the proxy up

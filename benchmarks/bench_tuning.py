@@ -16,9 +16,10 @@ Same data, split, estimator, search space and budget for both searches:
   ``XGBClassifier(n_jobs=1)``) on the validation split through ``PredefinedSplit``;
 * raylane's Tune search runs its trial function (``raylane.tuning.make_trainable``: the dataset in
   the object store once, ``fit_model`` reporting every ``report_every`` rounds) with ASHA,
-  ``max_concurrent_trials=2``, 1 CPU per trial and ``MLflowLoggerCallback`` child runs under a
-  parent run in a temporary SQLite store, as ``raylane.tuning.build_tuner`` builds it, plus a
-  callback that stamps the wall time of every result.
+  ``max_concurrent_trials=2``, 1 CPU per trial and MLflow child runs (``raylane.trial_logging``)
+  under a parent run in a temporary SQLite store: the Tuner ``raylane.tuning.build_tuner``
+  builds, given the sampled list as ``points_to_evaluate`` and a callback that stamps the wall
+  time of every result.
 
 Time to best: RandomizedSearchCV reveals its best only when ``fit`` returns, so its figure is that
 wall time. Raylane's is the time from calling ``Tuner.fit()`` to the first result whose validation

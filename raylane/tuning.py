@@ -211,6 +211,7 @@ def run_search(tuner: tune.Tuner, run_dir: Path) -> tune.ResultGrid:
         signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
         os.kill(os.getpid(), signal.SIGUSR1)
 
+    tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     if in_main_thread:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         signal.signal(signal.SIGINT, on_interrupt)
@@ -219,6 +220,10 @@ def run_search(tuner: tune.Tuner, run_dir: Path) -> tune.ResultGrid:
     finally:
         if in_main_thread:
             signal.signal(signal.SIGINT, previous)
+            if tune_handler is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
     if interrupted.is_set():
         raise SearchInterrupted(
             f"search interrupted after {results.num_terminated} finished trials; its state is "

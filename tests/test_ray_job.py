@@ -85,7 +85,7 @@ def test_working_dir_upload_stays_small(tmp_path, respect_gitignore):
     from ray._private.runtime_env.packaging import create_package
 
     excludes = yaml.safe_load((ROOT / "ray_jobs" / "runtime_env.yaml").read_text())["excludes"]
-    # run output and an environment as a user's checkout has them
+    # run output as a user's checkout has it (.venv is already there after `make install`)
     output = ROOT / "ray_results" / f"size-check-{os.getpid()}"
     output.mkdir(parents=True)
     (output / "big.bin").write_bytes(os.urandom(6 * 2**20))

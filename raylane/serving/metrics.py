@@ -1,6 +1,6 @@
 """The server's own Prometheus metrics, next to Ray Serve's (exported by each node's metrics agent).
 
-Aggregated in the replica and recorded every half second (:meth:`ServingMetrics.flush`).
+Aggregated in the replica and recorded every half second (:meth:`ServingMetrics.flush_async`).
 
 - ``raylane_predictions_total{model_name, model_version, route}``: requests answered.
 - ``raylane_predicted_rows_total{model_name, model_version}``: rows predicted.
@@ -57,9 +57,9 @@ class ServingMetrics:
             description="The registry version this replica serves.",
             tag_keys=("model_name",),
         )
-        # Per-request figures are aggregated here and handed to Ray by flush() (the replica
-        # calls it twice a second), as Ray Serve does for its own request metrics: a Ray metric
-        # call costs microseconds, several per request add up at thousands of requests/s.
+        # Per-request figures are aggregated here and handed to Ray by flush_async() (the
+        # replica calls it twice a second), as Ray Serve does for its own request metrics: a
+        # Ray metric call costs microseconds, several per request add up at thousands of req/s.
         self._counts: dict[tuple[str, str, str], list[int]] = {}  # -> [requests, rows]
         self._latencies: dict[str, list[float]] = {}
         self._rejected: dict[tuple[str, str], int] = {}
