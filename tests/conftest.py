@@ -17,9 +17,8 @@ import mlflow.tracking.fluent
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
 CREDIT_CSV = ROOT / "data" / "credit_data.csv"
-DIAMONDS_CSV = SHARED_DATA / "diamonds.csv"
+DIAMONDS_CSV = ROOT / "data" / "diamonds_sample.csv"
 BIN = Path(sys.executable).parent
 
 

@@ -27,9 +27,7 @@ from raylane.training import fit_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CREDIT_CSV = ROOT / "data" / "credit_data.csv"
-DIAMONDS_CSV = Path(os.environ.get("RAYLANE_DIAMONDS_CSV", "/work/shared/data/diamonds.csv"))
-if not DIAMONDS_CSV.exists():
-    DIAMONDS_CSV = ROOT / "data" / "diamonds.csv"
+DIAMONDS_CSV = Path(os.environ.get("RAYLANE_DIAMONDS_CSV", ROOT / "data" / "diamonds_sample.csv"))
 
 
 def free_port() -> int:
