@@ -1,4 +1,5 @@
-"""Shared fixtures: real MLflow stores (SQLite and a `mlflow server` process), free ports, data."""
+"""Shared fixtures: real MLflow stores (SQLite and a `mlflow server` process), free ports, data,
+and the session check that the suite leaves nothing running (tests/leftovers.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import time
 from pathlib import Path
 
 import httpx
+import leftovers
 import mlflow
 import mlflow.tracking._model_registry.utils
 import mlflow.tracking._tracking_service.utils
 import mlflow.tracking.fluent
 import pytest
 
+SESSION = leftovers.mark_session()  # before any test starts a process: children inherit it
 ROOT = Path(__file__).resolve().parents[1]
 CREDIT_CSV = ROOT / "data" / "credit_data.csv"
 DIAMONDS_CSV = ROOT / "data" / "diamonds_sample.csv"
@@ -38,6 +41,26 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
             pass
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not come up in {timeout:.0f}s")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_nothing_behind():
+    """Fail the run if, at its end, a process the suite started is still alive (Ray, HAProxy,
+    MLflow/uvicorn servers, ...) or Ray's ``ray_current_cluster`` file names a cluster of ours."""
+    before = leftovers.snapshot(SESSION)
+    yield
+    found = leftovers.leftovers(SESSION, before)
+    if found:
+        pytest.fail("the test session left behind:\n  " + "\n  ".join(found), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def unit_tests_start_no_ray(request):
+    """tests/unit/ is the fast loop: a test there must not leave a Ray instance up."""
+    yield
+    if "unit" in request.path.relative_to(ROOT / "tests").parts[:-1]:
+        ray = sys.modules.get("ray")
+        assert ray is None or not ray.is_initialized(), "a unit test started Ray"
 
 
 @pytest.fixture(autouse=True)

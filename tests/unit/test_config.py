@@ -13,7 +13,7 @@ from raylane.config import ConfigError, apply_overrides, load_config
 from raylane.data import DataError
 from raylane.pipeline import load_data
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "tune_configs").glob("*.yaml"))
 
 
