@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,10 +27,16 @@ FAST = [
 
 @pytest.fixture()
 def ray_head(tmp_path):
-    """A real `ray start --head` in its own process group, stopped by the test alone."""
+    """A real `ray start --head` in its own process group, stopped by the test alone.
+
+    Its own temp dir (short: unix socket paths are capped): `ray start` writes the cluster's
+    address to ``<temp dir>/ray_current_cluster``, and a SIGTERM'd `ray start --block` never
+    removes it. In the default /tmp/ray it would send a later `ray.init()` / `serve run` to
+    this dead cluster."""
     port, dash = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rl-job-", dir="/tmp")
     proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
          f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
          "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
          # own agent ports: another Ray on this machine may hold the defaults (52365)
@@ -50,6 +57,7 @@ def ray_head(tmp_path):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
