@@ -1,0 +1,65 @@
+"""`make serve` / `make serve-stop` (raylane.deploy.local) without starting Ray: the env it gives
+the cluster, refusing to start without a champion, and a stop that ends exactly its processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from raylane.deploy import local
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_cluster_env_is_the_serving_env_with_short_private_paths(tmp_path):
+    state = local.DEFAULT_STATE
+    env = local.cluster_env(state)
+    assert {k: env[k] for k in local.SERVING_ENV} == local.SERVING_ENV
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    for key in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"):
+        assert env[key].startswith(str(state)) and len(env[key]) < 97, key
+    assert int(env["RAY_SERVE_HAPROXY_NBTHREAD"]) <= max(1, (os.cpu_count() or 2) // 2)
+
+
+def test_start_refuses_without_a_registered_champion(tmp_path, capsys):
+    state = tmp_path / "state"
+    code = local.main(["start", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                       "--state-dir", str(state)])
+    assert code == 1
+    assert "models:/credit@champion not found" in capsys.readouterr().err
+    assert not state.exists() and local.processes_of(state) == []
+
+
+def test_stop_ends_the_processes_of_its_state_dir_and_nothing_else(tmp_path):
+    state = tmp_path / "srv"
+    state.mkdir()
+    # a daemon that names the dir only in its environment (as Ray's do), with a child that
+    # names it nowhere (as a `ray::` worker), and a stranger
+    ours = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], start_new_session=True,
+                            env={**os.environ, "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(state)})
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        for _ in range(100):  # the child `sleep` is forked by sh
+            if len(local.processes_of(state)) == 2:
+                break
+            time.sleep(0.05)
+        pids = local.processes_of(state)
+        assert ours.pid in pids and len(pids) == 2 and stranger.pid not in pids
+        assert local.stop(state, grace=5) == 0
+        ours.wait(timeout=5)
+        assert not any(_alive(p) for p in pids)
+        assert _alive(stranger.pid) and not state.exists()
+    finally:
+        for proc in (ours, stranger):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
