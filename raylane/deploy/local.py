@@ -193,6 +193,7 @@ curl -s localhost:{port}/predict -H 'Content-Type: application/json' \\
        "Records": "no", "Job": "freelance", "Expenses": 73, "Income": 129, "Assets": 0,
        "Debt": 0, "Amount": 800, "Price": 846}}]}}'
 
+Status: RAY_AUTH_MODE=token serve status -a {dashboard}
 Stop it with: make serve-stop""")
     return 0
 
