@@ -1,5 +1,9 @@
 """Export a fitted pipeline (preprocessing + model) to one ONNX graph and check it against the
-native model before anything is registered."""
+native model before anything is registered.
+
+The graph around the model (one input per raw column, the shared preprocessing) is built here;
+the model's own converter comes from its family (``Family.onnx_converter``).
+"""
 
 from __future__ import annotations
 
@@ -7,45 +11,15 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-import skl2onnx.common.tree_ensemble as _tree_ensemble
-from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-from skl2onnx import convert_sklearn, update_registered_converter
+from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-from skl2onnx.common.shape_calculator import (
-    calculate_linear_classifier_output_shapes,
-    calculate_linear_regressor_output_shapes,
-)
 from sklearn.pipeline import Pipeline
-from xgboost import XGBClassifier, XGBRegressor
 
+from raylane.families import family_of
 from raylane.onnx_model import OnnxModel
 from raylane.schema import FeatureSchema
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-
-update_registered_converter(
-    XGBClassifier,
-    "XGBoostXGBClassifier",
-    calculate_linear_classifier_output_shapes,
-    convert_xgboost,
-    options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
-)
-update_registered_converter(
-    XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert_xgboost
-)
-
-# skl2onnx 1.20 passes a Python bool for HistGradientBoosting leaves' missing-value flag, which
-# protobuf >= 6 rejects in an int list ("Expected an int, got a boolean"). Coerce it to int.
-_original_add_node = _tree_ensemble.add_node
-
-
-def _add_node_int_flags(*args, nodes_missing_value_tracks_true=0, **kwargs):
-    return _original_add_node(
-        *args, nodes_missing_value_tracks_true=int(nodes_missing_value_tracks_true), **kwargs
-    )
-
-
-_tree_ensemble.add_node = _add_node_int_flags
 
 
 class ParityError(RuntimeError):
@@ -82,9 +56,10 @@ def to_onnx(pipeline: Pipeline, schema: FeatureSchema) -> bytes:
     ]
     model = pipeline.steps[-1][1]
     options = {id(model): {"zipmap": False}} if schema.task == "classification" else None
-    onx = convert_sklearn(
-        pipeline, initial_types=initial_types, target_opset=TARGET_OPSET, options=options
-    )
+    with family_of(model).onnx_converter():
+        onx = convert_sklearn(
+            pipeline, initial_types=initial_types, target_opset=TARGET_OPSET, options=options
+        )
     onx.doc_string = f"raylane {schema.task} model for target {schema.target!r}"
     return onx.SerializeToString()
 

@@ -20,8 +20,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from raylane.config import Distribution, PipelineConfig
 from raylane.data import PreparedData
+from raylane.families import Family, get_family
 from raylane.metrics import DEFAULT_METRIC, METRICS, Metric
-from raylane.models import Family, get_family
 from raylane.training import train_trial
 from raylane.trial_logging import BatchedMLflowLoggerCallback
 

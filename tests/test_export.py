@@ -11,8 +11,8 @@ from conftest import CREDIT_CSV, DIAMONDS_CSV
 
 from raylane.data import infer_schema, read_table, split_data
 from raylane.export import check_parity, to_onnx
+from raylane.families import FAMILIES, get_family
 from raylane.metrics import METRICS
-from raylane.models import FAMILIES, get_family
 from raylane.onnx_model import OnnxModel, UnsafeModelError
 from raylane.training import fit_model
 
