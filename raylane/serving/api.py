@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import raylane
@@ -28,7 +29,9 @@ PLANE_KEY = "raylane_plane"
 class RaylaneAPI(FastAPI):
     """FastAPI whose OpenAPI schema also holds the hand-parsed request bodies' schemas."""
 
-    request_models: list[Any]
+    def __init__(self, request_models: list[type[BaseModel]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.request_models = request_models
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
@@ -62,28 +65,27 @@ def endpoint(route: Route) -> Any:
 
 def build_api(protocols: tuple[Protocol, ...]) -> RaylaneAPI:
     """The app: every protocol's routes, their OpenAPI description, JSON errors, the fast path."""
+    routes = [route for protocol in protocols for route in protocol.routes]
+    bodies = [model for route in routes for model in route.body]
     api = RaylaneAPI(
+        request_models=list(dict.fromkeys(bodies)),  # each once, in order
         title="raylane model server",
         version=raylane.__version__,
         description="A registered ONNX model served by Ray Serve: /predict, the Open Inference "
         "Protocol (KServe V2) and the MLflow scoring protocol. Errors are JSON naming the field.",
     )
-    api.request_models = []
     # POSTs to the prediction routes skip FastAPI's routing (see fastpath.py)
     api.add_middleware(fastpath.PredictionFastPath)
-    for protocol in protocols:
-        for route in protocol.routes:
-            extra: dict[str, Any] = {}
-            if route.response_class is not None:
-                extra["response_class"] = route.response_class
-            if route.response_model is not None:
-                extra["response_model"] = route.response_model
-            if route.body:
-                extra["openapi_extra"] = json_body(route.body, csv=route.csv)
-                api.request_models += [m for m in route.body if m not in api.request_models]
-            api.add_api_route(route.path, endpoint(route), methods=[route.method],
-                              name=route.name, summary=route.summary,
-                              responses=route.responses, **extra)
+    for route in routes:
+        extra: dict[str, Any] = {}
+        if route.response_class is not None:
+            extra["response_class"] = route.response_class
+        if route.response_model is not None:
+            extra["response_model"] = route.response_model
+        if route.body:
+            extra["openapi_extra"] = json_body(route.body, csv=route.csv)
+        api.add_api_route(route.path, endpoint(route), methods=[route.method], name=route.name,
+                          summary=route.summary, responses=route.responses, **extra)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
     return api

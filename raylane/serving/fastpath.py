@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from raylane.serving.protocols.base import Route
 
 Handler = Callable[[Request], Awaitable[Response]]
 STATE_KEY = "raylane_fast_routes"
@@ -40,8 +43,8 @@ def route_path(scope: Scope) -> str:
 class FastRouteTable:
     """The POST routes of the protocols, matched as FastAPI would (``{param}`` = one segment)."""
 
-    def __init__(self, routes: Iterable[Any], plane: Any) -> None:
-        """``routes``: :class:`~raylane.serving.protocols.base.Route` s; handlers get ``plane``."""
+    def __init__(self, routes: Iterable[Route], plane: Any) -> None:
+        """Compile the POST ``routes``; their handlers will be called with ``plane`` first."""
         self.plane = plane
         self.exact: dict[str, Handler] = {}
         self.templates: list[tuple[str, list[str], Callable[..., Awaitable[Response]]]] = []
@@ -60,6 +63,7 @@ class FastRouteTable:
         return set(self.exact) | {"/".join(segments) for _, segments, _ in self.templates}
 
     def fast_route(self, path: str) -> Handler | None:
+        """The handler of a POST to ``path`` (path params bound), or None: FastAPI answers."""
         handler = self.exact.get(path)
         if handler is not None or not self.templates:
             return handler
