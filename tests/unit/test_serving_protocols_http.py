@@ -238,3 +238,24 @@ def test_unknown_route_and_wrong_method_are_json(client):
     r = client.get("/predict")
     assert (r.status_code, r.json()) == (405, err("Method Not Allowed", None,
                                                   "method_not_allowed"))
+
+
+def test_the_documented_request_models_accept_the_bodies_the_parsers_accept(client):
+    from raylane.serving.protocols import mlflow_scoring, native, v2
+
+    cols = ["age", "income", "home"]
+    split = {"columns": cols, "data": [[r[c] for c in cols] for r in RECORDS]}
+    examples = [
+        ("/predict", {"records": RECORDS}, native.PredictRecords),
+        ("/predict", split, native.PredictSplit),
+        ("/v2/models/credit/infer", v2_body(id="1", outputs=[{"name": "label"}]),
+         v2.V2InferRequest),
+        ("/invocations", {"dataframe_split": split}, mlflow_scoring.InvocationsRequest),
+        ("/invocations", {"dataframe_records": RECORDS}, mlflow_scoring.InvocationsRequest),
+        ("/invocations", {"instances": RECORDS}, mlflow_scoring.InvocationsRequest),
+        ("/invocations", {"inputs": {c: [r[c] for r in RECORDS] for c in cols}},
+         mlflow_scoring.InvocationsRequest),
+    ]
+    for path, body, model in examples:
+        assert post(client, path, body).status_code == 200, (path, body)
+        model.model_validate(body)  # the OpenAPI description admits it
