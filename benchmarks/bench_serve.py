@@ -221,7 +221,7 @@ def train_and_register(tmp: Path, n_estimators: int) -> dict:
 
 def in_process_rows_per_s(onnx_bytes: bytes, schema, rows: list[dict]) -> float:
     from raylane.onnx_model import OnnxModel
-    from raylane.serving.protocols import parse_predict
+    from raylane.serving.protocols.native import parse_predict
 
     model = OnnxModel(onnx_bytes, schema)
     feeds, n = parse_predict({"records": rows}, schema, 10**6)

@@ -8,9 +8,11 @@ import pytest
 
 from raylane.onnx_model import Prediction
 from raylane.schema import ColumnSpec, FeatureSchema
-from raylane.serving import fastpath, protocols
+from raylane.serving import fastpath
+from raylane.serving.columns import RequestError, decode_json, numeric_column
 from raylane.serving.prediction_log import PredictionLog
-from raylane.serving.requests import RequestError, decode_json, numeric_column
+from raylane.serving.protocols import mlflow_scoring as scoring
+from raylane.serving.protocols import native, v2
 from raylane.serving.settings import ServingSettings
 
 SCHEMA = FeatureSchema(
@@ -22,9 +24,9 @@ SCHEMA = FeatureSchema(
 
 
 def test_records_and_split_give_the_same_feeds():
-    a, n = protocols.parse_predict({"records": [{"age": 30, "home": "rent"},
+    a, n = native.parse_predict({"records": [{"age": 30, "home": "rent"},
                                                 {"age": None, "home": None}]}, SCHEMA, 10)
-    b, _ = protocols.parse_predict({"columns": ["home", "age"],
+    b, _ = native.parse_predict({"columns": ["home", "age"],
                                     "data": [["rent", 30], [None, None]]}, SCHEMA, 10)
     assert n == 2
     for k in a:
@@ -52,17 +54,17 @@ def test_numeric_column_accepts_ints_bools_floats_and_null():
 def test_nan_literal_parses_then_is_rejected_per_column():
     obj = decode_json(b'{"records": [{"age": NaN, "home": "own"}]}')
     with pytest.raises(RequestError, match="column 'age': expected a finite number"):
-        protocols.parse_predict(obj, SCHEMA, 10)
+        native.parse_predict(obj, SCHEMA, 10)
 
 
 def test_v2_per_column_and_invocations_columnar():
     body = {"inputs": [{"name": "age", "datatype": "INT64", "shape": [2], "data": [1, 2]},
                        {"name": "home", "datatype": "BYTES", "shape": [2, 1],
                         "data": [["own"], ["rent"]]}]}
-    feeds, n = protocols.parse_v2(body, SCHEMA, 10)
+    feeds, n = v2.parse_v2(body, SCHEMA, 10)
     assert n == 2 and feeds["home"].tolist() == [["own"], ["rent"]]
-    feeds2, _ = protocols.parse_invocations({"inputs": {"age": [1, 2], "home": ["own", "rent"]}},
-                                            SCHEMA, 10)
+    feeds2, _ = scoring.parse_invocations({"inputs": {"age": [1, 2], "home": ["own", "rent"]}},
+                                          SCHEMA, 10)
     np.testing.assert_array_equal(feeds["age"], feeds2["age"])
 
 
@@ -87,7 +89,7 @@ def test_settings_defaults_match_serve_config():
 def test_prediction_log_rotates_and_caps(tmp_path):
     plog = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=10**9,
                          flush_interval_s=3600, max_total_bytes=6000, seed=0)
-    feeds, n = protocols.parse_predict(
+    feeds, n = native.parse_predict(
         {"records": [{"age": i, "home": "own"} for i in range(50)]}, SCHEMA, 100)
     pred = Prediction(labels=np.zeros(n, dtype=np.int64),
                       probabilities=np.tile(np.array([[0.7, 0.3]], np.float32), (n, 1)))

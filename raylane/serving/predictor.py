@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,28 +84,47 @@ def warm_up(model: OnnxModel, schema: FeatureSchema) -> None:
         raise WarmupError(f"warm-up: expected {n} finite regression values")
 
 
-def load_model(uri: str, tracking_uri: str | None, intra_op_threads: int = 1) -> LoadedModel:
-    """Download, open and warm up a registered model; raise on any failure."""
-    registered = load_registered_model(uri, tracking_uri)
+def open_model(registered: RegisteredModel, uri: str, intra_op_threads: int = 1) -> LoadedModel:
+    """Open a session on a downloaded model and warm it up; raise on any failure."""
     onnx = OnnxModel(registered.onnx_bytes, registered.schema, intra_op_threads=intra_op_threads)
     warm_up(onnx, registered.schema)
     return LoadedModel(registered=registered, onnx=onnx, uri=uri)
 
 
-class ModelHolder:
-    """The current model of a replica, its load history and its swap policy."""
+def load_model(uri: str, tracking_uri: str | None, intra_op_threads: int = 1) -> LoadedModel:
+    """Download, open and warm up a registered model; raise on any failure."""
+    return open_model(load_registered_model(uri, tracking_uri), uri, intra_op_threads)
 
-    def __init__(self, on_load=None) -> None:
+
+def registry_version(uri: str, tracking_uri: str | None) -> str:
+    """The version ``uri`` points at now in the registry (cheap: one registry call)."""
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv, _ = resolve_version(client, uri)
+    return str(mv.version)
+
+
+Fetch = Callable[[str, str | None], RegisteredModel]
+Resolve = Callable[[str, str | None], str]
+OnLoad = Callable[[str, str, str], None]
+
+
+class ModelHolder:
+    """The current model of a replica, its load history and its swap policy.
+
+    ``fetch`` downloads what a model URI points at and ``resolve`` names its version now (the
+    MLflow registry by default); ``on_load(name, version, outcome)`` hears of every load.
+    """
+
+    def __init__(
+        self, on_load: OnLoad | None = None, fetch: Fetch = load_registered_model,
+        resolve: Resolve = registry_version,
+    ) -> None:
         self.current: LoadedModel | None = None
         self.last_error: dict | None = None
         self._failed: set[tuple[str, str]] = set()  # (uri, version) known bad: not retried
         self._on_load = on_load or (lambda name, version, outcome: None)
-
-    def resolve(self, uri: str, tracking_uri: str | None) -> str:
-        """The version ``uri`` points at now (cheap: one registry call)."""
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        mv, _ = resolve_version(client, uri)
-        return str(mv.version)
+        self._fetch = fetch
+        self.resolve = resolve
 
     def ensure(self, uri: str, tracking_uri: str | None, threads: int = 1) -> bool:
         """Serve what ``uri`` points at. True when a (new) model was swapped in.
@@ -120,7 +140,7 @@ class ModelHolder:
                     return False
                 if (uri, version) in self._failed:
                     return False
-            new = load_model(uri, tracking_uri, threads)
+            new = open_model(self._fetch(uri, tracking_uri), uri, threads)
         except Exception as exc:
             if self.current is None:
                 self._record_failure(uri, None, exc)

@@ -1,34 +1,42 @@
-"""The three request shapes the server speaks, to model inputs, and outputs back to JSON.
+"""The Open Inference Protocol (KServe V2): ``/v2``, health, model metadata and ``.../infer``.
 
-- ``/predict``: ``{"records": [...]}`` or ``{"columns": [...], "data": [[...]]}``.
-- Open Inference Protocol (KServe V2) ``/v2/.../infer``: one input per column, or one
-  ``[N, F]`` numeric tensor when every feature is numeric.
-- MLflow scoring ``/invocations``: ``dataframe_split``, ``dataframe_records``, ``instances``,
-  ``inputs`` (JSON) and ``text/csv``.
+A request carries one input per column (``[N]`` or ``[N, 1]``), or one ``[N, F]`` numeric tensor
+when every feature is numeric. JSON tensors only: the binary tensor extension is answered 400.
+Errors are ``{"error", "field", "reason"}``; an unknown model or version is 404.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response
 
+import raylane
 from raylane.onnx_model import Prediction
 from raylane.schema import FeatureSchema
-from raylane.serving.requests import (
+from raylane.serving.columns import (
     Feeds,
     RequestError,
     check_names,
     check_rows,
-    columns_from_columnar,
-    columns_from_records,
-    columns_from_split,
     feeds_from_columns,
     numeric_column,
+)
+from raylane.serving.dataplane import DataPlane, class_labels, not_ready
+from raylane.serving.http_io import json_response
+from raylane.serving.predictor import LoadedModel
+from raylane.serving.protocols.base import (
+    ERRORS,
+    Protocol,
+    Route,
+    answer,
+    error_body,
+    require_object,
 )
 
 V2_NUMERIC = {
@@ -36,139 +44,73 @@ V2_NUMERIC = {
     "FP16", "FP32", "FP64",
 }
 V2_DATATYPES = V2_NUMERIC | {"BYTES"}
-MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
-def _require_object(obj: Any, what: str) -> dict:
-    if not isinstance(obj, dict):
-        raise RequestError(
-            f"body: expected a JSON object with {what}, got {type(obj).__name__}",
-            field="body",
-            reason="wrong_type",
-        )
-    return obj
+# ---------------------------------------------------------------- OpenAPI models
 
 
-# ---------------------------------------------------------------- /predict
+class V2Parameters(BaseModel):
+    model_config = {"extra": "allow"}
+    content_type: str | None = None
 
 
-def parse_predict(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
-    """``{"records": [...]}`` or ``{"columns": [...], "data": [[...]]}``."""
-    body = _require_object(obj, '"records" or "columns" + "data"')
-    if "records" in body:
-        extra = set(body) - {"records"}
-        if extra:
-            raise RequestError(
-                f"body: unexpected key(s) {sorted(extra)} next to 'records'",
-                field=sorted(extra)[0],
-                reason="unknown_field",
-            )
-        columns, n = columns_from_records(body["records"], schema, max_rows, "records")
-    elif "columns" in body or "data" in body:
-        extra = set(body) - {"columns", "data"}
-        if extra or "columns" not in body or "data" not in body:
-            raise RequestError(
-                'body: expected both "columns" and "data" (and nothing else)',
-                field="columns" if "columns" not in body else "data",
-                reason="missing_field",
-            )
-        columns, n = columns_from_split(body["columns"], body["data"], schema, max_rows, "")
-    else:
-        raise RequestError(
-            'body: expected {"records": [...]} or {"columns": [...], "data": [[...]]}',
-            field="records",
-            reason="missing_field",
-        )
-    return feeds_from_columns(columns, schema, n), n
+class V2Tensor(BaseModel):
+    name: str
+    datatype: str = Field(description="BOOL, UINT8..64, INT8..64, FP16/32/64 or BYTES.")
+    shape: list[int]
+    data: list[Any] = Field(description="Row-major, flat or nested.")
+    parameters: V2Parameters | None = None
 
 
-def predict_response(name: str, version: str, schema: FeatureSchema, pred: Prediction) -> dict:
-    if pred.values is not None:
-        return {"model_name": name, "model_version": version, "predictions": pred.values}
-    return {
-        "model_name": name,
-        "model_version": version,
-        "predictions": class_labels(schema, pred),
-        "probabilities": pred.probabilities,
-        "class_labels": schema.class_labels,
-    }
+class V2RequestedOutput(BaseModel):
+    name: str
 
 
-def class_labels(schema: FeatureSchema, pred: Prediction) -> list[str]:
-    labels = schema.class_labels or []
-    return [labels[i] for i in pred.labels.tolist()]
+class V2InferRequest(BaseModel):
+    id: str | None = None
+    parameters: V2Parameters | None = None
+    inputs: list[V2Tensor] = Field(
+        description="One input per column ([N] or [N,1]) or one [N, F] numeric tensor."
+    )
+    outputs: list[V2RequestedOutput] | None = None
 
 
-# ---------------------------------------------------------------- MLflow /invocations
+class V2InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[V2Tensor]
 
 
-def parse_invocations(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
-    body = _require_object(obj, f"exactly one of {list(MLFLOW_KEYS)}")
-    keys = [k for k in MLFLOW_KEYS if k in body]
-    if len(keys) != 1:
-        raise RequestError(
-            f"body: expected exactly one of {list(MLFLOW_KEYS)}, got "
-            f"{keys or sorted(body)}",
-            field="body",
-            reason="missing_field" if not keys else "ambiguous_body",
-        )
-    key = keys[0]
-    payload = body[key]
-    if key == "dataframe_split":
-        split = _require_object(payload, '"columns" and "data"')
-        if "columns" not in split or "data" not in split:
-            raise RequestError(
-                'dataframe_split: expected "columns" and "data"', field="dataframe_split",
-                reason="missing_field",
-            )
-        columns, n = columns_from_split(
-            split["columns"], split["data"], schema, max_rows, "dataframe_split"
-        )
-    elif isinstance(payload, dict):  # {"inputs": {col: [values]}} (columnar)
-        columns, n = columns_from_columnar(payload, schema, max_rows, key)
-    else:
-        columns, n = columns_from_records(payload, schema, max_rows, key)
-    return feeds_from_columns(columns, schema, n), n
+class V2TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
 
 
-def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
-    """``text/csv`` with a header row; empty numeric cells are missing values."""
-    try:
-        rows = list(csv.reader(io.StringIO(body.decode("utf-8"))))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise RequestError(f"CSV body: {exc}", field="body", reason="malformed_csv") from None
-    if not rows:
-        raise RequestError("CSV body: expected a header row", field="body", reason="empty_body")
-    header, data = rows[0], [r for r in rows[1:] if r]
-    numeric = set(schema.numeric)
-    converted = []
-    for i, row in enumerate(data):
-        out = []
-        for name, cell in zip(header, row, strict=False):
-            if name in numeric:
-                try:
-                    out.append(None if cell == "" else float(cell))
-                except ValueError:
-                    raise RequestError(
-                        f"column {name!r}: expected a number or an empty cell, got {cell!r} "
-                        f"(row {i})",
-                        field=name,
-                        reason="wrong_type",
-                    ) from None
-            else:
-                out.append(None if cell == "" else cell)
-        converted.append(out)
-    columns, n = columns_from_split(header, converted, schema, max_rows, "csv")
-    return feeds_from_columns(columns, schema, n), n
+class V2ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[V2TensorMetadata]
+    outputs: list[V2TensorMetadata]
 
 
-def invocations_response(schema: FeatureSchema, pred: Prediction) -> dict:
-    if pred.values is not None:
-        return {"predictions": pred.values}
-    return {"predictions": class_labels(schema, pred)}
+class V2ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
 
 
-# ---------------------------------------------------------------- Open Inference Protocol
+class Live(BaseModel):
+    live: bool
+
+
+class Ready(BaseModel):
+    ready: bool
+
+
+# ---------------------------------------------------------------- parsing and responses
 
 
 def _flatten(data: Any) -> list:
@@ -229,7 +171,14 @@ def _v2_input(inp: Any, i: int) -> tuple[str, str, list[int], list]:
 
 
 def parse_v2(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
-    body = _require_object(obj, '"inputs"')
+    """The model's inputs from an inference request; its requested outputs are checked too."""
+    feeds, n = _parse_inputs(obj, schema, max_rows)
+    v2_requested_outputs(obj, schema)
+    return feeds, n
+
+
+def _parse_inputs(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
+    body = require_object(obj, '"inputs"')
     if "inputs" not in body or not isinstance(body["inputs"], list) or not body["inputs"]:
         raise RequestError(
             "inputs: expected a non-empty list of tensors", field="inputs",
@@ -340,25 +289,122 @@ def v2_requested_outputs(obj: dict, schema: FeatureSchema) -> list[str]:
     return names
 
 
-def v2_response(
-    name: str, version: str, schema: FeatureSchema, pred: Prediction, n: int, outputs: list[str],
-    request_id: Any,
-) -> dict:
+def v2_response(model: LoadedModel, pred: Prediction, n: int, obj: Any) -> dict:
+    outputs = v2_requested_outputs(obj, model.schema)
     tensors = []
     for out in outputs:
         if out == "predictions":
             tensors.append({"name": out, "datatype": "FP32", "shape": [n], "data": pred.values})
         elif out == "label":
-            tensors.append(
-                {"name": out, "datatype": "BYTES", "shape": [n], "data": class_labels(schema, pred)}
-            )
+            tensors.append({"name": out, "datatype": "BYTES", "shape": [n],
+                            "data": class_labels(model.schema, pred)})
         else:
             probs = pred.probabilities
             tensors.append(
                 {"name": out, "datatype": "FP32", "shape": list(probs.shape),
                  "data": probs.reshape(-1)}
             )
-    body = {"model_name": name, "model_version": version, "outputs": tensors}
+    body = {"model_name": model.name, "model_version": model.version, "outputs": tensors}
+    request_id = obj.get("id")
     if request_id is not None:
         body["id"] = request_id
     return body
+
+
+def model_or_error(plane: DataPlane, name: str, version: str | None = None) -> LoadedModel:
+    """The served model if ``name`` (and ``version``, if given) are what is served; else 404."""
+    model = plane.holder.current
+    if model is None:
+        raise not_ready()
+    if name != model.name:
+        raise RequestError(
+            f"unknown model {name!r}; this server serves {model.name!r}", status=404,
+            field="model_name", reason="unknown_model",
+        )
+    if version is not None and version != model.version:
+        raise RequestError(
+            f"model {name!r} version {version!r} is not loaded; serving version "
+            f"{model.version!r}", status=404, field="model_version", reason="unknown_version",
+        )
+    return model
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def server_metadata(plane: DataPlane, request: Request) -> Response:
+    return json_response({"name": "raylane", "version": raylane.__version__, "extensions": []})
+
+
+async def live(plane: DataPlane, request: Request) -> Response:
+    return json_response({"live": True})
+
+
+async def ready(plane: DataPlane, request: Request) -> Response:
+    is_ready = plane.holder.current is not None
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+
+async def model_metadata(
+    plane: DataPlane, request: Request, name: str, version: str | None = None
+) -> Response:
+    try:
+        model = model_or_error(plane, name, version)
+    except RequestError as err:
+        return json_response(error_body(err), err.status)
+    return json_response({
+        "name": model.name, "versions": [model.version], "platform": "onnxruntime_onnx",
+        "inputs": v2_inputs(model.schema), "outputs": v2_outputs(model.schema),
+    })
+
+
+async def model_ready(
+    plane: DataPlane, request: Request, name: str, version: str | None = None
+) -> Response:
+    try:
+        model_or_error(plane, name, version)
+    except RequestError as err:
+        return json_response(error_body(err), err.status)
+    return json_response({"ready": True})
+
+
+async def infer(
+    plane: DataPlane, request: Request, name: str, version: str | None = None
+) -> Response:
+    try:
+        model_or_error(plane, name, version)
+        if "inference-header-content-length" in request.headers:
+            raise RequestError(
+                "the binary tensor extension is not supported; send JSON tensors "
+                "(tritonclient.http: binary_data=False for inputs and outputs)",
+                field="Inference-Header-Content-Length", reason="binary_tensor",
+            )
+    except RequestError as err:
+        plane.telemetry.rejected_request(err.reason, "v2_infer")
+        return json_response(error_body(err), err.status)
+    return await answer(plane, request, "v2_infer", parse_v2, v2_response)
+
+
+_MODEL = "/v2/models/{name}"
+_VERSION = "/v2/models/{name}/versions/{version}"
+_INFER = {"response_model": V2InferResponse, "responses": ERRORS, "body": (V2InferRequest,)}
+
+PROTOCOL = Protocol(
+    name="v2",
+    routes=(
+        Route("GET", "/v2", server_metadata, "v2_server", response_model=V2ServerMetadata),
+        Route("GET", "/v2/health/live", live, "v2_live", response_model=Live),
+        Route("GET", "/v2/health/ready", ready, "v2_ready", response_model=Ready,
+              responses={503: ERRORS[503]}),
+        Route("GET", _MODEL, model_metadata, "v2_model", response_model=V2ModelMetadata,
+              responses=ERRORS),
+        Route("GET", _VERSION, model_metadata, "v2_model_version",
+              response_model=V2ModelMetadata, responses=ERRORS),
+        Route("GET", f"{_MODEL}/ready", model_ready, "v2_model_ready", response_model=Ready,
+              responses=ERRORS),
+        Route("GET", f"{_VERSION}/ready", model_ready, "v2_model_version_ready",
+              response_model=Ready, responses=ERRORS),
+        Route("POST", f"{_MODEL}/infer", infer, "v2_infer", **_INFER),
+        Route("POST", f"{_VERSION}/infer", infer, "v2_infer_version", **_INFER),
+    ),
+)

@@ -1,4 +1,4 @@
-"""Request bodies to model inputs: decoding, limits, and per-column validation.
+"""Request bodies to typed model columns: JSON decoding, limits and per-column validation.
 
 Everything here is on the hot path, so it works on plain lists and numpy arrays (no pandas, no
 per-request pydantic). Every client mistake becomes a :class:`RequestError` naming the field and

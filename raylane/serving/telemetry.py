@@ -1,6 +1,6 @@
 """The server's own Prometheus metrics, next to Ray Serve's (exported by each node's metrics agent).
 
-Aggregated in the replica and recorded every half second (:meth:`ServingMetrics.flush_async`).
+Aggregated in the replica and recorded every half second (:meth:`ServingTelemetry.flush_async`).
 
 - ``raylane_predictions_total{model_name, model_version, route}``: requests answered.
 - ``raylane_predicted_rows_total{model_name, model_version}``: rows predicted.
@@ -22,7 +22,7 @@ OBSERVATIONS_PER_CHUNK = 50
 LATENCY_BOUNDARIES_MS = [0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 200, 500, 1000]
 
 
-class ServingMetrics:
+class ServingTelemetry:
     """Metric objects for one replica; create inside the replica (not at import)."""
 
     def __init__(self) -> None:

@@ -1,0 +1,175 @@
+"""The MLflow scoring protocol: ``POST /invocations``, ``/ping``, ``/health`` and ``/version``.
+
+``/invocations`` takes ``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``
+(JSON) or ``text/csv`` with a header row. Errors are MLflow's ``{"error_code", "message"}`` (plus
+``field`` and ``reason``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from pydantic import BaseModel, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+import raylane
+from raylane.onnx_model import Prediction
+from raylane.schema import FeatureSchema
+from raylane.serving.columns import (
+    Feeds,
+    RequestError,
+    columns_from_columnar,
+    columns_from_records,
+    columns_from_split,
+    feeds_from_columns,
+)
+from raylane.serving.dataplane import DataPlane, class_labels
+from raylane.serving.predictor import LoadedModel
+from raylane.serving.protocols.base import Protocol, Route, answer, require_object
+
+MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "PAYLOAD_TOO_LARGE",
+                415: "UNSUPPORTED_MEDIA_TYPE", 503: "TEMPORARILY_UNAVAILABLE"}
+Value = float | int | bool | str | None
+
+
+# ---------------------------------------------------------------- OpenAPI models
+
+
+class MlflowErrorResponse(BaseModel):
+    error_code: str = Field(description="BAD_REQUEST, PAYLOAD_TOO_LARGE, ...")
+    message: str
+    field: str | None = None
+    reason: str
+
+
+class DataframeSplit(BaseModel):
+    columns: list[str]
+    data: list[list[Value]]
+    index: list[Any] | None = None
+
+
+class InvocationsRequest(BaseModel):
+    """Exactly one of the four keys (MLflow scoring protocol)."""
+
+    dataframe_split: DataframeSplit | None = None
+    dataframe_records: list[dict[str, Value]] | None = None
+    instances: list[dict[str, Value]] | None = None
+    inputs: dict[str, list[Value]] | list[dict[str, Value]] | None = None
+
+
+class InvocationsResponse(BaseModel):
+    predictions: list[str] | list[float]
+
+
+MLFLOW_ERRORS = {c: {"model": MlflowErrorResponse} for c in (400, 413, 415, 503)}
+
+
+# ---------------------------------------------------------------- parsing and responses
+
+
+def error_body(err: RequestError) -> dict:
+    return {"error_code": MLFLOW_CODES.get(err.status, "BAD_REQUEST"), "message": err.message,
+            "field": err.field, "reason": err.reason}
+
+
+def parse_invocations(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
+    """Exactly one of :data:`MLFLOW_KEYS`; ``inputs`` may be records or ``{column: values}``."""
+    body = require_object(obj, f"exactly one of {list(MLFLOW_KEYS)}")
+    keys = [k for k in MLFLOW_KEYS if k in body]
+    if len(keys) != 1:
+        raise RequestError(
+            f"body: expected exactly one of {list(MLFLOW_KEYS)}, got "
+            f"{keys or sorted(body)}",
+            field="body",
+            reason="missing_field" if not keys else "ambiguous_body",
+        )
+    key = keys[0]
+    payload = body[key]
+    if key == "dataframe_split":
+        split = require_object(payload, '"columns" and "data"')
+        if "columns" not in split or "data" not in split:
+            raise RequestError(
+                'dataframe_split: expected "columns" and "data"', field="dataframe_split",
+                reason="missing_field",
+            )
+        columns, n = columns_from_split(
+            split["columns"], split["data"], schema, max_rows, "dataframe_split"
+        )
+    elif isinstance(payload, dict):  # {"inputs": {col: [values]}} (columnar)
+        columns, n = columns_from_columnar(payload, schema, max_rows, key)
+    else:
+        columns, n = columns_from_records(payload, schema, max_rows, key)
+    return feeds_from_columns(columns, schema, n), n
+
+
+def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
+    """``text/csv`` with a header row; empty numeric cells are missing values."""
+    try:
+        rows = list(csv.reader(io.StringIO(body.decode("utf-8"))))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise RequestError(f"CSV body: {exc}", field="body", reason="malformed_csv") from None
+    if not rows:
+        raise RequestError("CSV body: expected a header row", field="body", reason="empty_body")
+    header, data = rows[0], [r for r in rows[1:] if r]
+    numeric = set(schema.numeric)
+    converted = []
+    for i, row in enumerate(data):
+        out = []
+        for name, cell in zip(header, row, strict=False):
+            if name in numeric:
+                try:
+                    out.append(None if cell == "" else float(cell))
+                except ValueError:
+                    raise RequestError(
+                        f"column {name!r}: expected a number or an empty cell, got {cell!r} "
+                        f"(row {i})",
+                        field=name,
+                        reason="wrong_type",
+                    ) from None
+            else:
+                out.append(None if cell == "" else cell)
+        converted.append(out)
+    columns, n = columns_from_split(header, converted, schema, max_rows, "csv")
+    return feeds_from_columns(columns, schema, n), n
+
+
+def invocations_response(model: LoadedModel, pred: Prediction, n: int, obj: Any) -> dict:
+    if pred.values is not None:
+        return {"predictions": pred.values}
+    return {"predictions": class_labels(model.schema, pred)}
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def invocations(plane: DataPlane, request: Request) -> Response:
+    return await answer(plane, request, "invocations", parse_invocations, invocations_response,
+                        errors=error_body, parse_bytes=parse_csv)
+
+
+async def ping(plane: DataPlane, request: Request) -> Response:
+    is_ready = plane.holder.current is not None
+    return Response("\n", status_code=200 if is_ready else 503, media_type="text/plain")
+
+
+async def version(plane: DataPlane, request: Request) -> Response:
+    return Response(f"raylane {raylane.__version__}", media_type="text/plain")
+
+
+PROTOCOL = Protocol(
+    name="mlflow_scoring",
+    routes=(
+        Route("POST", "/invocations", invocations, "invocations",
+              response_model=InvocationsResponse, responses=MLFLOW_ERRORS,
+              body=(InvocationsRequest,), csv=True),
+        Route("GET", "/ping", ping, "ping", response_class=Response,
+              responses={503: MLFLOW_ERRORS[503]}),
+        Route("GET", "/health", ping, "health", response_class=Response,
+              responses={503: MLFLOW_ERRORS[503]}),
+        Route("GET", "/version", version, "version", response_class=Response),
+    ),
+)

@@ -1,0 +1,106 @@
+"""The micro-batcher (max batch size, waiting, ordering, errors per batch) and batch splitting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+from tiny_serving_model import ROWS, loaded
+
+from raylane.serving.batcher import MicroBatcher
+from raylane.serving.dataplane import predict_batch
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        if any(i < 0 for i in items):
+            raise ValueError(f"negative item in {items}")
+        return [10 * i for i in items]
+
+
+def test_batches_are_at_most_max_batch_size_and_results_keep_submission_order():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=2)
+        return await asyncio.gather(*(b.submit(i) for i in range(5)))
+
+    assert asyncio.run(main()) == [0, 10, 20, 30, 40]
+    assert fn.batches == [[0, 1], [2, 3], [4]]
+
+
+def test_a_partial_batch_waits_for_more_items_and_a_full_one_does_not():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=3, wait_timeout_s=0.5)
+        started = time.monotonic()
+        first = asyncio.ensure_future(b.submit(1))
+        await asyncio.sleep(0)  # the worker is now waiting for the batch to fill
+        await asyncio.sleep(0)
+        second = asyncio.ensure_future(b.submit(2))
+        assert await asyncio.gather(first, second) == [10, 20]
+        waited = time.monotonic() - started
+        b.set_batch_wait_timeout_s(30.0)
+        b.set_max_batch_size(2)
+        started = time.monotonic()
+        assert await asyncio.gather(b.submit(3), b.submit(4)) == [30, 40]
+        return waited, time.monotonic() - started
+
+    waited, full = asyncio.run(main())
+    assert fn.batches == [[1, 2], [3, 4]]  # the late item joined the waiting batch
+    assert waited >= 0.5 and full < 30.0  # a full batch runs without the 30 s wait
+
+
+def test_an_error_fails_every_request_of_its_batch_and_only_that_batch():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=2)
+        out = await asyncio.gather(*(b.submit(i) for i in (1, -1, 3)), return_exceptions=True)
+        return out, await b.submit(4)
+
+    (a, b, c), after = asyncio.run(main())
+    assert isinstance(a, ValueError) and a is b and "negative item in [1, -1]" in str(a)
+    assert c == 30 and after == 40
+    assert fn.batches == [[1, -1], [3], [4]]
+
+
+def test_a_cancelled_request_does_not_disturb_its_batch():
+    fn = Recorder()
+
+    async def main():
+        b = MicroBatcher(fn, max_batch_size=4)
+        gone = asyncio.ensure_future(b.submit(1))
+        kept = asyncio.ensure_future(b.submit(2))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return await kept
+
+    assert asyncio.run(main()) == 20
+    assert fn.batches == [[1, 2]]
+
+
+@pytest.fixture(scope="module")
+def models():
+    return loaded("1"), loaded("2")
+
+
+def test_predict_batch_groups_by_model_and_splits_results_per_request(models):
+    m1, m2 = models
+    feeds = m1.onnx.feeds_from_frame(ROWS)
+    rows = [slice(0, 3), slice(3, 4), slice(4, 8)]
+    items = [(m, {k: v[s] for k, v in feeds.items()}, s.stop - s.start)
+             for m, s in zip((m1, m2, m1), rows, strict=True)]
+    out = predict_batch(items)
+    for (model, part, n), pred in zip(items, out, strict=True):
+        want = model.predict(part)
+        assert pred.labels.shape == (n,) and pred.probabilities.shape == (n, 2)
+        np.testing.assert_array_equal(pred.labels, want.labels)
+        np.testing.assert_allclose(pred.probabilities, want.probabilities, rtol=1e-6)
