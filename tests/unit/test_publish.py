@@ -14,7 +14,7 @@ import yaml
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as tracking_utils
-from serving_support import Trained, register_raw, train
+from serving_support import Trained, load_frame, register_raw, train
 
 from raylane.config import ExportConfig
 from raylane.data import infer_schema, split_data
@@ -207,3 +207,17 @@ def test_a_champion_for_another_task_blocks_promotion(store, models):
     assert published.decision.reasons == [
         "champion v1 predicts other classes or a task; not comparable on this holdout"]
     assert aliases(client, "mixed") == {"champion": "1", "challenger": "2"}
+
+
+def test_a_champion_needing_columns_the_holdout_lacks_blocks_promotion(store, models):
+    frame, target = load_frame("credit")
+    dropped = frame.columns.drop(target)[0]
+    narrow = frame.drop(columns=[dropped])
+    data = split_data(narrow, infer_schema(narrow, target, None), 0.2, 0.1, 0)
+    auc = METRICS["roc_auc"]
+    fit = fit_model(data, get_family("xgboost"), {"n_estimators": 5}, auc, 0)
+    publish_in_run(store, "columns", models["small"])
+    published, _ = publish_in_run(store, "columns", Trained(fit.pipeline, data, auc))
+    assert not published.decision.promoted
+    assert published.decision.reasons == [
+        f"champion v1 needs columns ['{dropped}']; not comparable on this holdout"]
