@@ -174,36 +174,42 @@ def serve_floor(port: int, onnx_path: str, schema_path: str) -> None:
 
 
 def train_and_register(tmp: Path, n_estimators: int) -> dict:
-    import mlflow
+    import mlflow.sklearn
     import pandas as pd
 
+    from raylane.config import GatesConfig
     from raylane.data import infer_schema, read_table, split_data
-    from raylane.export import to_onnx
+    from raylane.evaluation import check_gates, evaluate
     from raylane.metrics import METRICS
     from raylane.models import get_family
-    from raylane.registry import CHAMPION, log_onnx_model, register_version, set_alias
+    from raylane.publishing import publish
+    from raylane.registry import log_logged_model
+    from raylane.tracking import ensure_experiment, mlflow_client, parent_run
     from raylane.training import fit_model
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
     frame = read_table(str(CREDIT))
     schema = infer_schema(frame, "Status", None)
     data = split_data(frame, schema, 0.2, 0.1, 0)
+    metric = METRICS["roc_auc"]
     fit = fit_model(data, get_family("xgboost"), {"n_estimators": n_estimators, "max_depth": 6},
-                    METRICS["roc_auc"], 0)
-    onnx_bytes = to_onnx(fit.pipeline, schema)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+                    metric, 0)
+    gates = check_gates(evaluate(fit.pipeline, data, metric, 0.25), GatesConfig())
+    client = mlflow_client(uri)
     example = data.holdout.X.head(3)
-    with mlflow.start_run() as run:
-        info = log_onnx_model(onnx_bytes, schema, example, pd.DataFrame({"y": np.zeros(3)}))
-        mv = register_version(client, info, "credit", run.info.run_id, {})
+    with parent_run(client, ensure_experiment(client, "bench-serve")) as run_id:
+        # the training job's own path: export, parity, register, promote to champion
+        published = publish(fit.pipeline, schema, data.holdout, metric=metric, gates=gates,
+                            client=client, registered_model="credit", run_id=run_id)
         # the mlflow peer serves the native pipeline (what a user would otherwise deploy)
         # (pickle is acceptable here: the peer only, never raylane's serving path)
-        sk = mlflow.sklearn.log_model(
-            fit.pipeline, name="sklearn_model", input_example=example,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-        )
-    set_alias(client, "credit", CHAMPION, mv.version)
+        sk = log_logged_model(client, run_id, "sklearn_model", lambda path, mm: (
+            mlflow.sklearn.save_model(
+                fit.pipeline, path, mlflow_model=mm, input_example=example,
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE)
+        ))
+    assert published.decision.promoted, published.decision.reasons
+    onnx_bytes = published.onnx_bytes
     (tmp / "model.onnx").write_bytes(onnx_bytes)
     (tmp / "schema.json").write_text(schema.to_json())
     holdout = data.holdout.X

@@ -195,7 +195,6 @@ def run_raylane(
     config, data, configs: list[dict[str, Any]], tmp: Path
 ) -> dict[str, Any]:
     """raylane's own Tuner (``build_tuner``), with the sampled configurations fed in first."""
-    import mlflow
     import ray
 
     from raylane import tracking
@@ -206,14 +205,15 @@ def run_raylane(
     metric = tuning_metric(config, data.schema.task)
     tune_metric = f"valid_{metric.name}"
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    tracking.setup(tracking_uri, config.mlflow.experiment)
+    client = tracking.mlflow_client(tracking_uri)
+    experiment_id = tracking.ensure_experiment(client, config.mlflow.experiment)
     clock = make_clock()
-    with mlflow.start_run(run_name="bench-tuning") as run:
+    with tracking.parent_run(client, experiment_id, run_name="bench-tuning") as run_id:
         started = time.perf_counter()
         # A private local cluster (never another engineer's `ray start --head`): all CPUs here.
         ray.init(address="local", log_to_driver=True)
         tuner = build_tuner(
-            config, data, run.info.run_id, tracking_uri, config.mlflow.experiment,
+            config, data, run_id, tracking_uri, config.mlflow.experiment,
             tmp / "ray_results" / "bench", points_to_evaluate=[dict(c) for c in configs],
             extra_callbacks=[clock],
         )

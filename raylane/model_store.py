@@ -66,15 +66,20 @@ def resolve_version(client: MlflowClient, uri: str) -> tuple[ModelVersion, str |
 
 
 def load_registered_model(uri: str, tracking_uri: str | None = None) -> RegisteredModel:
-    """Resolve ``uri`` in the registry and download its ONNX graph and feature schema."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    """Resolve ``uri`` in the registry at ``tracking_uri`` and download its ONNX graph and
+    feature schema."""
+    return load_version(MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri), uri)
+
+
+def load_version(client: MlflowClient, uri: str) -> RegisteredModel:
+    """:func:`load_registered_model` through ``client`` (its registry and tracking store)."""
     mv, alias = resolve_version(client, uri)
     with tempfile.TemporaryDirectory(prefix="raylane-model-") as tmp:
         # The version's own artifact location, resolved by this client: a models:/ URI would be
         # looked up in the process-wide registry, which may be another store.
         source = client.get_model_version_download_uri(mv.name, mv.version)
         local = Path(download_artifacts(artifact_uri=source, dst_path=tmp,
-                                        tracking_uri=tracking_uri))
+                                        tracking_uri=client.tracking_uri))
         mlmodel = yaml.safe_load((local / "MLmodel").read_text())
         onnx_bytes = (local / ONNX_FILE).read_bytes()
     metadata = mlmodel.get("metadata") or {}

@@ -1,5 +1,5 @@
-"""The training job: data -> Ray Tune search -> refit -> evaluation -> ONNX export with parity
-check -> MLflow registry with gated promotion. Each stage lives in its own module."""
+"""The training job: data -> Ray Tune search -> refit -> evaluation -> publishing (ONNX export,
+parity check, MLflow registry, gated promotion). Each stage lives in its own module."""
 
 from __future__ import annotations
 
@@ -8,21 +8,20 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-import mlflow
 import pandas as pd
 import ray
-from mlflow import MlflowClient
 
 from raylane import plots, tracking
 from raylane.config import PipelineConfig
 from raylane.data import DataError, PreparedData, infer_schema, read_table, split_data
 from raylane.evaluation import Evaluation, GateResult, check_gates, evaluate
-from raylane.export import ParityError, ParityReport, check_parity, to_onnx
+from raylane.export import ParityReport
 from raylane.models import get_family
-from raylane.onnx_model import OnnxModel
-from raylane.promotion import Decision, decide_and_record
-from raylane.registry import log_onnx_model, register_version
+from raylane.promotion import Decision
+from raylane.publishing import publish
+from raylane.tracking import RunLog
 from raylane.training import FitResult, fit_model
 from raylane.tuning import (
     SearchOutcome,
@@ -82,13 +81,16 @@ def run_pipeline(
     """Run every stage; raise on a failed parity check (nothing is registered then).
 
     ``loaded`` is the result of :func:`load_data` when the caller already validated the data.
+    MLflow is reached only through a client for ``config.tracking_uri``: the job leaves MLflow's
+    process-wide state (tracking URI, active run) as it found it.
     """
     started = time.perf_counter()
     frame, data = loaded or load_data(config)
     metric = tuning_metric(config, data.schema.task)
     family = get_family(config.model.family)
     tracking_uri = config.tracking_uri
-    tracking.setup(tracking_uri, config.mlflow.experiment)
+    client = tracking.mlflow_client(tracking_uri)
+    experiment_id = tracking.ensure_experiment(client, config.mlflow.experiment)
     log.info("data: %d rows, %d features, task %s; tracking at %s", len(frame),
              len(data.schema.columns), data.schema.task, tracking_uri)
 
@@ -96,75 +98,62 @@ def run_pipeline(
     state_path = run_dir / STATE_FILE
     parent_run_id = json.loads(state_path.read_text())["parent_run_id"] if resume else None
 
-    with mlflow.start_run(run_id=parent_run_id, run_name=config.mlflow.run_name) as run:
+    with tracking.parent_run(client, experiment_id, config.mlflow.run_name,
+                             run_id=parent_run_id) as run_id:
+        run = tracking.RunLog(client, run_id)
         if not resume:
-            tracking.log_job_context(config, data, frame)
-        if not ray.is_initialized():
-            # A job (`ray job submit`, KubeRay RayJob) gets RAY_ADDRESS from Ray; run directly,
-            # the job starts its own local Ray unless RAY_ADDRESS says where to attach (`auto`).
-            ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
-        if resume:
-            tuner = restore_tuner(config, data, run_dir)
-        else:
-            tuner = build_tuner(config, data, run.info.run_id, tracking_uri,
-                                config.mlflow.experiment, run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            state_path.write_text(json.dumps({"parent_run_id": run.info.run_id}))
-        results = run_search(tuner, run_dir)
+            tracking.log_job_context(run, config, data, frame)
+        _ensure_ray()
+        tuner = _tuner(config, data, run_id, tracking_uri, run_dir, resume)
+        results = _search(tuner, run_dir)
         search = summarize(results, metric)
         log.info("search done: best valid %s %.4f (%d trials, %d errored)", metric.name,
                  search.best_valid_score, len(search.trials), search.errored_trials)
-        _log_search(search, results, metric)
+        _log_search(run, search, results, metric)
 
         best = _refit(config, data, family, metric, search)
         evaluation = evaluate(best.pipeline, data, metric, config.gates.max_overfit_gap)
         gates = check_gates(evaluation, config.gates)
-        _log_evaluation(best, evaluation, gates, data, metric, config.seed)
+        _log_evaluation(run, best, evaluation, gates, data, metric, config.seed)
 
-        onnx_bytes = to_onnx(best.pipeline, data.schema)
-        onnx_model = OnnxModel(onnx_bytes, data.schema)
-        ec = config.export
-        parity = check_parity(best.pipeline, onnx_model, data.holdout.X, ec.parity_atol,
-                              ec.parity_rtol, ec.parity_max_mismatch_fraction)
-        tracking.log_json(parity.as_dict(), "export/parity.json")
-        mlflow.log_metrics({"parity.max_abs_diff": parity.max_abs_diff,
-                            "parity.mismatched_rows": parity.mismatched_rows})
-        mlflow.set_tag("raylane.parity", "passed" if parity.passed else "failed")
-        if not parity.passed:
-            raise ParityError(
-                f"ONNX parity check failed on {parity.rows} holdout rows: "
-                f"{parity.mismatched_rows} differ beyond atol={parity.atol}, rtol={parity.rtol} "
-                f"(max |diff| {parity.max_abs_diff:.3g}); nothing was registered"
-            )
-
-        logged = log_onnx_model(
-            onnx_bytes, data.schema,
-            input_example=data.holdout.X.head(3),
-            output_example=_output_example(onnx_model, data),
-            extra_metadata={
-                "source_run_id": run.info.run_id,
-                "holdout_metrics": evaluation.holdout,
-                "tuning_metric": metric.name,
-                "dataset_digest": data.digest,
-            },
+        published = publish(
+            best.pipeline, data.schema, data.holdout, metric=metric, gates=gates,
+            client=client, registered_model=config.mlflow.registered_model, run_id=run_id,
+            export=config.export,
+            tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest},
+            metadata={"holdout_metrics": evaluation.holdout, "dataset_digest": data.digest},
         )
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        version = register_version(
-            client, logged, config.mlflow.registered_model, run.info.run_id,
-            tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest,
-                  "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
-        )
-        decision = decide_and_record(
-            client, version, evaluation.holdout[metric.name], gates, data.holdout, data.schema,
-            metric, tracking_uri,
-        )
-        mlflow.set_tags({"raylane.model_version": version.version,
-                         "raylane.decision": "promoted" if decision.promoted else "not promoted"})
+        version = published.version
         return PipelineResult(
-            config=config, run_id=run.info.run_id, search=search, evaluation=evaluation,
-            gates=gates, parity=parity, model_name=version.name, version=str(version.version),
-            decision=decision, tracking_uri=tracking_uri, seconds=time.perf_counter() - started,
+            config=config, run_id=run_id, search=search, evaluation=evaluation,
+            gates=gates, parity=published.parity, model_name=version.name,
+            version=str(version.version), decision=published.decision,
+            tracking_uri=tracking_uri, seconds=time.perf_counter() - started,
         )
+
+
+def _ensure_ray() -> None:
+    if not ray.is_initialized():
+        # A job (`ray job submit`, KubeRay RayJob) gets RAY_ADDRESS from Ray; run directly,
+        # the job starts its own local Ray unless RAY_ADDRESS says where to attach (`auto`).
+        ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
+
+
+def _tuner(config: PipelineConfig, data: PreparedData, run_id: str, tracking_uri: str,
+           run_dir: Path, resume: bool):
+    """The search to run: restored from ``run_dir``, or a new one that remembers ``run_id``."""
+    if resume:
+        return restore_tuner(config, data, run_dir)
+    tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": run_id}))
+    return tuner
+
+
+def _search(tuner, run_dir: Path):
+    # Ray's MLflow callback sets MLflow's global tracking URI when Tune sets it up; undo that.
+    with tracking.mlflow_globals_restored():
+        return run_search(tuner, run_dir)
 
 
 def _refit(config, data, family, metric, search: SearchOutcome) -> FitResult:
@@ -175,42 +164,35 @@ def _refit(config, data, family, metric, search: SearchOutcome) -> FitResult:
     return fit_model(data, family, params, metric, config.seed)
 
 
-def _output_example(model: OnnxModel, data: PreparedData) -> pd.DataFrame:
-    pred = model.predict_frame(data.holdout.X.head(3))
-    if data.schema.task == "classification":
-        labels = data.schema.class_labels or []
-        return pd.DataFrame(pred.probabilities, columns=[f"p_{c}" for c in labels])
-    return pd.DataFrame({"prediction": pred.values})
-
-
-def _log_search(search: SearchOutcome, results, metric) -> None:
-    mlflow.log_params({f"best.{k}": v for k, v in search.best_params.items()})
-    mlflow.log_metrics({f"best_valid_{metric.name}": search.best_valid_score,
-                        "trials.errored": search.errored_trials,
-                        "trials.count": len(search.trials)})
-    tracking.log_frame(search.trials, "tuning/trials.csv")
-    tracking.log_figure(plots.search_progress(search.trials, metric), "search_progress")
+def _log_search(run: RunLog, search: SearchOutcome, results, metric) -> None:
+    run.params({f"best.{k}": v for k, v in search.best_params.items()})
+    run.metrics({f"best_valid_{metric.name}": search.best_valid_score,
+                 "trials.errored": search.errored_trials, "trials.count": len(search.trials)})
+    run.frame(search.trials, "tuning/trials.csv")
+    run.figure(plots.search_progress(search.trials, metric), "search_progress")
     histories = {r.path: r.metrics_dataframe for r in results if r.metrics_dataframe is not None}
-    tracking.log_figure(plots.learning_curves(histories, metric), "tuning_curves")
+    run.figure(plots.learning_curves(histories, metric), "tuning_curves")
 
 
-def _log_evaluation(best: FitResult, ev: Evaluation, gates: GateResult, data, metric,
-                    seed: int) -> None:
-    mlflow.log_metrics({f"holdout_{k}": v for k, v in ev.holdout.items()})
-    mlflow.log_metrics({f"baseline_{k}": v for k, v in ev.baseline.items()})
-    mlflow.log_metrics({f"train_{metric.name}": ev.train_score,
-                        f"valid_{metric.name}": ev.valid_score, "overfit_gap": ev.overfit_gap})
-    mlflow.set_tags({"raylane.diagnosis": ev.diagnosis,
-                     "raylane.gates": "passed" if gates.passed else "failed"})
-    tracking.log_json({"passed": gates.passed, "reasons": gates.reasons,
-                       "diagnosis": ev.diagnosis}, "evaluation/gates.json")
+def _log_evaluation(run: RunLog, best: FitResult, ev: Evaluation, gates: GateResult, data,
+                    metric, seed: int) -> None:
+    run.metrics({
+        **{f"holdout_{k}": v for k, v in ev.holdout.items()},
+        **{f"baseline_{k}": v for k, v in ev.baseline.items()},
+        f"train_{metric.name}": ev.train_score, f"valid_{metric.name}": ev.valid_score,
+        "overfit_gap": ev.overfit_gap,
+    })
+    run.tags({"raylane.diagnosis": ev.diagnosis,
+              "raylane.gates": "passed" if gates.passed else "failed"})
+    run.json({"passed": gates.passed, "reasons": gates.reasons, "diagnosis": ev.diagnosis},
+             "evaluation/gates.json")
     fig, importance = plots.feature_importance(best.pipeline, data, metric, seed)
-    tracking.log_figure(fig, "feature_importance")
-    tracking.log_frame(importance.rename("importance").rename_axis("column").reset_index(),
-                       "evaluation/feature_importance.csv")
+    run.figure(fig, "feature_importance")
+    run.frame(importance.rename("importance").rename_axis("column").reset_index(),
+              "evaluation/feature_importance.csv")
     if data.schema.task == "classification":
-        tracking.log_figure(plots.confusion_matrix(best.pipeline, data), "confusion_matrix")
-        tracking.log_figure(plots.roc_curve(best.pipeline, data), "roc")
+        run.figure(plots.confusion_matrix(best.pipeline, data), "confusion_matrix")
+        run.figure(plots.roc_curve(best.pipeline, data), "roc")
     else:
-        tracking.log_figure(plots.residuals(best.pipeline, data), "residuals")
+        run.figure(plots.residuals(best.pipeline, data), "residuals")
 

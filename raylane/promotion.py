@@ -12,7 +12,7 @@ from mlflow.entities.model_registry import ModelVersion
 from raylane.data import Split
 from raylane.evaluation import GateResult
 from raylane.metrics import Metric
-from raylane.model_store import load_registered_model
+from raylane.model_store import load_version
 from raylane.onnx_model import OnnxModel
 from raylane.registry import CHALLENGER, CHAMPION, get_alias, set_alias
 from raylane.schema import FeatureSchema
@@ -35,14 +35,13 @@ class Decision:
 
 def score_champion(
     client: MlflowClient, name: str, holdout: Split, schema: FeatureSchema, metric: Metric,
-    tracking_uri: str,
 ) -> tuple[ModelVersion | None, float | None, str | None]:
     """The current champion, its score on this holdout (ONNX, no pickle), or why it has none."""
     champion = get_alias(client, name, CHAMPION)
     if champion is None:
         return None, None, None
     try:
-        registered = load_registered_model(f"models:/{name}@{CHAMPION}", tracking_uri)
+        registered = load_version(client, f"models:/{name}@{CHAMPION}")
         model = OnnxModel(registered.onnx_bytes, registered.schema)
     except Exception as exc:  # a broken champion must not block a good challenger
         return champion, None, f"champion v{champion.version} could not be loaded: {exc}"
@@ -57,19 +56,17 @@ def score_champion(
     return champion, metric(holdout.y, output), None
 
 
-def decide_and_record(
-    client: MlflowClient, version: ModelVersion, score: float, gates: GateResult,
-    holdout: Split, schema: FeatureSchema, metric: Metric, tracking_uri: str,
+def decide(
+    score: float, gates: GateResult, metric: Metric, champion_version: str | None,
+    champion_score: float | None, problem: str | None,
 ) -> Decision:
-    """Decide on promotion, move the aliases, and tag the version with the decision."""
-    name = version.name
-    champion, champion_score, problem = score_champion(
-        client, name, holdout, schema, metric, tracking_uri
-    )
-    decision = Decision(promoted=False, score=score, reasons=list(gates.reasons))
-    if champion is not None:
-        decision.champion_version = str(champion.version)
-        decision.champion_score = champion_score
+    """Promote when the gates passed and the challenger strictly beats a comparable champion.
+
+    No champion, or one that could not be loaded, does not block promotion (the problem is only
+    logged); a champion for another task, classes or columns blocks it.
+    """
+    decision = Decision(promoted=False, score=score, reasons=list(gates.reasons),
+                        champion_version=champion_version, champion_score=champion_score)
     if problem and champion_score is None and "could not be loaded" not in problem:
         decision.reasons.append(problem + "; not comparable on this holdout")
     elif problem:
@@ -77,27 +74,46 @@ def decide_and_record(
     if champion_score is not None and not metric.better(score, champion_score):
         decision.reasons.append(
             f"holdout {metric.name} {score:.4g} does not beat champion "
-            f"v{champion.version}'s {champion_score:.4g}"
+            f"v{champion_version}'s {champion_score:.4g}"
         )
     decision.promoted = not decision.reasons
+    return decision
+
+
+def record(client: MlflowClient, version: ModelVersion, decision: Decision,
+           metric: Metric) -> None:
+    """Move the aliases (``challenger`` always, ``champion`` if promoted) and tag the version."""
+    name = version.name
     set_alias(client, name, CHALLENGER, version.version)
     if decision.promoted:
         set_alias(client, name, CHAMPION, version.version)
-    if decision.promoted:
-        why = "passed the gates and beat the champion" if champion_score is not None else (
-            "passed the gates; no comparable champion before"
-        )
+        why = "passed the gates and beat the champion" if decision.champion_score is not None \
+            else "passed the gates; no comparable champion before"
     else:
         why = "; ".join(decision.reasons)
     tags = {
         "raylane.decision": "promoted" if decision.promoted else "not promoted",
         "raylane.decision.reasons": why,
-        f"raylane.holdout.{metric.name}": f"{score:.6g}",
+        f"raylane.holdout.{metric.name}": f"{decision.score:.6g}",
         "raylane.champion.version": decision.champion_version or "none",
         f"raylane.champion.holdout.{metric.name}": (
-            f"{champion_score:.6g}" if champion_score is not None else "n/a"
+            f"{decision.champion_score:.6g}" if decision.champion_score is not None else "n/a"
         ),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
+
+
+def decide_and_record(
+    client: MlflowClient, version: ModelVersion, score: float, gates: GateResult,
+    holdout: Split, schema: FeatureSchema, metric: Metric,
+) -> Decision:
+    """Score the current champion, decide on promotion, move the aliases, tag the version."""
+    champion, champion_score, problem = score_champion(
+        client, version.name, holdout, schema, metric
+    )
+    decision = decide(score, gates, metric,
+                      str(champion.version) if champion is not None else None,
+                      champion_score, problem)
+    record(client, version, decision, metric)
     return decision

@@ -12,10 +12,6 @@ from pathlib import Path
 
 import httpx
 import leftovers
-import mlflow
-import mlflow.tracking._model_registry.utils
-import mlflow.tracking._tracking_service.utils
-import mlflow.tracking.fluent
 import pytest
 
 SESSION = leftovers.mark_session()  # before any test starts a process: children inherit it
@@ -61,27 +57,6 @@ def unit_tests_start_no_ray(request):
     if "unit" in request.path.relative_to(ROOT / "tests").parts[:-1]:
         ray = sys.modules.get("ray")
         assert ray is None or not ray.is_initialized(), "a unit test started Ray"
-
-
-@pytest.fixture(autouse=True)
-def isolated_mlflow_state():
-    """MLflow's fluent API keeps the tracking URI, registry URI and active experiment per
-    process (``set_experiment``, ``set_registry_uri``, and Ray's MLflow callback exports
-    ``MLFLOW_EXPERIMENT_ID``): one test must not inherit another's."""
-    keys = ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI",
-            "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID")
-    saved = {key: os.environ.get(key) for key in keys}
-    yield
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    while mlflow.active_run():
-        mlflow.end_run()
-    mlflow.tracking.fluent._active_experiment_id = None
-    mlflow.tracking._tracking_service.utils._tracking_uri = None
-    mlflow.tracking._model_registry.utils._registry_uri = None
 
 
 @pytest.fixture()

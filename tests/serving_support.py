@@ -1,8 +1,8 @@
 """Shared helpers for the serving tests: real models in a real MLflow registry, a real Ray Serve.
 
 Models are trained with the library's primitives (no Ray Tune) on the bundled credit data
-(classification) and a sample of the diamonds data (regression), exported to ONNX, logged and
-registered with the ``champion`` alias, exactly as the training pipeline does.
+(classification) and a sample of the diamonds data (regression) and published with
+``raylane.publishing.publish``, the training job's own export -> parity -> register -> promote.
 """
 
 from __future__ import annotations
@@ -11,18 +11,29 @@ import os
 import socket
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
+from sklearn.pipeline import Pipeline
 
-from raylane.data import infer_schema, read_table, split_data
+from raylane.config import GatesConfig
+from raylane.data import PreparedData, infer_schema, read_table, split_data
+from raylane.evaluation import check_gates, evaluate
 from raylane.export import to_onnx
-from raylane.metrics import METRICS
+from raylane.metrics import METRICS, Metric
 from raylane.models import get_family
-from raylane.registry import CHAMPION, log_onnx_model, register_version, set_alias
+from raylane.publishing import Published, publish
+from raylane.registry import (
+    CHAMPION,
+    log_logged_model,
+    log_onnx_model,
+    register_version,
+    set_alias,
+)
+from raylane.schema import FeatureSchema
+from raylane.tracking import ensure_experiment, mlflow_client, parent_run
 from raylane.training import fit_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +60,30 @@ def load_frame(kind: str) -> tuple[pd.DataFrame, str]:
     return frame.sample(3000, random_state=0).reset_index(drop=True), "price"
 
 
-def train_onnx(kind: str, n_estimators: int = 30, seed: int = 0):
-    """(onnx_bytes, schema, X_holdout) for ``kind`` in {'credit', 'diamonds'}."""
+@dataclass
+class Trained:
+    """A fitted pipeline on its split data, as the training job's refit leaves it."""
+
+    pipeline: Pipeline
+    data: PreparedData
+    metric: Metric
+
+    @property
+    def schema(self) -> FeatureSchema:
+        return self.data.schema
+
+    @property
+    def X(self) -> pd.DataFrame:
+        """The holdout features."""
+        return self.data.holdout.X
+
+    @property
+    def onnx_bytes(self) -> bytes:
+        return to_onnx(self.pipeline, self.schema)
+
+
+def train(kind: str, n_estimators: int = 30, seed: int = 0) -> Trained:
+    """An XGBoost pipeline for ``kind`` in {'credit', 'diamonds'} (no Ray Tune)."""
     frame, target = load_frame(kind)
     schema = infer_schema(frame, target, None)
     data = split_data(frame, schema, 0.2, 0.1, seed)
@@ -58,22 +91,40 @@ def train_onnx(kind: str, n_estimators: int = 30, seed: int = 0):
     fit = fit_model(
         data, get_family("xgboost"), {"n_estimators": n_estimators, "max_depth": 4}, metric, seed
     )
-    return to_onnx(fit.pipeline, schema), schema, data.holdout.X, fit.pipeline
+    return Trained(fit.pipeline, data, metric)
 
 
-def register(
-    tracking_uri: str, name: str, onnx_bytes: bytes, schema, example: pd.DataFrame,
-    alias: str | None = CHAMPION, extra_metadata: dict | None = None,
+def publish_trained(
+    tracking_uri: str, name: str, trained: Trained, promote: bool = True,
+    gates: GatesConfig | None = None,
+) -> Published:
+    """Publish ``trained`` as the training job does: export, parity, register, promotion (with
+    the default gates). ``promote=False`` registers it as ``challenger`` only."""
+    client = mlflow_client(tracking_uri)
+    experiment_id = ensure_experiment(client, "serving-tests")
+    evaluation = evaluate(trained.pipeline, trained.data, trained.metric, 0.25)
+    with parent_run(client, experiment_id, run_name=f"publish-{name}") as run_id:
+        return publish(
+            trained.pipeline, trained.schema, trained.data.holdout, metric=trained.metric,
+            gates=check_gates(evaluation, gates or GatesConfig()), client=client,
+            registered_model=name, run_id=run_id, tags={"source": "serving-tests"},
+            promote=promote,
+        )
+
+
+def register_raw(
+    tracking_uri: str, name: str, onnx_bytes: bytes, schema: FeatureSchema, example: pd.DataFrame,
+    alias: str | None = CHAMPION,
 ) -> str:
-    """Log ``onnx_bytes`` in a new run, register it as a version of ``name``; return the version."""
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    """Register ``onnx_bytes`` without the parity check or a promotion decision: only for the
+    deliberately broken versions serving must refuse. Returns the version."""
+    client = mlflow_client(tracking_uri)
+    experiment_id = ensure_experiment(client, "serving-tests")
     example = example.head(3)
     out = pd.DataFrame({"y": np.zeros(len(example))})
-    with mlflow.start_run() as run:
-        info = log_onnx_model(onnx_bytes, schema, example, out, extra_metadata=extra_metadata)
-        mv = register_version(client, info, name, run.info.run_id, {"source": "serving-tests"})
+    with parent_run(client, experiment_id, run_name=f"broken-{name}") as run_id:
+        logged = log_onnx_model(client, run_id, onnx_bytes, schema, example, out)
+        mv = register_version(client, logged, name, run_id, {"source": "serving-tests"})
     if alias:
         set_alias(client, name, alias, mv.version)
     return str(mv.version)
@@ -81,9 +132,9 @@ def register(
 
 def register_broken(tracking_uri: str, name: str, schema, example, how: str) -> str:
     """A version that must never be served: corrupt ONNX bytes, or no raylane schema metadata."""
-    if how == "corrupt_onnx":
-        import onnx
+    import onnx
 
+    if how == "corrupt_onnx":
         # a valid-looking ONNX graph whose inputs do not match the schema's columns
         graph = onnx.helper.make_graph(
             [onnx.helper.make_node("Identity", ["x"], ["y"])], "broken",
@@ -91,24 +142,25 @@ def register_broken(tracking_uri: str, name: str, schema, example, how: str) -> 
             [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 1])],
         )
         model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
-        return register(tracking_uri, name, model.SerializeToString(), schema, example)
+        return register_raw(tracking_uri, name, model.SerializeToString(), schema, example)
     if how == "no_schema":  # a real ONNX model logged by plain MLflow: no raylane metadata
-        import onnx
+        import mlflow.onnx
 
-        mlflow.set_tracking_uri(tracking_uri)
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        graph = onnx.load_model_from_string(train_onnx("credit", n_estimators=5)[0])
-        with mlflow.start_run() as run:
-            info = mlflow.onnx.log_model(graph, name="model", save_as_external_data=False)
-            mv = register_version(client, info, name, run.info.run_id, {})
+        client = mlflow_client(tracking_uri)
+        graph = onnx.load_model_from_string(train("credit", n_estimators=5).onnx_bytes)
+        experiment_id = ensure_experiment(client, "serving-tests")
+        with parent_run(client, experiment_id, run_name=f"plain-{name}") as run_id:
+            logged = log_logged_model(client, run_id, "model", lambda path, mm: (
+                mlflow.onnx.save_model(graph, path, mlflow_model=mm, save_as_external_data=False)
+            ))
+            mv = register_version(client, logged, name, run_id, {})
         set_alias(client, name, CHAMPION, mv.version)
         return str(mv.version)
     raise ValueError(how)
 
 
 def move_alias(tracking_uri: str, name: str, version: str, alias: str = CHAMPION) -> None:
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    set_alias(client, name, alias, version)
+    set_alias(mlflow_client(tracking_uri), name, alias, version)
 
 
 def settings(tracking_uri: str, model_uri: str, **over) -> dict:

@@ -216,27 +216,13 @@ def test_training_job_runs_trials_on_the_worker_node(cluster, trained):
         a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
 
     # The registered model comes back over HTTP (proxied artifacts) and predicts.
-    registered = load_registered_model(f"models:/{MODEL}@champion", cluster["mlflow"])
+    registered = model_store.load_registered_model(f"models:/{MODEL}@champion",
+                                                    cluster["mlflow"])
     assert registered.metadata["source_run_id"] == parent.info.run_id
     rows = read_table(str(CREDIT_CSV)).drop(columns=["Status"]).head(20)
     proba = OnnxModel(registered.onnx_bytes, registered.schema).predict_frame(rows).probabilities
     assert proba.shape == (20, 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
     print(f"training job: {trained['seconds']:.0f}s, {len(trials)} trial actors on the worker")
-
-
-def load_registered_model(uri: str, tracking_uri: str):
-    """``raylane.model_store.load_registered_model`` with the registry pinned to ``tracking_uri``
-    for the call: MLflow's ``models:/`` artifact repository resolves names through the
-    process-global registry URI and ignores the ``tracking_uri`` the library passes it, so in a
-    process whose MLflow globals point elsewhere the lookup goes to the wrong registry."""
-    from mlflow.tracking._model_registry import utils as registry_utils
-
-    previous = registry_utils._registry_uri
-    registry_utils.set_registry_uri(tracking_uri)
-    try:
-        return model_store.load_registered_model(uri, tracking_uri)
-    finally:
-        registry_utils._registry_uri = previous
 
 
 def serve_config(base: dict, port: int, log_dir: Path) -> dict:
@@ -279,7 +265,8 @@ def test_serve_replicas_spread_over_both_nodes(cluster, trained, tmp_path):
             ("class_name", "=", f"ServeReplica:{app_name}:{dep_name}"), ("state", "=", "ALIVE")])
         assert sorted(a.node_id for a in actors) == sorted([cluster["head"], cluster["worker"]])
 
-        registered = load_registered_model(f"models:/{MODEL}@champion", cluster["mlflow"])
+        registered = model_store.load_registered_model(f"models:/{MODEL}@champion",
+                                                       cluster["mlflow"])
         model = OnnxModel(registered.onnx_bytes, registered.schema)
         frame = read_table(str(CREDIT_CSV)).drop(columns=["Status"]).head(40)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
@@ -339,8 +326,10 @@ def test_autoscaler_adds_a_worker_for_serve_replicas(mlflow_server, tmp_path, mo
 
     group = manifest_worker_group()
     assert group["autoscaler"] == "v2"
-    onnx_bytes, schema, holdout, _ = ss.train_onnx("credit", n_estimators=10)
-    version = ss.register(mlflow_server, "credit_autoscale", onnx_bytes, schema, holdout)
+    trained = ss.train("credit", n_estimators=10)
+    published = ss.publish_trained(mlflow_server, "credit_autoscale", trained)
+    version, holdout = str(published.version.version), trained.X
+    onnx_bytes, schema = published.onnx_bytes, trained.schema
 
     gcs_port, dashboard_port = free_port(), free_port()
     from ray._private.services import get_node_ip_address

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import mlflow
+import os
+
 import numpy as np
 import pytest
 import ray
 from conftest import CREDIT_CSV, DIAMONDS_CSV, ROOT
-from mlflow import MlflowClient
 
 from raylane.config import load_config
 from raylane.export import ParityError
 from raylane.model_store import load_registered_model
 from raylane.onnx_model import OnnxModel
 from raylane.pipeline import load_data, run_pipeline
+from raylane.tracking import mlflow_client
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +50,7 @@ def test_credit_classification_end_to_end(tmp_path, sqlite_uri):
     assert result.decision.promoted and result.version == "1"
     assert result.parity.passed and result.parity.rows == len(load_data(config)[1].holdout.y)
     assert result.evaluation.holdout["roc_auc"] > result.evaluation.baseline["roc_auc"] + 0.15
-    client = MlflowClient(sqlite_uri)
+    client = mlflow_client(sqlite_uri)
     assert str(client.get_model_version_by_alias("credit", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("credit", "challenger").version) == "1"
 
@@ -105,7 +106,7 @@ def test_diamonds_regression_against_mlflow_server(tmp_path, mlflow_server):
     result = run_pipeline(config)
     assert result.evaluation.holdout["r2"] > 0.9
     assert result.decision.promoted
-    client = MlflowClient(mlflow_server)
+    client = mlflow_client(mlflow_server)
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}
     assert "plots/residuals.png" in artifacts
     # artifacts go through the server's proxy, so any node can fetch them over HTTP
@@ -120,11 +121,13 @@ def test_failed_parity_registers_nothing(tmp_path, sqlite_uri):
                         f"data.path={DIAMONDS_CSV}", "data.sample_rows=3000",
                         "export.parity_atol=0", "export.parity_rtol=0",
                         "export.parity_max_mismatch_fraction=0", "mlflow.registered_model=strict")
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
     with pytest.raises(ParityError, match="nothing was registered"):
         run_pipeline(config)
-    client = MlflowClient(sqlite_uri)
+    client = mlflow_client(sqlite_uri)
     assert client.search_model_versions("name='strict'") == []
-    mlflow.set_tracking_uri(sqlite_uri)
-    runs = mlflow.search_runs(experiment_names=["diamonds"],
-                              filter_string="tags.raylane.parity = 'failed'")
-    assert len(runs) == 1
+    experiment = client.get_experiment_by_name("diamonds")
+    runs = client.search_runs([experiment.experiment_id], "tags.raylane.parity = 'failed'")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"
+    # the job left MLflow's process-wide state alone (Ray's callback sets a tracking URI)
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before

@@ -35,10 +35,10 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def env(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_api")
     uri = ss.tracking_uri_for(tmp)
-    credit_onnx, credit_schema, credit_X, _ = ss.train_onnx("credit")
-    dia_onnx, dia_schema, dia_X, _ = ss.train_onnx("diamonds")
-    ss.register(uri, "credit", credit_onnx, credit_schema, credit_X)
-    ss.register(uri, "diamonds", dia_onnx, dia_schema, dia_X)
+    credit, dia = ss.train("credit"), ss.train("diamonds")
+    credit_onnx = ss.publish_trained(uri, "credit", credit).onnx_bytes
+    dia_onnx = ss.publish_trained(uri, "diamonds", dia).onnx_bytes
+    credit_schema, credit_X, dia_schema, dia_X = credit.schema, credit.X, dia.schema, dia.X
     log_dir = tmp / "prediction_log"
     with ss.ray_serve() as base:
         from ray import serve

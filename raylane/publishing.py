@@ -1,0 +1,114 @@
+"""Publishing a fitted pipeline: ONNX export -> parity check -> registry version -> promotion.
+
+The one path by which a raylane model reaches the registry (the training job, the serving tests
+and the serving benchmark all call :func:`publish`). A graph that fails the parity check is
+never registered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from sklearn.pipeline import Pipeline
+
+from raylane.config import ExportConfig
+from raylane.data import Split
+from raylane.evaluation import GateResult
+from raylane.export import ParityError, ParityReport, check_parity, to_onnx
+from raylane.metrics import Metric
+from raylane.onnx_model import OnnxModel
+from raylane.promotion import Decision, decide_and_record, record
+from raylane.registry import log_onnx_model, register_version
+from raylane.schema import FeatureSchema
+from raylane.tracking import RunLog
+from raylane.training import model_output
+
+
+@dataclass
+class Published:
+    """What :func:`publish` registered: the graph, its parity report, version and decision."""
+
+    onnx_bytes: bytes
+    parity: ParityReport
+    model_id: str
+    version: ModelVersion
+    decision: Decision
+
+
+def publish(
+    pipeline: Pipeline,
+    schema: FeatureSchema,
+    holdout: Split,
+    *,
+    metric: Metric,
+    gates: GateResult,
+    client: MlflowClient,
+    registered_model: str,
+    run_id: str,
+    export: ExportConfig | None = None,
+    tags: dict[str, str] | None = None,
+    metadata: dict | None = None,
+    promote: bool = True,
+) -> Published:
+    """Export ``pipeline``, check the graph against it on ``holdout``, log it from run ``run_id``,
+    register it as a new version of ``registered_model`` and decide on promotion.
+
+    The parity report goes to the run (``export/parity.json``, ``parity.*`` metrics, tag
+    ``raylane.parity``); on failure :class:`ParityError` is raised and nothing is registered.
+    The version gets ``tags``; the MLmodel metadata gets the feature schema, ``source_run_id``
+    and ``metadata``. The challenger is scored on ``holdout`` with ``metric`` and becomes
+    ``champion`` if ``gates`` passed and it beats the current champion; with ``promote=False``
+    it is only made ``challenger`` (a candidate to roll out by hand). The run is tagged with the
+    version and the decision.
+    """
+    export = export or ExportConfig()
+    run = RunLog(client, run_id)
+    onnx_bytes = to_onnx(pipeline, schema)
+    onnx_model = OnnxModel(onnx_bytes, schema)
+    parity = check_parity(pipeline, onnx_model, holdout.X, export.parity_atol,
+                          export.parity_rtol, export.parity_max_mismatch_fraction)
+    run.json(parity.as_dict(), "export/parity.json")
+    run.metrics({"parity.max_abs_diff": parity.max_abs_diff,
+                 "parity.mismatched_rows": parity.mismatched_rows})
+    run.tags({"raylane.parity": "passed" if parity.passed else "failed"})
+    if not parity.passed:
+        raise ParityError(
+            f"ONNX parity check failed on {parity.rows} holdout rows: "
+            f"{parity.mismatched_rows} differ beyond atol={parity.atol}, rtol={parity.rtol} "
+            f"(max |diff| {parity.max_abs_diff:.3g}); nothing was registered"
+        )
+
+    logged = log_onnx_model(
+        client, run_id, onnx_bytes, schema,
+        input_example=holdout.X.head(3),
+        output_example=_output_example(onnx_model, holdout.X.head(3)),
+        extra_metadata={"source_run_id": run_id, "tuning_metric": metric.name,
+                        **(metadata or {})},
+    )
+    version = register_version(
+        client, logged, registered_model, run_id,
+        tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
+    )
+    score = metric(holdout.y, model_output(pipeline, holdout.X))
+    if promote:
+        decision = decide_and_record(client, version, score, gates, holdout, schema, metric)
+    else:
+        decision = Decision(promoted=False, score=score,
+                            reasons=["promotion not requested (registered as challenger only)"])
+        record(client, version, decision, metric)
+    run.tags({"raylane.model_version": str(version.version),
+              "raylane.decision": "promoted" if decision.promoted else "not promoted"})
+    return Published(onnx_bytes=onnx_bytes, parity=parity, model_id=logged.model_id,
+                     version=version, decision=decision)
+
+
+def _output_example(model: OnnxModel, rows: pd.DataFrame) -> pd.DataFrame:
+    """What the graph returns for ``rows``, as the signature's output (probabilities or values)."""
+    pred = model.predict_frame(rows)
+    if model.schema.task == "classification":
+        labels = model.schema.class_labels or []
+        return pd.DataFrame(pred.probabilities, columns=[f"p_{c}" for c in labels])
+    return pd.DataFrame({"prediction": pred.values})
