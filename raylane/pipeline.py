@@ -3,7 +3,6 @@ check -> MLflow registry with gated promotion. Each stage lives in its own modul
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -14,7 +13,7 @@ import pandas as pd
 import ray
 from mlflow import MlflowClient
 
-from raylane import plots, tracking
+from raylane import plots, stops, tracking
 from raylane.config import PipelineConfig
 from raylane.data import DataError, PreparedData, infer_schema, read_table, split_data
 from raylane.evaluation import Evaluation, GateResult, check_gates, evaluate
@@ -23,10 +22,12 @@ from raylane.models import get_family
 from raylane.onnx_model import OnnxModel
 from raylane.promotion import Decision, decide_and_record
 from raylane.registry import log_onnx_model, register_version
+from raylane.stops import JobState
 from raylane.training import FitResult, fit_model
 from raylane.tuning import (
     SearchOutcome,
     build_tuner,
+    can_restore,
     latest_run_dir,
     new_run_dir,
     restore_tuner,
@@ -36,7 +37,6 @@ from raylane.tuning import (
 )
 
 log = logging.getLogger(__name__)
-STATE_FILE = "raylane_state.json"
 
 
 @dataclass
@@ -93,73 +93,89 @@ def run_pipeline(
              len(data.schema.columns), data.schema.task, tracking_uri)
 
     run_dir = latest_run_dir(config) if resume else new_run_dir(config)
-    state_path = run_dir / STATE_FILE
-    parent_run_id = json.loads(state_path.read_text())["parent_run_id"] if resume else None
+    state = JobState.for_resume(run_dir, data.digest) if resume else None  # or ResumeError
+    parent_run_id = state.parent_run_id if state else None
 
     with mlflow.start_run(run_id=parent_run_id, run_name=config.mlflow.run_name) as run:
-        if not resume:
-            tracking.log_job_context(config, data, frame)
-        if not ray.is_initialized():
-            # A job (`ray job submit`, KubeRay RayJob) gets RAY_ADDRESS from Ray; run directly,
-            # the job starts its own local Ray unless RAY_ADDRESS says where to attach (`auto`).
-            ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
-        if resume:
-            tuner = restore_tuner(config, data, run_dir)
-        else:
-            tuner = build_tuner(config, data, run.info.run_id, tracking_uri,
-                                config.mlflow.experiment, run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            state_path.write_text(json.dumps({"parent_run_id": run.info.run_id}))
-        results = run_search(tuner, run_dir)
-        search = summarize(results, metric)
+        stops.track_run(tracking_uri, run.info.run_id)
+        state = state or JobState.new(run_dir, run.info.run_id, data.digest)
+        stops.bind_state(state)
+        if not state.done("tracking setup"):
+            with stops.stage("tracking setup"):
+                tracking.log_job_context(config, data, frame)
+        with stops.stage("search"):
+            if not ray.is_initialized():
+                # A job (`ray job submit`, KubeRay RayJob) gets RAY_ADDRESS from Ray; run
+                # directly, the job starts its own local Ray unless RAY_ADDRESS says where to
+                # attach (`auto`).
+                ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
+                stops.install()  # ray.init replaced the SIGTERM handler
+            if resume and can_restore(run_dir):
+                tuner = restore_tuner(config, data, run_dir)
+            else:
+                tuner = build_tuner(config, data, run.info.run_id, tracking_uri,
+                                    config.mlflow.experiment, run_dir)
+            results = run_search(tuner)
+            search = summarize(results, metric)
         log.info("search done: best valid %s %.4f (%d trials, %d errored)", metric.name,
                  search.best_valid_score, len(search.trials), search.errored_trials)
-        _log_search(search, results, metric)
+        with stops.stage("logging"):
+            _log_search(search, results, metric)
 
-        best = _refit(config, data, family, metric, search)
-        evaluation = evaluate(best.pipeline, data, metric, config.gates.max_overfit_gap)
-        gates = check_gates(evaluation, config.gates)
-        _log_evaluation(best, evaluation, gates, data, metric, config.seed)
+        with stops.stage("refit"):
+            best = _refit(config, data, family, metric, search)
+            evaluation = evaluate(best.pipeline, data, metric, config.gates.max_overfit_gap)
+            gates = check_gates(evaluation, config.gates)
+        with stops.stage("logging"):
+            _log_evaluation(best, evaluation, gates, data, metric, config.seed)
 
-        onnx_bytes = to_onnx(best.pipeline, data.schema)
-        onnx_model = OnnxModel(onnx_bytes, data.schema)
-        ec = config.export
-        parity = check_parity(best.pipeline, onnx_model, data.holdout.X, ec.parity_atol,
-                              ec.parity_rtol, ec.parity_max_mismatch_fraction)
-        tracking.log_json(parity.as_dict(), "export/parity.json")
-        mlflow.log_metrics({"parity.max_abs_diff": parity.max_abs_diff,
-                            "parity.mismatched_rows": parity.mismatched_rows})
-        mlflow.set_tag("raylane.parity", "passed" if parity.passed else "failed")
-        if not parity.passed:
-            raise ParityError(
-                f"ONNX parity check failed on {parity.rows} holdout rows: "
-                f"{parity.mismatched_rows} differ beyond atol={parity.atol}, rtol={parity.rtol} "
-                f"(max |diff| {parity.max_abs_diff:.3g}); nothing was registered"
+        with stops.stage("export"):
+            onnx_bytes = to_onnx(best.pipeline, data.schema)
+            onnx_model = OnnxModel(onnx_bytes, data.schema)
+        with stops.stage("parity"):
+            ec = config.export
+            parity = check_parity(best.pipeline, onnx_model, data.holdout.X, ec.parity_atol,
+                                  ec.parity_rtol, ec.parity_max_mismatch_fraction)
+            tracking.log_json(parity.as_dict(), "export/parity.json")
+            mlflow.log_metrics({"parity.max_abs_diff": parity.max_abs_diff,
+                                "parity.mismatched_rows": parity.mismatched_rows})
+            mlflow.set_tag("raylane.parity", "passed" if parity.passed else "failed")
+            if not parity.passed:
+                raise ParityError(
+                    f"ONNX parity check failed on {parity.rows} holdout rows: "
+                    f"{parity.mismatched_rows} differ beyond atol={parity.atol}, "
+                    f"rtol={parity.rtol} (max |diff| {parity.max_abs_diff:.3g}); "
+                    "nothing was registered"
+                )
+
+        with stops.stage("registration"):
+            logged = log_onnx_model(
+                onnx_bytes, data.schema,
+                input_example=data.holdout.X.head(3),
+                output_example=_output_example(onnx_model, data),
+                extra_metadata={
+                    "source_run_id": run.info.run_id,
+                    "holdout_metrics": evaluation.holdout,
+                    "tuning_metric": metric.name,
+                    "dataset_digest": data.digest,
+                },
             )
-
-        logged = log_onnx_model(
-            onnx_bytes, data.schema,
-            input_example=data.holdout.X.head(3),
-            output_example=_output_example(onnx_model, data),
-            extra_metadata={
-                "source_run_id": run.info.run_id,
-                "holdout_metrics": evaluation.holdout,
-                "tuning_metric": metric.name,
-                "dataset_digest": data.digest,
-            },
-        )
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        version = register_version(
-            client, logged, config.mlflow.registered_model, run.info.run_id,
-            tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest,
-                  "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
-        )
-        decision = decide_and_record(
-            client, version, evaluation.holdout[metric.name], gates, data.holdout, data.schema,
-            metric, tracking_uri,
-        )
-        mlflow.set_tags({"raylane.model_version": version.version,
-                         "raylane.decision": "promoted" if decision.promoted else "not promoted"})
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            version = register_version(
+                client, logged, config.mlflow.registered_model, run.info.run_id,
+                tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest,
+                      "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
+            )
+            stops.mark_registered(str(version.version))
+        with stops.stage("promotion"):
+            decision = decide_and_record(
+                client, version, evaluation.holdout[metric.name], gates, data.holdout,
+                data.schema, metric, tracking_uri,
+            )
+            mlflow.set_tags({"raylane.model_version": version.version,
+                             "raylane.decision": "promoted" if decision.promoted
+                             else "not promoted"})
+        stops.mark_finished(str(version.version))
         return PipelineResult(
             config=config, run_id=run.info.run_id, search=search, evaluation=evaluation,
             gates=gates, parity=parity, model_name=version.name, version=str(version.version),
