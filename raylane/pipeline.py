@@ -3,7 +3,6 @@ parity check, MLflow registry, gated promotion). Each stage lives in its own mod
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import ray
 
-from raylane import plots, tracking
+from raylane import plots, stops, tracking
 from raylane.config import PipelineConfig
 from raylane.data import DataError, PreparedData, infer_schema, read_table, split_data
 from raylane.evaluation import Evaluation, GateResult, check_gates, evaluate
@@ -21,11 +20,13 @@ from raylane.export import ParityReport
 from raylane.models import get_family
 from raylane.promotion import Decision
 from raylane.publishing import publish
+from raylane.stops import JobState
 from raylane.tracking import RunLog
 from raylane.training import FitResult, fit_model
 from raylane.tuning import (
     SearchOutcome,
     build_tuner,
+    can_restore,
     latest_run_dir,
     new_run_dir,
     restore_tuner,
@@ -35,7 +36,6 @@ from raylane.tuning import (
 )
 
 log = logging.getLogger(__name__)
-STATE_FILE = "raylane_state.json"
 
 
 @dataclass
@@ -95,26 +95,34 @@ def run_pipeline(
              len(data.schema.columns), data.schema.task, tracking_uri)
 
     run_dir = latest_run_dir(config) if resume else new_run_dir(config)
-    state_path = run_dir / STATE_FILE
-    parent_run_id = json.loads(state_path.read_text())["parent_run_id"] if resume else None
+    state = JobState.for_resume(run_dir, data.digest) if resume else None  # or ResumeError
+    parent_run_id = state.parent_run_id if state else None
 
     with tracking.parent_run(client, experiment_id, config.mlflow.run_name,
                              run_id=parent_run_id) as run_id:
+        stops.track_run(tracking_uri, run_id)
+        state = state or JobState.new(run_dir, run_id, data.digest)
+        stops.bind_state(state)
         run = tracking.RunLog(client, run_id)
-        if not resume:
-            tracking.log_job_context(run, config, data, frame)
-        _ensure_ray()
-        tuner = _tuner(config, data, run_id, tracking_uri, run_dir, resume)
-        results = _search(tuner, run_dir)
-        search = summarize(results, metric)
+        if not state.done("tracking setup"):
+            with stops.stage("tracking setup"):
+                tracking.log_job_context(run, config, data, frame)
+        with stops.stage("search"):
+            _ensure_ray()
+            tuner = _tuner(config, data, run_id, tracking_uri, run_dir, resume)
+            results = _search(tuner)
+            search = summarize(results, metric)
         log.info("search done: best valid %s %.4f (%d trials, %d errored)", metric.name,
                  search.best_valid_score, len(search.trials), search.errored_trials)
-        _log_search(run, search, results, metric)
+        with stops.stage("logging"):
+            _log_search(run, search, results, metric)
 
-        best = _refit(config, data, family, metric, search)
-        evaluation = evaluate(best.pipeline, data, metric, config.gates.max_overfit_gap)
-        gates = check_gates(evaluation, config.gates)
-        _log_evaluation(run, best, evaluation, gates, data, metric, config.seed)
+        with stops.stage("refit"):
+            best = _refit(config, data, family, metric, search)
+            evaluation = evaluate(best.pipeline, data, metric, config.gates.max_overfit_gap)
+            gates = check_gates(evaluation, config.gates)
+        with stops.stage("logging"):
+            _log_evaluation(run, best, evaluation, gates, data, metric, config.seed)
 
         published = publish(
             best.pipeline, data.schema, data.holdout, metric=metric, gates=gates,
@@ -122,8 +130,10 @@ def run_pipeline(
             export=config.export,
             tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest},
             metadata={"holdout_metrics": evaluation.holdout, "dataset_digest": data.digest},
+            stage=stops.stage, on_registered=stops.mark_registered,
         )
         version = published.version
+        stops.mark_finished(str(version.version))
         return PipelineResult(
             config=config, run_id=run_id, search=search, evaluation=evaluation,
             gates=gates, parity=published.parity, model_name=version.name,
@@ -137,23 +147,22 @@ def _ensure_ray() -> None:
         # A job (`ray job submit`, KubeRay RayJob) gets RAY_ADDRESS from Ray; run directly,
         # the job starts its own local Ray unless RAY_ADDRESS says where to attach (`auto`).
         ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
+        stops.install()  # ray.init replaced the SIGTERM handler
 
 
 def _tuner(config: PipelineConfig, data: PreparedData, run_id: str, tracking_uri: str,
            run_dir: Path, resume: bool):
-    """The search to run: restored from ``run_dir``, or a new one that remembers ``run_id``."""
-    if resume:
+    """The search to run: restored from ``run_dir`` when Tune saved a state there (a stopped
+    search), else a new one whose trials nest under ``run_id``."""
+    if resume and can_restore(run_dir):
         return restore_tuner(config, data, run_dir)
-    tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / STATE_FILE).write_text(json.dumps({"parent_run_id": run_id}))
-    return tuner
+    return build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment, run_dir)
 
 
-def _search(tuner, run_dir: Path):
+def _search(tuner):
     # Ray's MLflow callback sets MLflow's global tracking URI when Tune sets it up; undo that.
     with tracking.mlflow_globals_restored():
-        return run_search(tuner, run_dir)
+        return run_search(tuner)
 
 
 def _refit(config, data, family, metric, search: SearchOutcome) -> FitResult:

@@ -7,6 +7,9 @@ never registered.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -52,6 +55,8 @@ def publish(
     tags: dict[str, str] | None = None,
     metadata: dict | None = None,
     promote: bool = True,
+    stage: Callable[[str], AbstractContextManager] = lambda name: contextlib.nullcontext(),
+    on_registered: Callable[[str], None] | None = None,
 ) -> Published:
     """Export ``pipeline``, check the graph against it on ``holdout``, log it from run ``run_id``,
     register it as a new version of ``registered_model`` and decide on promotion.
@@ -63,44 +68,55 @@ def publish(
     ``champion`` if ``gates`` passed and it beats the current champion; with ``promote=False``
     it is only made ``challenger`` (a candidate to roll out by hand). The run is tagged with the
     version and the decision.
+
+    ``stage(name)`` wraps each step ("export", "parity", "registration", "promotion"; the job
+    passes :func:`raylane.stops.stage` so a stop says where it landed) and ``on_registered`` is
+    told the new version number as soon as it exists.
     """
     export = export or ExportConfig()
     run = RunLog(client, run_id)
-    onnx_bytes = to_onnx(pipeline, schema)
-    onnx_model = OnnxModel(onnx_bytes, schema)
-    parity = check_parity(pipeline, onnx_model, holdout.X, export.parity_atol,
-                          export.parity_rtol, export.parity_max_mismatch_fraction)
-    run.json(parity.as_dict(), "export/parity.json")
-    run.metrics({"parity.max_abs_diff": parity.max_abs_diff,
-                 "parity.mismatched_rows": parity.mismatched_rows})
-    run.tags({"raylane.parity": "passed" if parity.passed else "failed"})
-    if not parity.passed:
-        raise ParityError(
-            f"ONNX parity check failed on {parity.rows} holdout rows: "
-            f"{parity.mismatched_rows} differ beyond atol={parity.atol}, rtol={parity.rtol} "
-            f"(max |diff| {parity.max_abs_diff:.3g}); nothing was registered"
-        )
+    with stage("export"):
+        onnx_bytes = to_onnx(pipeline, schema)
+        onnx_model = OnnxModel(onnx_bytes, schema)
+    with stage("parity"):
+        parity = check_parity(pipeline, onnx_model, holdout.X, export.parity_atol,
+                              export.parity_rtol, export.parity_max_mismatch_fraction)
+        run.json(parity.as_dict(), "export/parity.json")
+        run.metrics({"parity.max_abs_diff": parity.max_abs_diff,
+                     "parity.mismatched_rows": parity.mismatched_rows})
+        run.tags({"raylane.parity": "passed" if parity.passed else "failed"})
+        if not parity.passed:
+            raise ParityError(
+                f"ONNX parity check failed on {parity.rows} holdout rows: "
+                f"{parity.mismatched_rows} differ beyond atol={parity.atol}, rtol={parity.rtol} "
+                f"(max |diff| {parity.max_abs_diff:.3g}); nothing was registered"
+            )
 
-    logged = log_onnx_model(
-        client, run_id, onnx_bytes, schema,
-        input_example=holdout.X.head(3),
-        output_example=_output_example(onnx_model, holdout.X.head(3)),
-        extra_metadata={"source_run_id": run_id, "tuning_metric": metric.name,
-                        **(metadata or {})},
-    )
-    version = register_version(
-        client, logged, registered_model, run_id,
-        tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
-    )
-    score = metric(holdout.y, model_output(pipeline, holdout.X))
-    if promote:
-        decision = decide_and_record(client, version, score, gates, holdout, schema, metric)
-    else:
-        decision = Decision(promoted=False, score=score,
-                            reasons=["promotion not requested (registered as challenger only)"])
-        record(client, version, decision, metric)
-    run.tags({"raylane.model_version": str(version.version),
-              "raylane.decision": "promoted" if decision.promoted else "not promoted"})
+    with stage("registration"):
+        logged = log_onnx_model(
+            client, run_id, onnx_bytes, schema,
+            input_example=holdout.X.head(3),
+            output_example=_output_example(onnx_model, holdout.X.head(3)),
+            extra_metadata={"source_run_id": run_id, "tuning_metric": metric.name,
+                            **(metadata or {})},
+        )
+        version = register_version(
+            client, logged, registered_model, run_id,
+            tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
+        )
+        if on_registered is not None:
+            on_registered(str(version.version))
+    with stage("promotion"):
+        score = metric(holdout.y, model_output(pipeline, holdout.X))
+        if promote:
+            decision = decide_and_record(client, version, score, gates, holdout, schema, metric)
+        else:
+            decision = Decision(
+                promoted=False, score=score,
+                reasons=["promotion not requested (registered as challenger only)"])
+            record(client, version, decision, metric)
+        run.tags({"raylane.model_version": str(version.version),
+                  "raylane.decision": "promoted" if decision.promoted else "not promoted"})
     return Published(onnx_bytes=onnx_bytes, parity=parity, model_id=logged.model_id,
                      version=version, decision=decision)
 

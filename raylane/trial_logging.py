@@ -6,6 +6,10 @@ queue down (a thread join that takes up to a second). While the loop waits, no r
 and no trial is started, so trials sit idle. Here every MLflow call for a trial (create the run
 with its params, one ``log_batch`` per result, end the run) goes, in order, to one background
 thread; the search waits for that thread only when the experiment ends.
+
+When the experiment ends before a trial did (a stopped job: Tune saves its state and stops
+running trials without reporting their end), that trial's run is ended as KILLED, not left
+RUNNING; a resumed search re-runs the trial under a new child run.
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-trials")
         self._pending: list[Future] = []
         self._run_ids: dict[str, str] = {}  # trial id -> run id; read and written on the thread
+        self._open: set[str] = set()  # run ids not ended yet; on the thread
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; threads and clients stay behind.
         state = dict(self.__dict__)
-        for name in ("_client", "_executor", "_pending", "_run_ids"):
+        for name in ("_client", "_executor", "_pending", "_run_ids", "_open"):
             state.pop(name, None)
         return state
 
@@ -65,7 +70,9 @@ class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
         self._submit(self._end_run, trial.trial_id, "FAILED" if failed else "FINISHED")
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
-        """Wait until every trial's run is written; raise the first MLflow error, if any."""
+        """Wait until every trial's run is written, end unfinished trials' runs as KILLED;
+        raise the first MLflow error, if any."""
+        self._submit(self._end_open_runs)
         self._executor.shutdown(wait=True)
         errors = [f.exception() for f in self._pending if f.exception() is not None]
         if errors:
@@ -81,6 +88,7 @@ class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
             return
         run = self._client.create_run(self.mlflow_util.experiment_id, run_name=name, tags=tags)
         self._run_ids[trial_id] = run.info.run_id
+        self._open.add(run.info.run_id)
         self._client.log_batch(run.info.run_id, params=[
             Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()
         ])
@@ -91,3 +99,9 @@ class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
     def _end_run(self, trial_id: str, status: str) -> None:
         if trial_id in self._run_ids:  # failed before it started: nothing was logged
             self._client.set_terminated(self._run_ids[trial_id], status=status)
+            self._open.discard(self._run_ids[trial_id])
+
+    def _end_open_runs(self) -> None:
+        for run_id in sorted(self._open):
+            self._client.set_terminated(run_id, status="KILLED")
+        self._open.clear()

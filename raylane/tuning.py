@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
+from raylane import stops
 from raylane.config import Distribution, PipelineConfig
 from raylane.data import PreparedData
 from raylane.families import Family, get_family
@@ -125,7 +124,7 @@ def build_tuner(
             # Tune does not apply max_concurrent_trials to a generator passed in; it caps itself.
             max_concurrent=config.tune.max_concurrent_trials or 0,
         )
-    callbacks = [*extra_callbacks,
+    callbacks = [*extra_callbacks, StopCallback(),
         BatchedMLflowLoggerCallback(
             tracking_uri=tracking_uri,
             experiment_name=experiment_name,
@@ -175,8 +174,13 @@ def latest_run_dir(config: PipelineConfig) -> Path:
     storage = Path(config.tune.storage_path).resolve()
     pointer = storage / f"{_base_name(config)}.latest"
     if not pointer.exists():
-        raise FileNotFoundError(f"--resume: no search to resume under {storage}")
+        raise stops.ResumeError(f"no search to resume under {storage} ({pointer.name} is missing)")
     return storage / pointer.read_text().strip()
+
+
+def can_restore(run_dir: Path) -> bool:
+    """Whether Tune saved a search state in ``run_dir`` (a job stopped early may not have)."""
+    return tune.Tuner.can_restore(str(run_dir))
 
 
 def restore_tuner(config: PipelineConfig, data: PreparedData, run_dir: Path) -> tune.Tuner:
@@ -190,46 +194,46 @@ def restore_tuner(config: PipelineConfig, data: PreparedData, run_dir: Path) -> 
     )
 
 
-class SearchInterrupted(RuntimeError):
-    """The search stopped before every trial finished (Ctrl-C, SIGUSR1, a stopped job)."""
+class StopCallback(tune.Callback):
+    """Lets a stop reach Tune (see :mod:`raylane.stops`), and the test-only ``trial`` hold.
 
-
-def run_search(tuner: tune.Tuner, run_dir: Path) -> tune.ResultGrid:
-    """``tuner.fit()``, raising SearchInterrupted if Ctrl-C (SIGINT) stopped it.
-
-    Tune stops gracefully on an interrupt, saves its state and returns normally from ``fit()``;
-    continuing would export a model chosen from a partial search. Tune's own handler does not
-    tell us it fired, so Ctrl-C is turned into SIGUSR1 (Tune's other graceful-stop signal) and
-    remembered here.
+    A signal that arrives before Tune has installed its SIGUSR1 handler is forwarded at the next
+    step. The ``trial`` hold waits at the first result of a trial started after another one
+    finished, so a test can stop a search that is surely running with a finished trial.
     """
-    interrupted = threading.Event()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if in_main_thread else None
 
-    def on_interrupt(signum, frame):
-        interrupted.set()
-        signal.signal(signal.SIGINT, previous)  # a second Ctrl-C stops at once
-        os.kill(os.getpid(), signal.SIGUSR1)
+    def __init__(self) -> None:
+        self.completed = 0
 
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        stops.forward_to_tune()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self.completed += 1
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result, **info) -> None:
+        if self.completed >= 1:
+            stops.hold("trial")
+
+
+def run_search(tuner: tune.Tuner) -> tune.ResultGrid:
+    """``tuner.fit()``, raising :class:`raylane.stops.Stopped` if SIGINT or SIGTERM stopped it.
+
+    Tune stops gracefully on SIGUSR1, saves its state and returns normally from ``fit()``;
+    continuing would export a model chosen from a partial search. So a signal during the search
+    is forwarded to Tune as SIGUSR1 and raised once ``fit()`` returned. Tune's own SIGINT
+    handler is kept out (it would hide the signal from us).
+    """
     tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    if in_main_thread:
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        signal.signal(signal.SIGINT, on_interrupt)
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
-        results = tuner.fit()
+        with stops.deferred():
+            return tuner.fit()
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
-            if tune_handler is None:
-                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-            else:
-                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
-    if interrupted.is_set():
-        raise SearchInterrupted(
-            f"search interrupted after {results.num_terminated} finished trials; its state is "
-            f"saved in {run_dir}. Run the same command with --resume to continue."
-        )
-    return results
+        if tune_handler is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
 
 
 def summarize(results: tune.ResultGrid, metric: Metric) -> SearchOutcome:

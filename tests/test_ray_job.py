@@ -1,5 +1,5 @@
 """The job as users start it: `ray job submit` to a running cluster, and an interrupted search
-resumed with --resume."""
+resumed with --resume (stops at other stages: test_stops.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,12 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
-from conftest import BIN, CREDIT_CSV, ROOT, free_port, wait_http
+from conftest import BIN, ROOT, free_port, wait_http
+from job_support import Job, assert_clean_stop, job_args, ray_tmpdir, run_job, runs
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -110,56 +109,45 @@ def test_working_dir_upload_stays_small(tmp_path, respect_gitignore):
     assert "raylane/pipeline.py" in names and "tune_configs/credit_xgboost.yaml" in names
 
 
-def _finished_trials(client: MlflowClient, experiment: str) -> dict[str, str]:
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return {}
-    runs = client.search_runs([exp.experiment_id], "tags.`raylane.role` = 'trial'")
-    return {r.data.tags["trial_name"]: r.info.run_id for r in runs
-            if r.info.status == "FINISHED"}
-
-
-def test_interrupted_search_resumes_keeping_finished_trials(tmp_path, sqlite_uri):
-    args = [sys.executable, "-m", "ray_jobs.train_pipeline", "--config",
-            str(ROOT / "tune_configs" / "credit_xgboost.yaml"),
-            "--set", f"data.path={CREDIT_CSV}", "--set", "tune.num_samples=3",
-            "--set", "tune.max_concurrent_trials=1", "--set", "tune.search_alg=random",
-            "--set", "tune.scheduler.type=fifo", "--set", f"mlflow.tracking_uri={sqlite_uri}",
-            "--set", "mlflow.experiment=resume", "--set", "model.params.n_estimators=150",
-            "--set", "model.search_space.n_estimators=150",
-            "--set", f"tune.storage_path={tmp_path / 'ray_results'}"]
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_search_resumes_keeping_finished_trials(tmp_path, sqlite_uri, sig):
+    """Stopped inside a running search (held at the second trial's first result, one trial
+    finished): exit 128 + signal, one line, the parent and the open trial run KILLED, Ray shut
+    down; --resume keeps the finished trial and finishes under the same parent run."""
+    args = job_args(tmp_path, sqlite_uri, "resume")
     client = MlflowClient(sqlite_uri)
-    log = open(tmp_path / "first.log", "w")  # noqa: SIM115
-    first = subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and first.poll() is None:
-        if len(_finished_trials(client, "resume")) >= 1:
-            break
-        time.sleep(1)
-    assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-    first.send_signal(signal.SIGINT)
-    assert first.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
-    log.close()
-    assert "Run the same command with --resume" in (tmp_path / "first.log").read_text()
-    done_before = _finished_trials(client, "resume")
-    assert 1 <= len(done_before) < 3
+    code = 128 + sig
+    with ray_tmpdir() as ray_dir:
+        job = Job(args, tmp_path, tmp_path / "first.log", hold="trial", hold_dir=tmp_path,
+                  ray_dir=ray_dir)
+        job.wait_reached("trial")
+        job.proc.send_signal(sig)
+        assert job.wait(timeout=300) == code, job.text()[-4000:]
+    assert_clean_stop(job, code, "search", resumable=True)
+    [parent] = runs(client, "resume")
+    assert parent.info.status == "KILLED"
+    trials = runs(client, "resume", "trial")
+    assert sorted(r.info.status for r in trials) == ["FINISHED", "KILLED"]
+    done_before = {r.data.tags["trial_name"]: r.info.run_id for r in trials
+                   if r.info.status == "FINISHED"}
     assert client.search_model_versions("name='credit'") == []  # nothing registered yet
 
-    second = subprocess.run([*args, "--resume"], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=600)
+    with ray_tmpdir() as ray_dir:
+        second = run_job([*args, "--resume"], tmp_path, ray_dir)
     assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
     assert re.search(r"trials\s+3 \(0 errored\)", second.stdout)
-    done_after = _finished_trials(client, "resume")
-    # the trials finished before the interrupt were kept, not run again
+    trials = runs(client, "resume", "trial")
+    finished = {r.data.tags["trial_name"]: r.info.run_id for r in trials
+                if r.info.status == "FINISHED"}
+    assert len(finished) == 3
+    # the trial finished before the stop was kept, not run again
     for name, run_id in done_before.items():
-        assert done_after[name] == run_id
-    exp = client.get_experiment_by_name("resume")
-    all_trial_runs = client.search_runs([exp.experiment_id], "tags.`raylane.role` = 'trial'")
-    names = [r.data.tags["trial_name"] for r in all_trial_runs]
-    for name in done_before:
-        assert names.count(name) == 1
-    # one parent run for the whole job, interrupted and resumed
-    parents = client.search_runs([exp.experiment_id], "tags.`raylane.model_version` = '1'")
-    assert len(parents) == 1
-    assert {r.data.tags["mlflow.parentRunId"] for r in all_trial_runs} == {parents[0].info.run_id}
-    assert Path(tmp_path / "ray_results").exists()
+        assert finished[name] == run_id
+        assert [r.data.tags["trial_name"] for r in trials].count(name) == 1
+    assert not [r for r in trials if r.info.status == "RUNNING"]
+    # one parent run for the whole job, stopped and resumed
+    [parent_after] = runs(client, "resume")
+    assert parent_after.info.run_id == parent.info.run_id
+    assert parent_after.info.status == "FINISHED"
+    assert parent_after.data.tags["raylane.model_version"] == "1"
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}

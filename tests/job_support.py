@@ -1,0 +1,132 @@
+"""Running the training job as a real process and stopping it at a known point.
+
+The job's test-only hold points (``RAYLANE_TEST_HOLD``, see ``raylane.stops``) make it wait at a
+stage, or inside the search, until a file appears; the test signals it while it waits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from conftest import CREDIT_CSV, ROOT
+from mlflow import MlflowClient
+
+# A small, quick search: three trials one after another, none stopped early.
+QUICK = ["--set", "tune.num_samples=3", "--set", "tune.max_concurrent_trials=1",
+         "--set", "tune.search_alg=random", "--set", "tune.scheduler.type=fifo",
+         "--set", "model.params.n_estimators=40", "--set", "model.search_space.n_estimators=40"]
+
+
+def job_args(tmp_path: Path, tracking_uri: str, experiment: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ray_jobs.train_pipeline", "--config",
+            str(ROOT / "tune_configs" / "credit_xgboost.yaml"),
+            "--set", f"data.path={CREDIT_CSV}", *QUICK,
+            "--set", f"mlflow.tracking_uri={tracking_uri}",
+            "--set", f"mlflow.experiment={experiment}",
+            "--set", f"tune.storage_path={tmp_path / 'ray_results'}", *extra]
+
+
+@contextmanager
+def ray_tmpdir() -> Iterator[Path]:
+    """A short RAY_TMPDIR (socket paths are limited to ~107 bytes) that names the job's Ray
+    processes, so a test can tell whether any outlived the job."""
+    path = Path(tempfile.mkdtemp(prefix="rl-stop-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        left = ray_processes(path, wait=30)
+        assert not left, f"Ray processes left running: {left}"
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def ray_processes(tmpdir: Path, wait: float = 0) -> list[str]:
+    """Command lines of live processes that mention ``tmpdir``; waits up to ``wait`` s for
+    none (a stopped Ray takes a moment to reap its processes)."""
+    deadline = time.monotonic() + wait
+    while True:
+        out = subprocess.run(["pgrep", "-af", str(tmpdir)], capture_output=True, text=True)
+        found = [line for line in out.stdout.splitlines() if "pgrep" not in line]
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.5)
+
+
+class Job:
+    """One run of the training job with its output in ``log``."""
+
+    def __init__(self, args: list[str], cwd: Path, log: Path, hold: str = "",
+                 hold_dir: Path | None = None, ray_dir: Path | None = None):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("RAY_ADDRESS", None)
+        if hold:
+            env.update(RAYLANE_TEST_HOLD=hold, RAYLANE_TEST_HOLD_DIR=str(hold_dir))
+        if ray_dir:
+            env["RAY_TMPDIR"] = str(ray_dir)
+        self.log, self.hold_dir = log, hold_dir
+        self._out = open(log, "w")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=self._out, stderr=subprocess.STDOUT,
+                                     env=env)
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_reached(self, name: str, timeout: float = 300) -> None:
+        """Until the job waits at hold point ``name`` (fails if it exits first)."""
+        marker = self.hold_dir / f"{name}.reached"
+        deadline = time.monotonic() + timeout
+        while not marker.exists():
+            assert self.proc.poll() is None, f"job exited before {name}:\n{self.text()[-4000:]}"
+            assert time.monotonic() < deadline, f"job never reached {name}:\n{self.text()[-4000:]}"
+            time.sleep(0.2)
+
+    def wait(self, timeout: float = 300) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            self._out.close()
+
+
+def run_job(args: list[str], cwd: Path, ray_dir: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    if ray_dir:
+        env["RAY_TMPDIR"] = str(ray_dir)
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def stop_lines(log: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith("stopped ")]
+
+
+def assert_clean_stop(job: Job, code: int, where: str, resumable: bool) -> str:
+    """Exit ``code``, exactly one line saying it stopped during ``where``, no traceback."""
+    log = job.text()
+    lines = stop_lines(log)
+    assert len(lines) == 1, log[-4000:]
+    assert lines[0].startswith(f"stopped by SIG{'INT' if code == 130 else 'TERM'} during {where};")
+    assert ("--resume to continue" in lines[0]) == resumable, lines[0]
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-4000:]
+    return lines[0]
+
+
+def runs(client: MlflowClient, experiment: str, role: str | None = None) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    query = f"tags.`raylane.role` = '{role}'" if role else ""
+    found = client.search_runs([exp.experiment_id], query)
+    if role is None:  # the job's parent runs
+        found = [r for r in found if r.data.tags.get("raylane.role") != "trial"]
+    return found

@@ -1,0 +1,60 @@
+"""The resume state and the stop controller's bookkeeping, without a job process."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from raylane import stops
+from raylane.stops import JobState, ResumeError, Stopped
+
+
+def test_stopped_exit_codes_and_message():
+    assert Stopped(signal.SIGINT, "refit").exit_code == 130
+    stop = Stopped(signal.SIGTERM, "registration")
+    assert stop.exit_code == 143
+    assert str(stop) == "stopped by SIGTERM during registration"
+    assert not isinstance(stop, Exception)  # `except Exception` in a library cannot swallow it
+
+
+def test_resume_state_round_trip_and_refusals(tmp_path):
+    state = JobState.new(tmp_path, "run123", "digest-a")
+    state.stages_done.append("search")
+    state.save()
+    loaded = JobState.for_resume(tmp_path, "digest-a")
+    assert (loaded.parent_run_id, loaded.done("search")) == ("run123", True)
+    with pytest.raises(ResumeError, match=r"the data changed.*digest-a.*digest-b"):
+        JobState.for_resume(tmp_path, "digest-b")
+    loaded.stages_done.append("registration")
+    loaded.model_version = "4"
+    loaded.save()
+    with pytest.raises(ResumeError, match="registered model version 4"):
+        JobState.for_resume(tmp_path, "digest-a")
+    loaded.status = "finished"
+    loaded.save()
+    with pytest.raises(ResumeError, match="already finished"):
+        JobState.for_resume(tmp_path, "digest-a")
+    with pytest.raises(ResumeError, match="nothing to resume"):
+        JobState.for_resume(tmp_path / "other", "digest-a")
+
+
+def test_resume_hint(tmp_path):
+    assert "nothing was started" in stops.resume_hint(None)
+    state = JobState.new(tmp_path, "run123", "d")
+    assert "--resume to continue" in stops.resume_hint(state)
+    state.stages_done.append("registration")
+    state.save()
+    assert stops.resume_hint(state).startswith("not resumable:")
+
+
+def test_stages_are_recorded_and_a_failed_stage_is_not_done(tmp_path, monkeypatch):
+    monkeypatch.setattr(stops, "_ctl", stops._Controller())
+    state = JobState.new(tmp_path, "run123", "d")
+    stops.bind_state(state)
+    with stops.stage("refit"):
+        assert JobState.for_resume(tmp_path, "d").stage == "refit"
+    with pytest.raises(ValueError), stops.stage("export"):
+        raise ValueError
+    saved = JobState.for_resume(tmp_path, "d")
+    assert saved.stages_done == ["refit"] and saved.stage == "export"
