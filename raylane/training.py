@@ -74,8 +74,8 @@ def fit_model(
             reporting += time.perf_counter() - before
 
     total = family.total_steps(estimator)
-    growth = Growth(Xt_train, data.train.y, Xt_valid, data.valid.y, metric, report_every, total,
-                    emit)
+    growth = Growth(X_train=Xt_train, y_train=data.train.y, X_valid=Xt_valid, y_valid=data.valid.y,
+                    metric=metric, every=report_every, total=total, report=emit)
     score = fit_once(estimator, growth) if report is None else family.grow(estimator, growth)
     return FitResult(
         pipeline=build_pipeline(preprocessor, estimator),

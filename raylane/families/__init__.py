@@ -7,6 +7,8 @@ its ONNX converter) and one ``register(...)`` line below. Preprocessing is share
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from raylane.families.base import Family, Growth, WarmStartFamily, fit_once, model_output
 from raylane.families.hist_gradient_boosting import HistGradientBoosting
 from raylane.families.linear import Linear
@@ -20,6 +22,9 @@ TASKS = ("classification", "regression")
 
 def register(family: Family) -> Family:
     """Make ``family`` (and its aliases) available to configs; returns it."""
+    if not getattr(family, "name", None) or not isinstance(getattr(family, "estimators", None),
+                                                            Mapping):
+        raise ValueError(f"{type(family).__name__}: a family needs a name and estimators")
     names = [family.name, *family.aliases]
     taken = [n for n in names if n in FAMILIES or n in FAMILY_ALIASES]
     if taken:

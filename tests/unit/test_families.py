@@ -153,6 +153,11 @@ def test_registry_refuses_taken_names_and_missing_tasks():
         aliases = ("ridge",)
         estimators = {"classification": ExtraTreesClassifier, "regression": ExtraTreesRegressor}
 
+    class Nameless(Half):
+        name = ""
+
+    with pytest.raises(ValueError, match="needs a name and estimators"):
+        register(Nameless())
     with pytest.raises(ValueError, match="no estimator for"):
         register(Half())
     with pytest.raises(ValueError, match="already registered"):
