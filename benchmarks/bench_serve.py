@@ -180,8 +180,8 @@ def train_and_register(tmp: Path, n_estimators: int) -> dict:
     from raylane.config import GatesConfig
     from raylane.data import infer_schema, read_table, split_data
     from raylane.evaluation import check_gates, evaluate
+    from raylane.families import get_family
     from raylane.metrics import METRICS
-    from raylane.models import get_family
     from raylane.publishing import publish
     from raylane.registry import log_logged_model
     from raylane.tracking import ensure_experiment, mlflow_client, parent_run

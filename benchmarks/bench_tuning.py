@@ -125,14 +125,15 @@ def sample_configs(space: dict[str, Any], n: int, seed: int) -> list[dict[str, A
 def run_rscv(config, data, configs: list[dict[str, Any]]) -> dict[str, Any]:
     from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV
 
-    from raylane.models import build_estimator, build_pipeline, build_preprocessor, get_family
+    from raylane.families import get_family
+    from raylane.preprocessing import build_pipeline, build_preprocessor
     from raylane.tuning import tuning_metric
 
     family = get_family(config.model.family)
     metric = tuning_metric(config, data.schema.task)
     pipeline = build_pipeline(
         build_preprocessor(data.schema, family.scale_numeric),
-        build_estimator(family, data.schema.task, dict(config.model.params), config.seed),
+        family.build_estimator(data.schema.task, dict(config.model.params), config.seed),
     )
     X = pd.concat([data.train.X, data.valid.X])
     y = np.concatenate([data.train.y, data.valid.y])
@@ -198,7 +199,7 @@ def run_raylane(
     import ray
 
     from raylane import tracking
-    from raylane.models import get_family
+    from raylane.families import get_family
     from raylane.tuning import build_tuner, tuning_metric
 
     family = get_family(config.model.family)
@@ -273,7 +274,7 @@ def median_seconds(fn, calls: int) -> float:
 
 def run_prediction(config, data, params: dict[str, Any], calls: int) -> dict[str, Any]:
     from raylane.export import check_parity, to_onnx
-    from raylane.models import get_family
+    from raylane.families import get_family
     from raylane.onnx_model import OnnxModel
     from raylane.training import fit_model
     from raylane.tuning import tuning_metric

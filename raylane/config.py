@@ -10,8 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raylane.families import FAMILIES, FAMILY_ALIASES, get_family
 from raylane.metrics import METRICS
-from raylane.models import FAMILIES, FAMILY_ALIASES, estimator_params, get_family
 from raylane.schema import Task
 
 
@@ -169,7 +169,7 @@ class PipelineConfig(_Strict):
                 f"{sorted([*FAMILIES, *FAMILY_ALIASES])}"
             ) from None
         tasks = [self.data.task] if self.data.task else ["classification", "regression"]
-        known = set.intersection(*(estimator_params(family, t) for t in tasks))
+        known = set.intersection(*(family.hyperparameters(t) for t in tasks))
         for section in ("params", "search_space"):
             for key in getattr(self.model, section):
                 if key not in known:

@@ -17,7 +17,7 @@ from raylane.config import PipelineConfig
 from raylane.data import DataError, PreparedData, infer_schema, read_table, split_data
 from raylane.evaluation import Evaluation, GateResult, check_gates, evaluate
 from raylane.export import ParityReport
-from raylane.models import get_family
+from raylane.families import get_family
 from raylane.promotion import Decision
 from raylane.publishing import publish
 from raylane.stops import JobState

@@ -22,8 +22,8 @@ from raylane.config import GatesConfig
 from raylane.data import PreparedData, infer_schema, read_table, split_data
 from raylane.evaluation import check_gates, evaluate
 from raylane.export import to_onnx
+from raylane.families import get_family
 from raylane.metrics import METRICS, Metric
-from raylane.models import get_family
 from raylane.publishing import Published, publish
 from raylane.registry import (
     CHAMPION,

@@ -20,9 +20,9 @@ from raylane.config import ExportConfig
 from raylane.data import infer_schema, split_data
 from raylane.evaluation import GateResult
 from raylane.export import ParityError
+from raylane.families import get_family
 from raylane.metrics import METRICS
 from raylane.model_store import SCHEMA_METADATA_KEY, load_registered_model
-from raylane.models import get_family
 from raylane.onnx_model import OnnxModel
 from raylane.publishing import publish
 from raylane.tracking import ensure_experiment, mlflow_client, parent_run
