@@ -54,9 +54,13 @@ def to_onnx(pipeline: Pipeline, schema: FeatureSchema) -> bytes:
         (c.name, FloatTensorType([None, 1]) if c.kind == "numeric" else StringTensorType([None, 1]))
         for c in schema.columns
     ]
-    model = pipeline.steps[-1][1]
+    name, fitted = pipeline.steps[-1]
+    family = family_of(fitted)
+    model = family.for_onnx(fitted)
+    if model is not fitted:
+        pipeline = Pipeline([*pipeline.steps[:-1], (name, model)])
     options = {id(model): {"zipmap": False}} if schema.task == "classification" else None
-    with family_of(model).onnx_converter():
+    with family.onnx_converter():
         onx = convert_sklearn(
             pipeline, initial_types=initial_types, target_opset=TARGET_OPSET, options=options
         )

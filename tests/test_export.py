@@ -38,14 +38,7 @@ def datasets():
 
 @pytest.mark.parametrize("task", ["classification", "regression"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_onnx_parity_every_family_and_task(datasets, family, task, request):
-    if (family, task) == ("hist_gradient_boosting", "regression"):
-        # Known export bug (strict: fixing it turns this into a failure to remove the mark). On
-        # the bundled diamonds sample one holdout row (carat 0.85 read as float32) sits exactly on
-        # a split threshold of 0.85 (float64); skl2onnx rounds thresholds to the *nearest* float32
-        # (0.85000002 > the float64 threshold), so ONNX sends the row left where sklearn sends it
-        # right: price off by 30. Rounding thresholds down to float32 would match float32 inputs.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="float32 threshold rounding"))
+def test_onnx_parity_every_family_and_task(datasets, family, task):
     data = datasets[task]
     assert data.schema.task == task
     metric = METRICS["roc_auc" if task == "classification" else "rmse"]

@@ -101,6 +101,11 @@ class Family(ABC):
         apply a version-guarded fix). The default relies on skl2onnx's own converters."""
         yield
 
+    def for_onnx(self, estimator: BaseEstimator) -> BaseEstimator:
+        """The fitted estimator to hand to the converter: ``estimator`` itself unless the family
+        must adjust it (on a copy: the caller's model stays as it was)."""
+        return estimator
+
     def __repr__(self) -> str:
         return f"<family {self.name}>"
 

@@ -1,13 +1,17 @@
 """scikit-learn's histogram gradient boosting: grown a few iterations at a time with
-``warm_start``; skl2onnx converts it, with a version-guarded fix for skl2onnx 1.20."""
+``warm_start``; skl2onnx converts it, with thresholds rounded down to float32 and a
+version-guarded fix for skl2onnx 1.20."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 from raylane.families.base import WarmStartFamily
@@ -26,10 +30,36 @@ class HistGradientBoosting(WarmStartFamily):
     def defaults(self, task: Task) -> dict[str, Any]:
         return {"max_iter": 200, "early_stopping": False}
 
+    def for_onnx(self, estimator: BaseEstimator) -> BaseEstimator:
+        """A copy of ``estimator`` whose split thresholds are float32 values the ONNX graph
+        compares exactly as scikit-learn does.
+
+        scikit-learn tests ``x <= threshold`` in float64; the ONNX tree ensemble tests in float32,
+        and skl2onnx rounds each threshold to the *nearest* float32. When that rounds up, an input
+        equal to the rounded value goes left in ONNX and right in scikit-learn. Inputs reach the
+        model as float32, and for a float32 ``x``, ``x <= t`` exactly when ``x <=`` the largest
+        float32 not above ``t``: so round down.
+        """
+        rounded = copy.deepcopy(estimator)
+        for iteration in rounded._predictors:
+            for predictor in iteration:
+                thresholds = predictor.nodes["num_threshold"]
+                thresholds[:] = float32_round_down(thresholds)
+        return rounded
+
     @contextlib.contextmanager
     def onnx_converter(self) -> Iterator[None]:
         with INT_MISSING_FLAGS.applied():
             yield
+
+
+def float32_round_down(values: np.ndarray) -> np.ndarray:
+    """The largest float32 ``<=`` each float64 value (as float64); NaN and infinities stay."""
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, then stepped down to max
+        nearest = values.astype(np.float32)
+    above = nearest.astype(np.float64) > values
+    nearest[above] = np.nextafter(nearest[above], np.float32(-np.inf))
+    return nearest.astype(np.float64)
 
 
 @functools.cache
