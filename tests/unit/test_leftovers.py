@@ -19,6 +19,18 @@ def _wait_gone(pid: int) -> None:
         time.sleep(0.05)
 
 
+def _wait_exec(pid: int, program: bytes) -> None:
+    """Until the forked shell has exec'd ``program`` (``$!`` names the child before its exec)."""
+    for _ in range(200):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(program):
+                    return
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
 def test_a_detached_process_of_the_session_is_a_leftover_until_it_exits(tmp_path, monkeypatch):
     monkeypatch.setattr(leftovers, "CURRENT_CLUSTER", tmp_path / "ray_current_cluster")
     marker = leftovers.mark_session()
@@ -28,6 +40,7 @@ def test_a_detached_process_of_the_session_is_a_leftover_until_it_exits(tmp_path
     pid_file = tmp_path / "pid"
     subprocess.run(["sh", "-c", f"sleep 60 & echo $! > {pid_file}"], check=True)
     pid = int(pid_file.read_text())
+    _wait_exec(pid, b"sleep")
     try:
         found = leftovers.leftovers(marker, before, grace=0)
         assert any(f"process {pid}: sleep 60" in f for f in found), found
