@@ -76,6 +76,10 @@ def wait_serve_running(dashboard: str, app: str, replicas: int, timeout: float =
     while time.monotonic() < deadline:
         try:
             last = serve_applications(dashboard).get("applications", {}).get(app) or {}
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in (401, 403):  # waiting cannot help: say why
+                raise
+            last = {}
         except httpx.HTTPError:
             last = {}
         if last.get("status") == "DEPLOY_FAILED":

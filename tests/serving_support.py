@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from process_state import restored_environ
 from sklearn.pipeline import Pipeline
 
 from raylane.config import GatesConfig
@@ -178,26 +179,32 @@ def settings(tracking_uri: str, model_uri: str, **over) -> dict:
 
 @contextmanager
 def ray_serve(num_cpus: int = 4):
-    """A fresh local Ray cluster with Serve on a free port; yields the base URL."""
+    """A fresh local Ray cluster with Serve on a free port; yields the base URL.
+
+    On exit Serve and Ray are shut down, the cached Serve client is dropped, and ``os.environ``
+    is restored: ``ray.init`` exports ``RAY_USAGE_STATS_ENABLED=0`` and this sets Serve's proxy
+    timeouts, which every Ray node a later test starts from this process would inherit."""
     import ray
     from ray import serve
 
-    for var in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_ADDRESS"):
-        os.environ.pop(var, None)
-    # a busy 2-core CI machine can take longer than the 5 s default to bring the proxy up
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-    os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
-    port = free_port()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, address="local",
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield f"http://127.0.0.1:{port}"
-    finally:
+    with restored_environ():
+        for var in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_ADDRESS"):
+            os.environ.pop(var, None)
+        # a busy 2-core CI machine can take longer than the 5 s default to bring the proxy up
+        os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
+        os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
+        port = free_port()
+        ray.init(num_cpus=num_cpus, include_dashboard=False, address="local",
+                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
         try:
-            serve.shutdown()
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            yield f"http://127.0.0.1:{port}"
         finally:
-            ray.shutdown()
+            try:
+                serve.shutdown()
+            finally:
+                serve.context._set_global_client(None)  # even if shutdown raised
+                ray.shutdown()
 
 
 def deploy(app_name: str, user_config: dict, route_prefix: str = "/", **options) -> None:

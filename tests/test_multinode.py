@@ -71,6 +71,7 @@ from multinode_support import (
     tail,
     wait_serve_running,
 )
+from process_state import driver_state
 
 from raylane import model_store
 from raylane.data import read_table
@@ -103,6 +104,10 @@ def cluster(tmp_path_factory, mlflow_server):
 
     if not sys.platform.startswith("linux"):
         pytest.skip("multi-node Ray on one machine is tested on Linux")
+    # the nodes below are spawned from this process: nothing an earlier module left may leak in
+    left = driver_state()
+    if left:
+        pytest.fail(f"an earlier test left process state behind: {left}", pytrace=False)
     scratch = tmp_path_factory.mktemp("multinode-nodes")
     # Each node gets its own temp dir (session, logs, runtime-env cache, spill), as each pod has its
     # own disk. Sharing one would let the worker's runtime-env agent delete the uploaded working

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import ray
 from conftest import CREDIT_CSV, DIAMONDS_CSV, ROOT
+from process_state import restored_environ
 
 from raylane.config import load_config
 from raylane.export import ParityError
@@ -29,9 +30,12 @@ FAST_XGB = [
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+    with restored_environ():  # ray.init exports RAY_USAGE_STATS_ENABLED=0; later clusters inherit
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
 def config_for(name: str, tmp_path, tracking_uri: str, *extra: str):
