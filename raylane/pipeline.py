@@ -100,9 +100,9 @@ def run_pipeline(
 
     with tracking.parent_run(client, experiment_id, config.mlflow.run_name,
                              run_id=parent_run_id) as run_id:
-        stops.track_run(tracking_uri, run_id)
         state = state or JobState.new(run_dir, run_id, data.digest)
         stops.bind_state(state)
+        stops.track_run(tracking_uri, run_id)
         run = tracking.RunLog(client, run_id)
         if not state.done("tracking setup"):
             with stops.stage("tracking setup"):

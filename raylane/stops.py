@@ -218,10 +218,12 @@ def deferred() -> Iterator[None]:
 
 
 def bind_state(state: JobState) -> None:
-    """Keep ``state`` up to date with the stages and the stop."""
+    """Start a job: keep ``state`` up to date with the stages and the stop, and forget the runs
+    an earlier job in this process tracked (a stop must not end those as KILLED)."""
     state.status, state.stopped_by = "running", None
     state.save()
     _ctl.state = state
+    _ctl.runs = []
 
 
 def track_run(tracking_uri: str, run_id: str) -> None:

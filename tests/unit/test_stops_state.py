@@ -58,3 +58,26 @@ def test_stages_are_recorded_and_a_failed_stage_is_not_done(tmp_path, monkeypatc
         raise ValueError
     saved = JobState.for_resume(tmp_path, "d")
     assert saved.stages_done == ["refit"] and saved.stage == "export"
+
+
+def test_a_stop_ends_only_the_current_jobs_run(tmp_path, monkeypatch):
+    """A process that runs two jobs (a notebook, a service): stopping the second must not turn
+    the first job's finished run into KILLED."""
+    from raylane import tracking
+
+    monkeypatch.setattr(stops, "_ctl", stops._Controller())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.mlflow_client(uri)
+    experiment = tracking.ensure_experiment(client, "two-jobs")
+    first = client.create_run(experiment).info.run_id
+    stops.bind_state(JobState.new(tmp_path / "first", first, "d"))
+    stops.track_run(uri, first)
+    client.set_terminated(first, "FINISHED")
+    stops.mark_finished("1")
+
+    second = client.create_run(experiment).info.run_id
+    stops.bind_state(JobState.new(tmp_path / "second", second, "d"))
+    stops.track_run(uri, second)
+    assert stops.finish(stops.Stopped(signal.SIGTERM, "refit")) == 143
+    assert client.get_run(first).info.status == "FINISHED"
+    assert client.get_run(second).info.status == "KILLED"
