@@ -67,6 +67,23 @@ def test_sigint_during_promotion_is_not_resumed(tmp_path, sqlite_uri):
     assert "cannot resume" in refused.stderr and "registered model version 1" in refused.stderr
 
 
+def test_sigint_during_export_is_resumable(tmp_path, sqlite_uri):
+    """After the search, the other signal: stopped while exporting, nothing registered, the
+    parent run KILLED, and the line says --resume can continue."""
+    client = MlflowClient(sqlite_uri)
+    args = job_args(tmp_path, sqlite_uri, "stop-export")
+    with ray_tmpdir() as ray_dir:
+        job = Job(args, tmp_path, tmp_path / "first.log", hold="export", hold_dir=tmp_path,
+                  ray_dir=ray_dir)
+        job.wait_reached("export")
+        job.proc.send_signal(signal.SIGINT)
+        assert job.wait() == 130, job.text()[-4000:]
+    assert_clean_stop(job, 130, "export", resumable=True)
+    [parent] = runs(client, "stop-export")
+    assert parent.info.status == "KILLED"
+    assert client.search_model_versions("name='credit'") == []
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_stop_during_data_load(tmp_path, sqlite_uri, sig):
     """Before any run or Ray exists: a clean stop, and --resume says there is nothing to resume."""
