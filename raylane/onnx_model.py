@@ -5,12 +5,15 @@ Used by the parity check at export, by the champion comparison, and by serving. 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pandas as pd
+from google.protobuf.message import Message
 from pandas.api.types import is_numeric_dtype
 
 from raylane.schema import MISSING_CATEGORY, FeatureSchema
@@ -32,7 +35,7 @@ class Prediction:
 def check_self_contained(model_bytes: bytes) -> onnx.ModelProto:
     """Parse ``model_bytes`` and refuse graphs whose tensors live in external files."""
     proto = onnx.load_model_from_string(model_bytes)
-    for tensor in _all_initializers(proto.graph):
+    for tensor in all_tensors(proto):
         if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.external_data:
             raise UnsafeModelError(
                 f"ONNX tensor {tensor.name!r} references external data; raylane only loads "
@@ -41,16 +44,26 @@ def check_self_contained(model_bytes: bytes) -> onnx.ModelProto:
     return proto
 
 
-def _all_initializers(graph: onnx.GraphProto):
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.t is not None and attr.HasField("t"):
-                yield attr.t
-            if attr.HasField("g"):
-                yield from _all_initializers(attr.g)
-            for sub in attr.graphs:
-                yield from _all_initializers(sub)
+def all_tensors(message: Message) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto anywhere in ``message``: initializers, sparse tensors' values and
+    indices, node attributes, subgraphs, functions, training info (any field that holds one).
+
+    A walk over the protobuf fields rather than a list of places, so a place ONNX adds (or one
+    ``onnx.external_data_helper`` skips, such as sparse tensors) is not missed.
+    """
+    for _, value in message.ListFields():
+        if isinstance(value, Message):
+            children: Iterable[Any] = (value,)
+        elif isinstance(value, (str, bytes, int, float)) or not value:
+            continue
+        elif isinstance(next(iter(value)), Message):  # a repeated message field
+            children = value
+        else:  # repeated scalars (tree ensembles hold long lists of them)
+            continue
+        for child in children:
+            if isinstance(child, onnx.TensorProto):
+                yield child
+            yield from all_tensors(child)
 
 
 class OnnxModel:
