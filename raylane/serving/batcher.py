@@ -36,7 +36,8 @@ class MicroBatcher(Generic[T, R]):
         self.wait_timeout_s = timeout_s
 
     async def submit(self, item: T) -> R:
-        """Queue ``item``; its result once its batch ran (``fn``'s exception if it raised)."""
+        """Queue ``item``; its result once its batch ran. If ``fn`` raised on the batch, the
+        items are run one by one and each gets its own result or exception."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((item, future))
@@ -61,9 +62,15 @@ class MicroBatcher(Generic[T, R]):
         try:
             results = self.fn([item for item, _ in batch])
         except Exception as exc:
-            for _, future in batch:
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            # One bad item must not fail the others: run each alone, so each gets its own
+            # result or its own error (only on this failure path; a good batch is one call).
+            for item, future in batch:
                 if not future.done():
-                    future.set_exception(exc)
+                    self._run([(item, future)])
             return
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():  # the client may have gone (cancelled)

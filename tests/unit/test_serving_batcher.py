@@ -1,4 +1,4 @@
-"""The micro-batcher (max batch size, waiting, ordering, errors per batch) and batch splitting."""
+"""The micro-batcher (max batch size, waiting, ordering, errors per item) and batch splitting."""
 
 from __future__ import annotations
 
@@ -6,11 +6,15 @@ import asyncio
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 from tiny_serving_model import ROWS, loaded
 
 from raylane.serving.batcher import MicroBatcher
-from raylane.serving.dataplane import predict_batch
+from raylane.serving.dataplane import DataPlane, predict_batch
+from raylane.serving.predictor import ModelHolder
+from raylane.serving.settings import ServingSettings
+from raylane.serving.telemetry import ServingTelemetry
 
 
 class Recorder:
@@ -58,18 +62,21 @@ def test_a_partial_batch_waits_for_more_items_and_a_full_one_does_not():
     assert waited >= 0.5 and full < 30.0  # a full batch runs without the 30 s wait
 
 
-def test_an_error_fails_every_request_of_its_batch_and_only_that_batch():
+def test_an_error_in_a_batch_fails_only_the_item_that_fails_alone():
     fn = Recorder()
 
     async def main():
-        b = MicroBatcher(fn, max_batch_size=2)
-        out = await asyncio.gather(*(b.submit(i) for i in (1, -1, 3)), return_exceptions=True)
+        b = MicroBatcher(fn, max_batch_size=3)
+        out = await asyncio.gather(*(b.submit(i) for i in (1, -1, 3, -2)),
+                                   return_exceptions=True)
         return out, await b.submit(4)
 
-    (a, b, c), after = asyncio.run(main())
-    assert isinstance(a, ValueError) and a is b and "negative item in [1, -1]" in str(a)
-    assert c == 30 and after == 40
-    assert fn.batches == [[1, -1], [3], [4]]
+    (a, bad, c, bad2), after = asyncio.run(main())
+    assert a == 10 and c == 30 and after == 40
+    # each failing item gets the error of its own call, not the batch's
+    assert isinstance(bad, ValueError) and str(bad) == "negative item in [-1]"
+    assert isinstance(bad2, ValueError) and str(bad2) == "negative item in [-2]"
+    assert fn.batches == [[1, -1, 3], [1], [-1], [3], [-2], [4]]
 
 
 def test_a_cancelled_request_does_not_disturb_its_batch():
@@ -104,3 +111,30 @@ def test_predict_batch_groups_by_model_and_splits_results_per_request(models):
         assert pred.labels.shape == (n,) and pred.probabilities.shape == (n, 2)
         np.testing.assert_array_equal(pred.labels, want.labels)
         np.testing.assert_allclose(pred.probabilities, want.probabilities, rtol=1e-6)
+
+
+def test_one_bad_request_among_concurrent_good_ones_fails_alone(models):
+    """16 one-row requests batched into one ONNX call; one holds a string ONNX Runtime cannot
+    encode (a lone surrogate): the 15 others get their own predictions, the bad one an error."""
+    m1, _ = models
+    plane = DataPlane(ModelHolder(), ServingTelemetry())
+    plane.configure(ServingSettings())
+    calls: list[int] = []
+    batch_fn = plane.batcher.fn
+    plane.batcher.fn = lambda items: calls.append(len(items)) or batch_fn(items)
+    feeds = m1.onnx.feeds_from_frame(pd.concat([ROWS, ROWS], ignore_index=True))
+    rows = [{k: v[i:i + 1] for k, v in feeds.items()} for i in range(16)]
+    rows[5] = {**rows[5], "home": np.array([["r\udc80nt"]], dtype=object)}
+
+    async def main():
+        return await asyncio.gather(*(plane.infer(m1, r, 1) for r in rows),
+                                    return_exceptions=True)
+
+    out = asyncio.run(main())
+    assert calls[0] == 16  # they were batched together
+    assert isinstance(out[5], UnicodeEncodeError)
+    for i, pred in enumerate(out):
+        if i != 5:
+            want = m1.predict(rows[i])
+            np.testing.assert_array_equal(pred.labels, want.labels)
+            np.testing.assert_allclose(pred.probabilities, want.probabilities, rtol=1e-6)
