@@ -6,6 +6,7 @@ Aggregated in the replica and recorded every half second (:meth:`ServingTelemetr
 - ``raylane_predicted_rows_total{model_name, model_version}``: rows predicted.
 - ``raylane_prediction_latency_ms{route}``: time in the handler, parse to response.
 - ``raylane_rejected_requests_total{reason, route}``: 4xx answers by reason.
+- ``raylane_server_errors_total{reason, route}``: 5xx answers (faults of the model or server).
 - ``raylane_model_loads_total{model_name, model_version, outcome}``: loads, swaps, failed swaps.
 - ``raylane_model_version{model_name}``: the version being served.
 """
@@ -47,6 +48,12 @@ class ServingTelemetry:
             description="Requests answered with a 4xx, by reason.",
             tag_keys=("reason", "route"),
         )
+        self.server_errors = Counter(
+            "raylane_server_errors_total",
+            description="Requests answered with a 5xx (a fault of the model or the server), "
+            "by reason.",
+            tag_keys=("reason", "route"),
+        )
         self.loads = Counter(
             "raylane_model_loads_total",
             description="Model loads by outcome: loaded, swapped, failed (old model kept).",
@@ -63,6 +70,7 @@ class ServingTelemetry:
         self._counts: dict[tuple[str, str, str], list[int]] = {}  # -> [requests, rows]
         self._latencies: dict[str, list[float]] = {}
         self._rejected: dict[tuple[str, str], int] = {}
+        self._server_errors: dict[tuple[str, str], int] = {}
 
     def predicted(self, name: str, version: str, route: str, rows: int, ms: float) -> None:
         counts = self._counts.get((name, version, route))
@@ -80,6 +88,10 @@ class ServingTelemetry:
         key = (reason, route)
         self._rejected[key] = self._rejected.get(key, 0) + 1
 
+    def server_error(self, reason: str, route: str) -> None:
+        key = (reason, route)
+        self._server_errors[key] = self._server_errors.get(key, 0) + 1
+
     def flush(self) -> None:
         """Record what was aggregated since the last flush in Ray's metrics."""
         for _ in self._record():
@@ -95,6 +107,7 @@ class ServingTelemetry:
         counts, self._counts = self._counts, {}
         latencies, self._latencies = self._latencies, {}
         rejected, self._rejected = self._rejected, {}
+        server_errors, self._server_errors = self._server_errors, {}
         rows: dict[tuple[str, str], int] = {}
         for (name, version, route), (requests, n) in counts.items():
             self.predictions.inc(
@@ -105,6 +118,8 @@ class ServingTelemetry:
             self.rows.inc(n, {"model_name": name, "model_version": version})
         for (reason, route), n in rejected.items():
             self.rejected.inc(n, {"reason": reason, "route": route})
+        for (reason, route), n in server_errors.items():
+            self.server_errors.inc(n, {"reason": reason, "route": route})
         for route, values in latencies.items():
             tags = {"route": route}
             # Ray's histogram takes one value per call: ~1,000 per flush at 2,000 req/s

@@ -37,14 +37,23 @@ ErrorBody = Callable[[RequestError], dict]
 
 
 class ErrorResponse(BaseModel):
-    """A client error (4xx) or an unavailable model (503)."""
+    """A client error (4xx), a model failure (500) or an unavailable model (503)."""
 
     error: str = Field(description="What was wrong and what was expected.")
     field: str | None = Field(None, description="The field or column at fault.")
     reason: str = Field(description="Machine-readable reason, e.g. missing_column, too_many_rows.")
 
 
-ERRORS = {c: {"model": ErrorResponse} for c in (400, 404, 413, 415, 503)}
+ERRORS = {c: {"model": ErrorResponse} for c in (400, 404, 413, 415, 500, 503)}
+
+
+def model_failure(exc: Exception) -> RequestError:
+    """The 500 answered when the model fails on a request that passed validation (the details
+    are in the replica's log, not in the reply)."""
+    return RequestError(
+        f"the model failed to score this request ({type(exc).__name__}); this is a server "
+        "error, not a fault of the request", status=500, reason="model_failure",
+    )
 
 
 def error_body(err: RequestError) -> dict:
@@ -106,10 +115,10 @@ async def answer(
     except RequestError as err:
         plane.telemetry.rejected_request(err.reason, route)
         return json_response(errors(err), err.status)
-    except Exception as exc:  # e.g. ONNX Runtime refusing an input the checks let through
-        log.warning("raylane: %s rejected by the model: %s", route, exc)
-        plane.telemetry.rejected_request("model_error", route)
-        err = RequestError(f"the model could not score this input: {exc}", reason="model_error")
+    except Exception as exc:  # the request was valid: a fault of the model or the server
+        log.exception("raylane: %s: the model failed on a validated request", route)
+        plane.telemetry.server_error("model_failure", route)
+        err = model_failure(exc)
         return json_response(errors(err), err.status)
     response = json_response(out)
     plane.answered(model, route, feeds, n, pred, started)

@@ -32,7 +32,8 @@ from raylane.serving.protocols.base import Protocol, Route, answer, require_obje
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 MLFLOW_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 413: "PAYLOAD_TOO_LARGE",
-                415: "UNSUPPORTED_MEDIA_TYPE", 503: "TEMPORARILY_UNAVAILABLE"}
+                415: "UNSUPPORTED_MEDIA_TYPE", 500: "INTERNAL_ERROR",
+                503: "TEMPORARILY_UNAVAILABLE"}
 Value = float | int | bool | str | None
 
 
@@ -65,7 +66,7 @@ class InvocationsResponse(BaseModel):
     predictions: list[str] | list[float]
 
 
-MLFLOW_ERRORS = {c: {"model": MlflowErrorResponse} for c in (400, 413, 415, 503)}
+MLFLOW_ERRORS = {c: {"model": MlflowErrorResponse} for c in (400, 413, 415, 500, 503)}
 
 
 # ---------------------------------------------------------------- parsing and responses
