@@ -80,7 +80,8 @@ def post(client, path, body, content_type="application/json", **headers):
 def test_health_routes(env):
     c = env["client"]
     assert c.get("/healthz").json() == {"status": "ok", "model_name": "credit",
-                                        "model_version": "1"}
+                                        "model_version": "1", "load_state": "current",
+                                        "pending_version": None}
     for path in ("/ping", "/health", "/v2/health/live", "/v2/health/ready"):
         assert c.get(path).status_code == 200, path
     assert c.get("/v2/health/live").json() == {"live": True}

@@ -113,6 +113,9 @@ def test_hot_swap_under_load_then_broken_versions_are_refused(env):
         assert meta["version"] == env["v2"], meta
         assert meta["last_error"]["version"] == bad and meta["last_error"]["kept_version"] == \
             env["v2"], meta
+        status = meta["load_status"]
+        assert status["state"] == "gave_up" and status["pending_version"] == bad, status
+        assert status["last_load_error"].startswith("permanent: ") and status["attempts"] == 1
         assert traffic.errors == [] and set(traffic.versions) == {env["v2"]}, traffic.versions
     assert client.get("/swap/healthz").json()["model_version"] == env["v2"]
 

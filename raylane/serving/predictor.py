@@ -3,7 +3,8 @@
 A swap builds the new session and runs a warm-up prediction *before* it replaces the current
 model (one attribute assignment, so in-flight requests finish on the model they started with).
 If the new version fails to load or to warm up, the old one keeps serving and the failure is
-recorded (log, metric, and ``last_error`` shown by the metadata route).
+recorded (log, metric, ``last_error`` and the load status shown by the metadata route); a
+transient failure (network, registry 5xx) is retried with backoff on later polls.
 """
 
 from __future__ import annotations
@@ -14,10 +15,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import requests
+import urllib3
+from google.protobuf.message import DecodeError
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph as OrtInvalidGraph
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf as OrtInvalidProtobuf
+from pydantic import ValidationError
 
-from raylane.model_store import RegisteredModel, load_registered_model, resolve_version
-from raylane.onnx_model import OnnxModel, Prediction
+from raylane.model_store import (
+    ModelNotFoundError,
+    RegisteredModel,
+    load_registered_model,
+    resolve_version,
+)
+from raylane.onnx_model import OnnxModel, Prediction, UnsafeModelError
 from raylane.schema import MISSING_CATEGORY, FeatureSchema
 
 log = logging.getLogger("ray.serve")
@@ -34,6 +48,7 @@ class LoadedModel:
     registered: RegisteredModel
     onnx: OnnxModel
     uri: str
+    threads: int = 1  # ONNX Runtime intra-op threads of the session
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -88,7 +103,7 @@ def open_model(registered: RegisteredModel, uri: str, intra_op_threads: int = 1)
     """Open a session on a downloaded model and warm it up; raise on any failure."""
     onnx = OnnxModel(registered.onnx_bytes, registered.schema, intra_op_threads=intra_op_threads)
     warm_up(onnx, registered.schema)
-    return LoadedModel(registered=registered, onnx=onnx, uri=uri)
+    return LoadedModel(registered=registered, onnx=onnx, uri=uri, threads=intra_op_threads)
 
 
 def load_model(uri: str, tracking_uri: str | None, intra_op_threads: int = 1) -> LoadedModel:
@@ -107,40 +122,94 @@ Fetch = Callable[[str, str | None], RegisteredModel]
 Resolve = Callable[[str, str | None], str]
 OnLoad = Callable[[str, str, str], None]
 
+RETRY_BASE_S = 10.0  # first retry of a failed load; doubles per failed attempt ...
+RETRY_MAX_S = 300.0  # ... up to this
+MAX_UNKNOWN_ATTEMPTS = 3  # an error of no known kind is given up once it failed this often
+
+
+def failure_kind(exc: BaseException) -> str:
+    """``transient`` (network, timeout, registry 5xx/429: retry), ``permanent`` (the version
+    itself is unusable: unsafe or corrupt graph, failed warm-up, no schema: give up) or
+    ``unknown``. The cause chain counts: the registry's errors arrive wrapped."""
+    chain, seen = [], set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        chain.append(link)
+        link = link.__cause__ or link.__context__
+    for link in chain:
+        if isinstance(link, (ConnectionError, TimeoutError, requests.RequestException,
+                             urllib3.exceptions.HTTPError)):
+            return "transient"
+        if isinstance(link, MlflowException):
+            status = link.get_http_status_code()
+            if status >= 500 or status == 429:
+                return "transient"
+    if isinstance(exc, (UnsafeModelError, WarmupError, ModelNotFoundError, DecodeError,
+                        ValidationError, OrtFail, OrtInvalidGraph, OrtInvalidProtobuf)):
+        return "permanent"
+    return "unknown"
+
+
+@dataclass
+class PendingLoad:
+    """A version the URI points at that failed to load (the replica serves another)."""
+
+    uri: str
+    version: str | None  # None: the registry could not even say which version
+    attempts: int = 0
+    reason: str = ""  # "<kind>: <exception type>", short enough for health and metrics
+    gave_up: bool = False
+    next_retry_at: float | None = None
+
 
 class ModelHolder:
     """The current model of a replica, its load history and its swap policy.
 
     ``fetch`` downloads what a model URI points at and ``resolve`` names its version now (the
-    MLflow registry by default); ``on_load(name, version, outcome)`` hears of every load.
+    MLflow registry by default); ``on_load(name, version, outcome)`` hears of every load
+    (``loaded``, ``swapped``, ``failed``). A version that failed to load is retried with
+    exponential backoff (:meth:`retry_due`) unless the failure is permanent or kept repeating;
+    :meth:`status` reports it.
     """
 
     def __init__(
         self, on_load: OnLoad | None = None, fetch: Fetch = load_registered_model,
-        resolve: Resolve = registry_version,
+        resolve: Resolve = registry_version, clock: Callable[[], float] = time.time,
     ) -> None:
         self.current: LoadedModel | None = None
         self.last_error: dict | None = None
-        self._failed: set[tuple[str, str]] = set()  # (uri, version) known bad: not retried
+        self.pending: PendingLoad | None = None
+        self._gave_up: set[tuple[str, str]] = set()  # (uri, version) known bad: not retried
         self._on_load = on_load or (lambda name, version, outcome: None)
         self._fetch = fetch
         self.resolve = resolve
+        self._clock = clock
 
     def ensure(self, uri: str, tracking_uri: str | None, threads: int = 1) -> bool:
-        """Serve what ``uri`` points at. True when a (new) model was swapped in.
+        """Serve what ``uri`` points at, in a session of ``threads`` intra-op threads. True when
+        a (new) model was swapped in.
 
         Without a current model a failure raises (the replica must not become ready); with one,
-        the failure is recorded and the current model stays.
+        the failure is recorded (retried later if it may pass) and the current model stays.
         """
         version: str | None = None
         try:
-            if self.current is not None:
+            current = self.current
+            if current is not None:
                 version = self.resolve(uri, tracking_uri)
-                if self.current.uri == uri and self.current.version == version:
-                    return False
-                if (uri, version) in self._failed:
-                    return False
-            new = open_model(self._fetch(uri, tracking_uri), uri, threads)
+                if current.uri == uri and current.version == version:
+                    self.pending = None  # the alias is back on what we serve
+                    if current.threads == threads:
+                        return False
+                    # same version, new session settings: reopen it from its bytes
+                    new = open_model(current.registered, uri, threads)
+                else:
+                    if not self._attempt_allowed(uri, version):
+                        return False
+                    new = open_model(self._fetch(uri, tracking_uri), uri, threads)
+            else:
+                new = open_model(self._fetch(uri, tracking_uri), uri, threads)
         except Exception as exc:
             if self.current is None:
                 self._record_failure(uri, None, exc)
@@ -151,16 +220,57 @@ class ModelHolder:
         old = self.current
         self.current = new  # atomic for the event loop: later requests use the new model
         self.last_error = None
+        self.pending = None
         self._on_load(new.name, new.version, outcome)
         log.info(
-            "raylane: %s %s version %s (was %s)", outcome, new.name, new.version,
-            old.version if old else None,
+            "raylane: %s %s version %s (was %s, %d intra-op threads)", outcome, new.name,
+            new.version, old.version if old else None, threads,
         )
         return True
 
+    def retry_due(self) -> bool:
+        """Whether a failed load is waiting for a retry whose time has come."""
+        p = self.pending
+        return p is not None and p.next_retry_at is not None and self._clock() >= p.next_retry_at
+
+    def status(self) -> dict:
+        """What the replica serves relative to what its URI points at (for health, metadata)."""
+        p = self.pending
+        state = "current" if p is None else "gave_up" if p.gave_up else "retrying"
+        return {
+            "state": state,
+            "model_uri": p.uri if p else (self.current.uri if self.current else None),
+            "pending_version": p.version if p else None,
+            "attempts": p.attempts if p else 0,
+            "last_load_error": p.reason if p else None,
+            "next_retry_at": p.next_retry_at if p else None,
+        }
+
+    def _attempt_allowed(self, uri: str, version: str) -> bool:
+        if (uri, version) in self._gave_up:
+            return False
+        p = self.pending
+        if p is None or (p.uri, p.version) != (uri, version) or p.next_retry_at is None:
+            return True
+        return self._clock() >= p.next_retry_at
+
     def _record_failure(self, uri: str, version: str | None, exc: Exception) -> None:
-        if version is not None:
-            self._failed.add((uri, version))
+        kind = failure_kind(exc)
+        if self.current is not None:
+            p = self.pending
+            if p is None or (p.uri, p.version) != (uri, version):
+                p = self.pending = PendingLoad(uri, version)
+            p.attempts += 1
+            p.reason = f"{kind}: {type(exc).__name__}"
+            p.gave_up = version is not None and (
+                kind == "permanent" or (kind == "unknown" and p.attempts >= MAX_UNKNOWN_ATTEMPTS)
+            )
+            if p.gave_up:
+                self._gave_up.add((uri, version))  # type: ignore[arg-type]
+                p.next_retry_at = None
+            elif version is not None:  # an unresolved alias is simply tried at the next poll
+                delay = min(RETRY_MAX_S, RETRY_BASE_S * 2 ** (p.attempts - 1))
+                p.next_retry_at = self._clock() + delay
         self.last_error = {
             "model_uri": uri,
             "version": version,
@@ -171,7 +281,8 @@ class ModelHolder:
         name = self.current.name if self.current else uri
         self._on_load(name, version or "unknown", "failed")
         log.error(
-            "raylane: could not load %s (version %s); %s: %s", uri, version,
+            "raylane: could not load %s (version %s; %s); %s: %s", uri, version,
+            self.status()["state"] if self.current else kind,
             "keeping version " + self.current.version if self.current else "no model to serve",
             exc,
         )

@@ -93,3 +93,186 @@ def test_a_failed_first_load_raises_and_serves_nothing(setup):
     assert loads == [(URI, "unknown", "failed")]
     reg.alias = "1"  # the replica's next reconfigure succeeds
     assert holder.ensure(URI, None) is True and holder.current.version == "1"
+
+
+# ---------------------------------------------------------------- retries of failed loads
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FlakyRegistry(Registry):
+    """Downloads fail with the queued exceptions first (a registry or a network having a bad
+    minute), then succeed."""
+
+    def __init__(self, good: bytes) -> None:
+        super().__init__()
+        self.versions["1"] = registered("1", good)
+        self.versions["2"] = registered("2", good)
+        self.failures: list[Exception] = []
+
+    def fetch(self, uri: str, tracking_uri: str | None) -> RegisteredModel:
+        self.fetched.append(self.alias)
+        if self.failures:
+            raise self.failures.pop(0)
+        return self.versions[self.alias]
+
+
+def mlflow_503() -> Exception:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    return MlflowException("registry is restarting", error_code=TEMPORARILY_UNAVAILABLE)
+
+
+def wrapped(exc: Exception) -> Exception:
+    """As model_store.resolve_version reports a registry failure: a ModelNotFoundError whose
+    cause is what the registry client raised."""
+    from raylane.model_store import ModelNotFoundError
+
+    try:
+        raise ModelNotFoundError(f"models:/credit@champion: {exc}") from exc
+    except ModelNotFoundError as err:
+        return err
+
+
+@pytest.fixture()
+def flaky(good):
+    reg, clock = FlakyRegistry(good), Clock()
+    loads: list[tuple[str, str, str]] = []
+    holder = ModelHolder(on_load=lambda *a: loads.append(a), fetch=reg.fetch,
+                         resolve=reg.resolve, clock=clock)
+    holder.ensure(URI, None)
+    return reg, holder, clock, loads
+
+
+def test_a_transient_failure_is_retried_with_backoff_until_the_version_loads(flaky):
+    import requests
+
+    reg, holder, clock, loads = flaky
+    reg.alias = "2"
+    reg.failures = [requests.ConnectionError("connection reset"), wrapped(mlflow_503()),
+                    TimeoutError("download timed out")]
+    assert holder.ensure(URI, None) is False and holder.current.version == "1"
+    status = holder.status()
+    assert status["state"] == "retrying" and status["pending_version"] == "2"
+    assert status["attempts"] == 1 and status["last_load_error"] == "transient: ConnectionError"
+    first_delay = status["next_retry_at"] - clock.now
+    assert first_delay > 0
+    assert holder.retry_due() is False
+    assert holder.ensure(URI, None) is False and reg.fetched == ["1", "2"]  # not before due
+
+    clock.now += first_delay
+    assert holder.retry_due() is True
+    assert holder.ensure(URI, None) is False  # the registry answers 503 this time
+    status = holder.status()
+    assert status["attempts"] == 2 and status["last_load_error"] == "transient: ModelNotFoundError"
+    assert status["next_retry_at"] - clock.now > first_delay  # backing off
+
+    clock.now = status["next_retry_at"]
+    assert holder.ensure(URI, None) is False and holder.status()["attempts"] == 3
+    clock.now = holder.status()["next_retry_at"]
+    assert holder.ensure(URI, None) is True and holder.current.version == "2"
+    assert holder.status() == {"state": "current", "model_uri": URI, "pending_version": None,
+                               "attempts": 0, "last_load_error": None, "next_retry_at": None}
+    assert holder.last_error is None and reg.fetched == ["1", "2", "2", "2", "2"]
+    assert [o for _, _, o in loads] == ["loaded", "failed", "failed", "failed", "swapped"]
+
+
+def test_transient_failures_are_never_given_up_and_the_backoff_is_capped(flaky):
+    reg, holder, clock, _ = flaky
+    reg.alias = "2"
+    reg.failures = [ConnectionRefusedError("registry down")] * 30
+    for _ in range(30):
+        clock.now += 3600
+        holder.ensure(URI, None)
+    status = holder.status()
+    assert status["state"] == "retrying" and status["attempts"] == 30
+    assert status["next_retry_at"] - clock.now <= 300
+    clock.now += 300
+    assert holder.ensure(URI, None) is True and holder.current.version == "2"
+
+
+@pytest.mark.parametrize("exc,attempts", [
+    (None, 1),  # the good bytes under a schema promising 3 classes: warm-up fails
+    ("missing_schema", 1),
+    ("unknown", 3),  # an error of no known kind: given up once it repeated
+])
+def test_permanent_or_repeated_failures_are_given_up_and_reported(flaky, good, exc, attempts):
+    from raylane.model_store import ModelNotFoundError
+
+    reg, holder, clock, _ = flaky
+    reg.alias = "2"
+    if exc is None:
+        three = SCHEMA.model_copy(update={"class_labels": ["a", "b", "c"]})
+        reg.versions["2"] = RegisteredModel(name="credit", version="2", alias="champion",
+                                            run_id="r", onnx_bytes=good, schema=three,
+                                            metadata={})
+        reason = "permanent: WarmupError"
+    elif exc == "missing_schema":
+        reg.failures = [ModelNotFoundError("no 'raylane_schema' metadata")] * 5
+        reason = "permanent: ModelNotFoundError"
+    else:
+        reg.failures = [KeyError("surprise")] * 5
+        reason = "unknown: KeyError"
+    for _ in range(5):
+        holder.ensure(URI, None)
+        clock.now += 3600
+    status = holder.status()
+    assert status["state"] == "gave_up" and status["pending_version"] == "2"
+    assert status["attempts"] == attempts and status["last_load_error"] == reason
+    assert status["next_retry_at"] is None and holder.retry_due() is False
+    assert reg.fetched.count("2") == attempts
+    assert holder.current.version == "1"  # the old version keeps serving
+
+
+def test_the_alias_moving_back_to_the_served_version_clears_a_pending_retry(flaky):
+    reg, holder, _, _ = flaky
+    reg.alias = "2"
+    reg.failures = [TimeoutError("slow")]
+    holder.ensure(URI, None)
+    assert holder.status()["state"] == "retrying"
+    reg.alias = "1"
+    assert holder.ensure(URI, None) is False
+    assert holder.status()["state"] == "current" and holder.retry_due() is False
+
+
+def test_an_intra_op_threads_change_reopens_the_served_version(flaky):
+    reg, holder, _, loads = flaky
+    first = holder.current
+    assert holder.current.onnx.session.get_session_options().intra_op_num_threads == 1
+    assert holder.ensure(URI, None, 2) is True
+    assert holder.current is not first and holder.current.version == "1"
+    assert holder.current.onnx.session.get_session_options().intra_op_num_threads == 2
+    assert reg.fetched == ["1"]  # the same version: opened again from its bytes, not downloaded
+    assert holder.ensure(URI, None, 2) is False
+    assert [o for _, _, o in loads] == ["loaded", "swapped"]
+
+
+def test_health_and_metadata_report_a_pending_version(flaky):
+    from fastapi.testclient import TestClient
+
+    from raylane.serving.api import bind, build_api
+    from raylane.serving.dataplane import DataPlane
+    from raylane.serving.protocols import PROTOCOLS
+    from raylane.serving.telemetry import ServingTelemetry
+
+    reg, holder, _, _ = flaky
+    reg.alias = "2"
+    reg.failures = [ConnectionResetError("reset by peer")]
+    holder.ensure(URI, None)
+    plane = DataPlane(holder, ServingTelemetry())
+    api = build_api(PROTOCOLS)
+    bind(api, plane, PROTOCOLS)
+    with TestClient(api) as client:
+        health = client.get("/healthz").json()
+        meta = client.get("/metadata").json()
+    assert health["model_version"] == "1" and health["load_state"] == "retrying"
+    assert health["pending_version"] == "2"
+    assert meta["version"] == "1" and meta["load_status"] == holder.status()
+    assert meta["load_status"]["last_load_error"] == "transient: ConnectionResetError"

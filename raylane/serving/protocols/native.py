@@ -57,6 +57,10 @@ class Health(BaseModel):
     status: str
     model_name: str | None = None
     model_version: str | None = None
+    load_state: str | None = Field(
+        None, description="current, retrying (a newer version failed to load; retried with "
+        "backoff) or gave_up (it cannot load; the served version stays)")
+    pending_version: str | None = None
 
 
 class ColumnMetadata(BaseModel):
@@ -81,6 +85,10 @@ class ModelMetadata(BaseModel):
     loaded_at: float
     last_error: dict[str, Any] | None = Field(
         description="The last failed load or swap (the old model kept serving), if any."
+    )
+    load_status: dict[str, Any] = Field(
+        description="state (current, retrying, gave_up), pending_version, attempts, "
+        "last_load_error (kind: exception type), next_retry_at."
     )
 
 
@@ -141,8 +149,10 @@ async def healthz(plane: DataPlane, request: Request) -> Response:
     model = plane.holder.current
     if model is None:
         return json_response({"status": "loading"}, 503)
+    load = plane.holder.status()
     return json_response(
-        {"status": "ok", "model_name": model.name, "model_version": model.version}
+        {"status": "ok", "model_name": model.name, "model_version": model.version,
+         "load_state": load["state"], "pending_version": load["pending_version"]}
     )
 
 
@@ -159,7 +169,7 @@ async def metadata(plane: DataPlane, request: Request) -> Response:
         "inputs": [c.model_dump() for c in reg.schema.columns],
         "outputs": v2_outputs(reg.schema),
         "class_labels": reg.schema.class_labels, "loaded_at": model.loaded_at,
-        "last_error": plane.holder.last_error,
+        "last_error": plane.holder.last_error, "load_status": plane.holder.status(),
     })
 
 
