@@ -5,8 +5,12 @@ Ray Serve deployment."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from raylane.model_store import load_registered_model
 from raylane.serving.dataplane import DataPlane
@@ -30,56 +34,105 @@ class Replica:
         self.holder = ModelHolder(on_load=self.telemetry.model_load, fetch=fetch,
                                   resolve=resolve)
         self.plane = DataPlane(self.holder, self.telemetry)
+        self.housekeeping_failures: dict[str, int] = {}  # step -> failures so far
+        self.housekeeping_restarts = 0
         self._swap_lock = asyncio.Lock()
         self._housekeeping: asyncio.Task | None = None
+        self._last_poll = time.monotonic()
+        self._load_status: dict | None = None
 
     async def reconfigure(self, user_config: dict) -> None:
-        """Apply a new ``user_config``. The first call must load the model (else not ready)."""
+        """Apply a new ``user_config``. The first call must load the model (else not ready).
+
+        The model and the settings change together under the swap lock, so a registry poll
+        under way (which reads the settings under the same lock) cannot undo the change.
+        """
         settings = ServingSettings.model_validate(user_config or {})
         async with self._swap_lock:
             await asyncio.to_thread(
                 self.holder.ensure, settings.model_uri, settings.resolved_tracking_uri(),
                 settings.intra_op_threads,
             )
-        old_log = self.plane.configure(settings)
+            old_log = self.plane.configure(settings)
         if old_log is not None:
             await asyncio.to_thread(old_log.flush)
         self.configured()
         if self._housekeeping is None or self._housekeeping.done():
-            self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
+            self._start_housekeeping()
 
     def configured(self) -> None:
         """Called after each reconfigure (the deployment binds its routes here)."""
 
     async def poll(self) -> None:
-        """Serve what the configured URI points at now (alias moved: swap)."""
-        s = self.plane.settings
+        """Serve what the configured URI points at now (alias moved, or a failed load is due
+        for a retry: load and swap)."""
         async with self._swap_lock:
+            s = self.plane.settings  # read under the lock: a reconfigure may have just run
             await asyncio.to_thread(
                 self.holder.ensure, s.model_uri, s.resolved_tracking_uri(), s.intra_op_threads,
             )
 
+    def _poll_due(self) -> bool:
+        interval = self.plane.settings.poll_interval_s
+        if interval > 0 and time.monotonic() - self._last_poll >= interval:
+            return True
+        return self.holder.retry_due()
+
     async def _housekeep(self) -> None:
-        """Flush telemetry, poll the registry (alias moved? swap), flush the prediction log."""
-        last_poll = time.monotonic()
+        """Flush telemetry and the prediction log, poll the registry when due. Each step's
+        failure is logged and counted, and never stops the others or the next round."""
         while True:
             await asyncio.sleep(self.housekeeping_period_s)
-            await self.telemetry.flush_async()
-            s = self.plane.settings
-            plog = self.plane.plog
-            if plog is not None and plog._rows:
-                plog._maybe_flush()
-            if s.poll_interval_s <= 0 or time.monotonic() - last_poll < s.poll_interval_s:
-                continue
-            last_poll = time.monotonic()
-            try:
-                await self.poll()
-            except Exception:  # ensure() records failures; keep polling whatever happens
-                log.exception("raylane: registry poll failed")
+            await self._step("telemetry", self.telemetry.flush_async)
+            await self._step("prediction_log", self._flush_prediction_log)
+            await self._step("load_status", self._report_load_status)
+            if self._poll_due():
+                self._last_poll = time.monotonic()
+                await self._step("registry_poll", self.poll)
+
+    async def _step(self, name: str, step: Callable[[], Any]) -> None:
+        try:
+            result = step()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            n = self.housekeeping_failures[name] = self.housekeeping_failures.get(name, 0) + 1
+            if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th...: a step failing every round
+                log.exception("raylane: housekeeping step %s failed (%d times)", name, n)
+            with contextlib.suppress(Exception):  # the metrics themselves may be what fails
+                self.telemetry.housekeeping_failed(name)
+
+    async def _flush_prediction_log(self) -> None:
+        plog = self.plane.plog
+        if plog is None:
+            return
+        # PredictionLog.maybe_flush (public) or the older _maybe_flush
+        flush = getattr(plog, "maybe_flush", None) or plog._maybe_flush
+        flush()
+
+    def _report_load_status(self) -> None:
+        status = self.holder.status()
+        if status != self._load_status and self.holder.current is not None:
+            self.telemetry.load_status(self.holder.current.name, status)
+            self._load_status = status
+
+    def _start_housekeeping(self) -> None:
+        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep())
 
     async def check_health(self) -> None:
+        """Unhealthy without a model. A housekeeping task that ended (it should not) is
+        logged, counted and restarted: the model keeps being polled for."""
         if self.holder.current is None:
             raise RuntimeError("no model loaded")
+        task = self._housekeeping
+        if task is not None and task.done():
+            exc = None if task.cancelled() else task.exception()
+            self.housekeeping_restarts += 1
+            log.error("raylane: housekeeping ended (%r); restarting it (restart %d)", exc,
+                      self.housekeeping_restarts)
+            with contextlib.suppress(Exception):
+                self.telemetry.housekeeping_failed("restart")
+            self._start_housekeeping()
 
     async def stop(self) -> None:
         """Stop housekeeping (tests; a replica's ends with its process)."""

@@ -9,6 +9,11 @@ Aggregated in the replica and recorded every half second (:meth:`ServingTelemetr
 - ``raylane_server_errors_total{reason, route}``: 5xx answers (faults of the model or server).
 - ``raylane_model_loads_total{model_name, model_version, outcome}``: loads, swaps, failed swaps.
 - ``raylane_model_version{model_name}``: the version being served.
+- ``raylane_model_load_failed_attempts{model_name}``: failed attempts at loading the version the
+  model URI points at (0: it is served); ``raylane_model_load_gave_up{model_name}``: 1 when
+  that version is given up (it cannot load; only a new version or a restart changes that).
+- ``raylane_housekeeping_errors_total{step}``: failures of the replica's background steps
+  (telemetry, prediction_log, load_status, registry_poll; restart: the task had ended).
 """
 
 from __future__ import annotations
@@ -63,6 +68,23 @@ class ServingTelemetry:
             "raylane_model_version",
             description="The registry version this replica serves.",
             tag_keys=("model_name",),
+        )
+        self.load_failed_attempts = Gauge(
+            "raylane_model_load_failed_attempts",
+            description="Failed attempts at loading the version the model URI points at "
+            "(0: that version is served).",
+            tag_keys=("model_name",),
+        )
+        self.load_gave_up = Gauge(
+            "raylane_model_load_gave_up",
+            description="1 when the version the model URI points at cannot load and is not "
+            "retried (the replica serves an older one).",
+            tag_keys=("model_name",),
+        )
+        self.housekeeping_errors = Counter(
+            "raylane_housekeeping_errors_total",
+            description="Failures of a replica's background steps (it carries on).",
+            tag_keys=("step",),
         )
         # Per-request figures are aggregated here and handed to Ray by flush_async() (the
         # replica calls it twice a second), as Ray Serve does for its own request metrics: a
@@ -132,3 +154,12 @@ class ServingTelemetry:
         self.loads.inc(1, {"model_name": name, "model_version": version, "outcome": outcome})
         if outcome in ("loaded", "swapped") and version.isdigit():
             self.version.set(int(version), {"model_name": name})
+
+    def load_status(self, name: str, status: dict) -> None:
+        """Record :meth:`ModelHolder.status` (called when it changes)."""
+        tags = {"model_name": name}
+        self.load_failed_attempts.set(status["attempts"], tags)
+        self.load_gave_up.set(1 if status["state"] == "gave_up" else 0, tags)
+
+    def housekeeping_failed(self, step: str) -> None:
+        self.housekeeping_errors.inc(1, {"step": step})
