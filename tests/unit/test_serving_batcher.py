@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -138,3 +139,41 @@ def test_one_bad_request_among_concurrent_good_ones_fails_alone(models):
             want = m1.predict(rows[i])
             np.testing.assert_array_equal(pred.labels, want.labels)
             np.testing.assert_allclose(pred.probabilities, want.probabilities, rtol=1e-6)
+
+
+def test_one_bad_http_request_among_16_concurrent_ones(models):
+    """The newcomer's run of the issue: 16 concurrent /predict requests, one holding a string
+    ONNX Runtime cannot take (a lone surrogate, JSON-escaped). The 15 good ones are answered
+    with their predictions whatever happens to the bad one (400 if parsing refuses it, else
+    500: never the others' failure)."""
+    import httpx
+
+    from raylane.serving.api import bind, build_api
+    from raylane.serving.protocols import PROTOCOLS
+
+    m1, _ = models
+    plane = DataPlane(ModelHolder(), ServingTelemetry())
+    # wait for the batch to fill: the 16 requests are scored as one batch
+    plane.configure(ServingSettings.model_validate(
+        {"batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.5}}))
+    plane.holder.current = m1
+    api = build_api(PROTOCOLS)
+    bind(api, plane, PROTOCOLS)
+    records = ROWS.to_dict("records") * 2
+    bodies = [json.dumps({"records": [r]}).encode() for r in records]
+    bodies[7] = b'{"records": [{"age": 1.0, "income": 2.0, "home": "r\\udc80nt"}]}'
+
+    async def main():
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await asyncio.gather(*(
+                client.post("/predict", content=b, headers={"content-type": "application/json"})
+                for b in bodies))
+
+    out = asyncio.run(main())
+    assert out[7].status_code in (400, 500), out[7].text
+    want = m1.onnx.predict_frame(pd.DataFrame(records))
+    for i, r in enumerate(out):
+        if i != 7:
+            assert r.status_code == 200, (i, r.text)
+            assert r.json()["predictions"] == [["bad", "good"][want.labels[i]]]
