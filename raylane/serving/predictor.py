@@ -137,18 +137,25 @@ def failure_kind(exc: BaseException) -> str:
         seen.add(id(link))
         chain.append(link)
         link = link.__cause__ or link.__context__
-    for link in chain:
-        if isinstance(link, (ConnectionError, TimeoutError, requests.RequestException,
-                             urllib3.exceptions.HTTPError)):
-            return "transient"
-        if isinstance(link, MlflowException):
-            status = link.get_http_status_code()
-            if status >= 500 or status == 429:
-                return "transient"
+    if any(_transient(link) for link in chain):
+        return "transient"
     if isinstance(exc, (UnsafeModelError, WarmupError, ModelNotFoundError, DecodeError,
                         ValidationError, OrtFail, OrtInvalidGraph, OrtInvalidProtobuf)):
         return "permanent"
     return "unknown"
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return _retryable(exc.response.status_code)  # e.g. the artifact store's 503, not 403
+    if isinstance(exc, (ConnectionError, TimeoutError, requests.RequestException,
+                        urllib3.exceptions.HTTPError)):
+        return True
+    return isinstance(exc, MlflowException) and _retryable(exc.get_http_status_code())
+
+
+def _retryable(status: int) -> bool:
+    return status >= 500 or status == 429
 
 
 @dataclass

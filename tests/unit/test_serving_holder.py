@@ -276,3 +276,31 @@ def test_health_and_metadata_report_a_pending_version(flaky):
     assert health["pending_version"] == "2"
     assert meta["version"] == "1" and meta["load_status"] == holder.status()
     assert meta["load_status"]["last_load_error"] == "transient: ConnectionResetError"
+
+
+def test_failure_kinds():
+    import requests
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    from raylane.model_store import ModelNotFoundError
+    from raylane.onnx_model import UnsafeModelError
+    from raylane.serving.predictor import WarmupError, failure_kind
+
+    def http_error(status: int) -> requests.HTTPError:
+        response = requests.Response()
+        response.status_code = status
+        return requests.HTTPError(f"{status}", response=response)
+
+    assert failure_kind(requests.ConnectionError("refused")) == "transient"
+    assert failure_kind(http_error(503)) == "transient"
+    assert failure_kind(http_error(429)) == "transient"
+    assert failure_kind(wrapped(mlflow_503())) == "transient"
+    assert failure_kind(MlflowException("API request failed with exception ...")) == "transient"
+    assert failure_kind(http_error(403)) == "unknown"
+    assert failure_kind(wrapped(MlflowException("gone", error_code=RESOURCE_DOES_NOT_EXIST))) \
+        == "permanent"
+    for exc in (UnsafeModelError("external data"), WarmupError("bad output"),
+                ModelNotFoundError("no raylane_schema metadata")):
+        assert failure_kind(exc) == "permanent"
+    assert failure_kind(KeyError("x")) == "unknown"
