@@ -82,3 +82,24 @@ def test_a_client_fault_is_still_a_4xx(client, plane):
     r = post(client, "/predict", {"records": [{"age": "x", "income": 1.0, "home": "own"}]})
     assert r.status_code == 400 and plane.telemetry._server_errors == {}
     assert SCHEMA.feature_names == ["age", "income", "home"]
+
+
+def test_a_client_gone_mid_body_is_not_a_server_error(plane):
+    import asyncio
+
+    from starlette.requests import Request
+
+    from raylane.serving.protocols.native import predict
+
+    messages = [{"type": "http.request", "body": b'{"records": [', "more_body": True},
+                {"type": "http.disconnect"}]
+
+    async def receive():
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")]}  # no content-length: streamed
+    response = asyncio.run(predict(plane, Request(scope, receive)))
+    assert response.status_code == 499
+    assert plane.telemetry._server_errors == {}
+    assert plane.telemetry._rejected == {("client_disconnected", "predict"): 1}

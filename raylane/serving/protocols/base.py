@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from raylane.onnx_model import Prediction
@@ -115,6 +115,9 @@ async def answer(
     except RequestError as err:
         plane.telemetry.rejected_request(err.reason, route)
         return json_response(errors(err), err.status)
+    except ClientDisconnect:  # gone while sending its body: nobody to answer, no server fault
+        plane.telemetry.rejected_request("client_disconnected", route)
+        return Response(status_code=499)
     except Exception as exc:  # the request was valid: a fault of the model or the server
         log.exception("raylane: %s: the model failed on a validated request", route)
         plane.telemetry.server_error("model_failure", route)
