@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
-from raylane.schema import MISSING_CATEGORY, FeatureSchema
+from raylane.schema import MISSING_CATEGORY, FeatureSchema, category_value
 
 
 class UnsafeModelError(ValueError):
@@ -83,7 +83,8 @@ class OnnxModel:
                 arr = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
             else:
                 arr = np.array(
-                    [MISSING_CATEGORY if _is_missing(v) else str(v) for v in series], dtype=object
+                    [MISSING_CATEGORY if _is_missing(v) else category_value(v, col.numeric_codes)
+                     for v in series], dtype=object
                 )
             feeds[col.name] = arr.reshape(-1, 1)
         return feeds
