@@ -300,6 +300,12 @@ class _Plan:
                        if c.kind == "numeric"}
         self.integers = [(j, c, b) for j, (c, b) in enumerate(self.bounds.items())
                          if b is not None]
+        # the integer columns' rows of the numeric block and their bounds (as [k, 1] floats;
+        # hi + 1 is a power of two, exact as a float), for one vectorized check
+        self.int_rows = np.array([j for j, _, _ in self.integers], dtype=np.intp)
+        self.int_lo = np.array([[float(b[0])] for _, _, b in self.integers]).reshape(-1, 1)
+        self.int_hi1 = np.array([[float(b[1] + 1)] for _, _, b in self.integers]).reshape(-1, 1)
+        self.int64_only = all(b[2] == "int64" for _, _, b in self.integers)
         self.numeric_codes = {c.name: c.numeric_codes for c in schema.columns}
         self.aliases = {c.name: _aliases(c) for c in schema.columns if c.kind == "categorical"}
 
@@ -326,6 +332,18 @@ def plan_for(schema: FeatureSchema) -> _Plan:
     return plan
 
 
+def _block_integers_ok(arr: np.ndarray, plan: _Plan) -> bool:
+    """Whether the integer columns' rows of the numeric block (finite) hold only integers in
+    their dtypes' ranges: one vectorized check for all of them."""
+    kind = arr.dtype.kind
+    if kind == "b" or (arr.dtype == np.int64 and plan.int64_only):
+        return True
+    if kind in "iu":
+        return not any(_integer_problem(arr[j], b) for j, _, b in plan.integers)
+    sub = arr[plan.int_rows]
+    return bool(((sub >= plan.int_lo) & (sub < plan.int_hi1) & (np.floor(sub) == sub)).all())
+
+
 def feeds_from_columns(columns: dict[str, Any], schema: FeatureSchema, n: int) -> Feeds:
     """Convert ``{column: values}`` (already checked for names) into the graph's inputs.
 
@@ -344,8 +362,8 @@ def feeds_from_columns(columns: dict[str, Any], schema: FeatureSchema, n: int) -
                     block = arr.astype(np.float32)
                 if arr.dtype.kind == "f" and not np.isfinite(block).all():
                     block = None  # let the per-column path report the column and row
-                elif any(_integer_problem(arr[j], b) for j, _, b in plan.integers):
-                    block = None
+                elif plan.integers and not _block_integers_ok(arr, plan):
+                    block = None  # the per-column path names the column and row
         except (ValueError, TypeError):
             block = None
         if block is None:
