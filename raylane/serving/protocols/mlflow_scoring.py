@@ -131,7 +131,7 @@ def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds,
                            reason="malformed_csv") from None
     if header is None:
         raise RequestError("CSV body: expected a header row", field="body", reason="empty_body")
-    check_rows(len(rows), max_rows, "csv")
+    check_rows(len(rows), max_rows, "csv.data")
     plan = plan_for(schema)
     parsers = [_cell_parser(plan.bounds, name) for name in header]
     converted = []
