@@ -81,9 +81,11 @@ class OnnxModel:
                     series, errors="raise"
                 )
                 arr = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
-            else:
+            else:  # spelled as serving spells a client's values (raylane.serving.columns)
+                spell = col.recorded_spellings() or {}
                 arr = np.array(
-                    [MISSING_CATEGORY if _is_missing(v) else category_value(v, col.numeric_codes)
+                    [MISSING_CATEGORY if _is_missing(v)
+                     else spell.get(c := category_value(v, col.numeric_codes), c)
                      for v in series], dtype=object
                 )
             feeds[col.name] = arr.reshape(-1, 1)

@@ -76,6 +76,16 @@ class ColumnSpec(BaseModel):
         """A categorical column whose training values were numbers (integer codes)."""
         return numeric_codes(self.dtype)
 
+    def recorded_spellings(self) -> dict[str, str] | None:
+        """Canonical -> recorded spelling of the categories this model recorded otherwise
+        (models trained before :func:`category_value` recorded 1.0 as ``"1.0"``), or None."""
+        out = {}
+        for recorded in self.categories or []:
+            canonical = category_value(recorded, self.numeric_codes)
+            if canonical != recorded:
+                out[canonical] = recorded
+        return out or None
+
     @property
     def onnx_type(self) -> str:
         """The ONNX element type of this column's graph input."""

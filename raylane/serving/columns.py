@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from raylane.schema import MISSING_CATEGORY, ColumnSpec, FeatureSchema, category_value
+from raylane.schema import MISSING_CATEGORY, FeatureSchema, category_value
 
 try:  # orjson is optional; it is several times faster than json for request bodies
     import orjson
@@ -307,17 +307,8 @@ class _Plan:
         self.int_hi1 = np.array([[float(b[1] + 1)] for _, _, b in self.integers]).reshape(-1, 1)
         self.int64_only = all(b[2] == "int64" for _, _, b in self.integers)
         self.numeric_codes = {c.name: c.numeric_codes for c in schema.columns}
-        self.aliases = {c.name: _aliases(c) for c in schema.columns if c.kind == "categorical"}
-
-
-def _aliases(column: ColumnSpec) -> dict[str, str] | None:
-    """Canonical -> recorded spelling of the categories a model recorded otherwise."""
-    out = {}
-    for recorded in column.categories or []:
-        canonical = category_value(recorded, column.numeric_codes)
-        if canonical != recorded:
-            out[canonical] = recorded
-    return out or None
+        self.aliases = {c.name: c.recorded_spellings() for c in schema.columns
+                        if c.kind == "categorical"}
 
 
 _PLANS: dict[int, _Plan] = {}

@@ -129,6 +129,11 @@ def test_a_model_that_recorded_codes_as_floats_still_matches(trained):
     legacy_schema.column("grade").categories = ["1.0", "2.0", "3.0"]
     pipeline = fit(frame, legacy_schema, old)
     native = pipeline.predict_proba(old.head(1).assign(x=0.25, grade="1.0"))[0]
-    with serve(legacy_schema, to_onnx(pipeline, legacy_schema)) as client:
+    onnx_bytes = to_onnx(pipeline, legacy_schema)
+    with serve(legacy_schema, onnx_bytes) as client:
         for g in (1, 1.0, "1", "1.0"):
             np.testing.assert_allclose(probabilities(client, g), native, rtol=1e-5, atol=1e-6)
+    # and so does a champion comparison, which feeds today's holdout ("1") to the old graph
+    rows = pd.DataFrame({"x": [0.25], "grade": ["1"]})
+    proba = OnnxModel(onnx_bytes, legacy_schema).predict_frame(rows).probabilities[0]
+    np.testing.assert_allclose(proba, native, rtol=1e-5, atol=1e-6)
