@@ -18,6 +18,8 @@ from raylane.schema import (
     ColumnSpec,
     FeatureSchema,
     Task,
+    category_value,
+    numeric_codes,
 )
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,8 @@ def infer_schema(
             ptypes.is_bool_dtype(series)
         )
         if is_categorical:
-            seen = sorted({str(v) for v in series.dropna()})
+            numeric = numeric_codes(str(series.dtype))
+            seen = sorted({category_value(v, numeric) for v in series.dropna()})
             if len(seen) > max_categories and name not in categorical:
                 log.warning(
                     "leaving out column %r: %d distinct values (over data.max_categories=%d)",
@@ -147,7 +150,9 @@ def prepare_features(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame
             out[col.name] = values.astype(np.float32).astype(np.float64)
         else:
             values = series.astype(object).where(series.notna(), MISSING_CATEGORY)
-            out[col.name] = np.asarray([str(v) for v in values], dtype=object)
+            out[col.name] = np.asarray(
+                [category_value(v, col.numeric_codes) for v in values], dtype=object
+            )
     return pd.DataFrame(out, index=frame.index)
 
 

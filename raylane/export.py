@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from raylane.families import family_of
 from raylane.onnx_model import OnnxModel
 from raylane.schema import FeatureSchema
+from raylane.serving.columns import RequestError, feeds_from_columns
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
@@ -68,6 +69,16 @@ def to_onnx(pipeline: Pipeline, schema: FeatureSchema) -> bytes:
     return onx.SerializeToString()
 
 
+def client_feeds(rows: pd.DataFrame, schema: FeatureSchema) -> dict[str, np.ndarray]:
+    """The graph's inputs as serving builds them from ``rows`` sent as JSON values."""
+    columns = {}
+    for name in schema.feature_names:
+        series = rows[name]
+        values = series.astype(object).where(series.notna(), None).tolist()
+        columns[name] = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return feeds_from_columns(columns, schema, len(rows))
+
+
 def check_parity(
     pipeline: Pipeline,
     onnx_model: OnnxModel,
@@ -75,9 +86,20 @@ def check_parity(
     atol: float = 1e-4,
     rtol: float = 1e-3,
     max_mismatch_fraction: float = 0.001,
+    raw: pd.DataFrame | None = None,
 ) -> ParityReport:
-    """Compare ONNX and native outputs (probabilities, or predictions) row by row on ``frame``."""
-    prediction = onnx_model.predict_frame(frame)
+    """Compare ONNX and native outputs (probabilities, or predictions) row by row on ``frame``.
+
+    The native model gets ``frame`` (features as training prepared them); the graph gets what
+    serving makes of the same rows sent by a client: ``raw`` (the rows as in the data, before
+    preparation; else ``frame``) through serving's own request decoding. So a difference
+    between how training and serving read a value (a category code 1.0 vs 1) fails parity.
+    """
+    try:
+        feeds = client_feeds(frame if raw is None else raw, onnx_model.schema)
+    except RequestError as exc:
+        raise ParityError(f"serving would refuse a holdout row: {exc.message}") from None
+    prediction = onnx_model.run(feeds)
     if onnx_model.schema.task == "classification":
         native = pipeline.predict_proba(frame)
         exported = prediction.probabilities

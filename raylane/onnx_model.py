@@ -16,7 +16,7 @@ import pandas as pd
 from google.protobuf.message import Message
 from pandas.api.types import is_numeric_dtype
 
-from raylane.schema import MISSING_CATEGORY, FeatureSchema
+from raylane.schema import MISSING_CATEGORY, FeatureSchema, category_value
 
 
 class UnsafeModelError(ValueError):
@@ -94,9 +94,12 @@ class OnnxModel:
                     series, errors="raise"
                 )
                 arr = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
-            else:
+            else:  # spelled as serving spells a client's values (raylane.serving.columns)
+                spell = col.recorded_spellings() or {}
                 arr = np.array(
-                    [MISSING_CATEGORY if _is_missing(v) else str(v) for v in series], dtype=object
+                    [MISSING_CATEGORY if _is_missing(v)
+                     else spell.get(c := category_value(v, col.numeric_codes), c)
+                     for v in series], dtype=object
                 )
             feeds[col.name] = arr.reshape(-1, 1)
         return feeds

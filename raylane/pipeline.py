@@ -131,6 +131,8 @@ def run_pipeline(
             tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest},
             metadata={"holdout_metrics": evaluation.holdout, "dataset_digest": data.digest},
             stage=stops.stage, on_registered=stops.mark_registered,
+            raw_holdout=frame.loc[data.holdout.X.index, data.schema.feature_names]
+            if frame.index.is_unique else None,
         )
         version = published.version
         stops.mark_finished(str(version.version))

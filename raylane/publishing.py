@@ -57,6 +57,7 @@ def publish(
     promote: bool = True,
     stage: Callable[[str], AbstractContextManager] = lambda name: contextlib.nullcontext(),
     on_registered: Callable[[str], None] | None = None,
+    raw_holdout: pd.DataFrame | None = None,
 ) -> Published:
     """Export ``pipeline``, check the graph against it on ``holdout``, log it from run ``run_id``,
     register it as a new version of ``registered_model`` and decide on promotion.
@@ -71,7 +72,8 @@ def publish(
 
     ``stage(name)`` wraps each step ("export", "parity", "registration", "promotion"; the job
     passes :func:`raylane.stops.stage` so a stop says where it landed) and ``on_registered`` is
-    told the new version number as soon as it exists.
+    told the new version number as soon as it exists. ``raw_holdout`` (the holdout rows as in
+    the data) is what the parity check sends the graph through serving's request decoding.
     """
     export = export or ExportConfig()
     run = RunLog(client, run_id)
@@ -80,7 +82,8 @@ def publish(
         onnx_model = OnnxModel(onnx_bytes, schema)
     with stage("parity"):
         parity = check_parity(pipeline, onnx_model, holdout.X, export.parity_atol,
-                              export.parity_rtol, export.parity_max_mismatch_fraction)
+                              export.parity_rtol, export.parity_max_mismatch_fraction,
+                              raw=raw_holdout)
         run.json(parity.as_dict(), "export/parity.json")
         run.metrics({"parity.max_abs_diff": parity.max_abs_diff,
                      "parity.mismatched_rows": parity.mismatched_rows})

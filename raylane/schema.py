@@ -7,8 +7,10 @@ columns, their kinds, the class labels and the task without importing any traini
 from __future__ import annotations
 
 import json
+import re
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 Task = Literal["classification", "regression"]
@@ -17,6 +19,45 @@ ColumnKind = Literal["numeric", "categorical"]
 # Categorical values are strings inside the graph; a missing category is the empty string.
 MISSING_CATEGORY = ""
 MAX_RECORDED_CATEGORIES = 200
+_NUMERIC_DTYPE = re.compile(r"^(u?int|float)\d*$", re.IGNORECASE)  # int64, Int64, UInt8, float32
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_INTEGER = re.compile(r"^[+-]?\d+$")
+
+
+def numeric_codes(dtype: str) -> bool:
+    """Whether a categorical column of pandas dtype ``dtype`` holds numbers (integer codes)."""
+    return bool(_NUMERIC_DTYPE.match(dtype))
+
+
+def category_value(value: object, numeric: bool = False) -> str:
+    """The one spelling of a (present) category value, used by training and by serving alike.
+
+    A number is written as an integer when it is one (``1``, ``1.0``, ``np.float64(1.0)`` ->
+    ``"1"``), else as its shortest repr; in a column of ``numeric`` codes a string that is a
+    number is spelled the same way (``"1.0"`` -> ``"1"``), so a float column with missing values
+    (stored as 1.0) matches a client's ``1`` or ``"1"``. Other strings are kept as they are;
+    booleans are ``"True"``/``"False"``; NaN and infinities are ``str(value)``.
+    """
+    if isinstance(value, str):
+        if numeric and len(value) <= 40 and _NUMBER.match(value):
+            if _INTEGER.match(value):
+                return str(int(value))
+            number = float(value)
+            return _number(number) if np.isfinite(number) else value
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return _number(value) if np.isfinite(value) else str(value)
+    return str(value)
+
+
+def _number(value: float | np.floating) -> str:
+    if float(value).is_integer():
+        return str(int(value))
+    return str(value)  # shortest repr of its own precision: np.float32(0.1) -> "0.1"
 
 
 class ColumnSpec(BaseModel):
@@ -29,6 +70,21 @@ class ColumnSpec(BaseModel):
     dtype: str  # the pandas dtype the column was read with, for people reading the schema
     nullable: bool = True
     categories: list[str] | None = None  # categories seen in training (categorical only)
+
+    @property
+    def numeric_codes(self) -> bool:
+        """A categorical column whose training values were numbers (integer codes)."""
+        return numeric_codes(self.dtype)
+
+    def recorded_spellings(self) -> dict[str, str] | None:
+        """Canonical -> recorded spelling of the categories this model recorded otherwise
+        (models trained before :func:`category_value` recorded 1.0 as ``"1.0"``), or None."""
+        out = {}
+        for recorded in self.categories or []:
+            canonical = category_value(recorded, self.numeric_codes)
+            if canonical != recorded:
+                out[canonical] = recorded
+        return out or None
 
     @property
     def onnx_type(self) -> str:

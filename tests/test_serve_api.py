@@ -304,7 +304,7 @@ def bad_cases(env):
          "column 'Age': expected a number or null, got a string 'abc'", "Age"),
         ("numeric string", "/predict", j({"records": [_with(env, Age="30")]}), None, 400,
          "expected a number or null", "Age"),
-        ("wrong type category", "/predict", j({"records": [_with(env, Home=1.5)]}), None, 400,
+        ("wrong type category", "/predict", j({"records": [_with(env, Home=[1.5])]}), None, 400,
          "column 'Home': expected a string", "Home"),
         ("object for number", "/predict", j({"records": [_with(env, Age={"a": 1})]}), None, 400,
          "expected a number or null", "Age"),

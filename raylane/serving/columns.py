@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from raylane.schema import MISSING_CATEGORY, FeatureSchema
+from raylane.schema import MISSING_CATEGORY, FeatureSchema, category_value
 
 try:  # orjson is optional; it is several times faster than json for request bodies
     import orjson
@@ -96,8 +96,75 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def numeric_column(name: str, values: Any, n: int) -> np.ndarray:
-    """A ``[N, 1]`` float32 column; ``null`` is a missing value, strings and NaN are errors."""
+Bounds = tuple[int, int, str]  # an integer column's (lowest, highest, dtype)
+
+
+def integer_bounds(dtype: str) -> Bounds | None:
+    """The range of a numeric column trained as an integer dtype (``int64``, ``Int32``, ...)."""
+    try:
+        info = np.iinfo(np.dtype(dtype.lower()))
+    except (TypeError, ValueError):
+        return None
+    return int(info.min), int(info.max), info.dtype.name
+
+
+def _out_of_range(name: str, value: Any, i: int, bounds: Bounds) -> RequestError:
+    lo, hi, dtype = bounds
+    return RequestError(
+        f"column {name!r}: expected an integer in the {dtype} range [{lo}, {hi}] or null, got "
+        f"{_describe(value)} (row {i})",
+        field=name,
+        reason="out_of_range",
+    )
+
+
+def _not_integer(name: str, value: Any, i: int, bounds: Bounds) -> RequestError:
+    return RequestError(
+        f"column {name!r}: expected an integer (the column is {bounds[2]}) or null, got "
+        f"{_describe(value)} (row {i})",
+        field=name,
+        reason="wrong_type",
+    )
+
+
+def _integer_problem(arr: np.ndarray, bounds: Bounds) -> tuple[int, bool] | None:
+    """First row of a 1-D numeric ``arr`` (finite) an integer column cannot hold, vectorized:
+    ``(row, out_of_range)``, or None."""
+    lo, hi, _ = bounds
+    kind = arr.dtype.kind
+    if kind == "b":
+        return None
+    if kind in "iu":
+        info = np.iinfo(arr.dtype)
+        if info.min >= lo and info.max <= hi:  # e.g. int64 values in an int64 column
+            return None
+        bad = np.zeros(arr.shape, dtype=bool)
+        if info.min < lo:
+            bad |= arr < lo
+        if info.max > hi:
+            bad |= arr > hi
+        return (int(np.argmax(bad)), True) if bad.any() else None
+    outside = (arr < lo) | (arr >= hi + 1)  # hi + 1 is a power of two: exact as a float
+    fraction = np.floor(arr) != arr
+    if not (outside.any() or fraction.any()):
+        return None
+    i = int(np.argmax(outside | fraction))
+    return i, bool(outside[i])
+
+
+def _check_integers(name: str, arr: np.ndarray, values: Any, bounds: Bounds) -> None:
+    problem = _integer_problem(arr, bounds)
+    if problem is not None:
+        i, outside = problem
+        raise (_out_of_range if outside else _not_integer)(name, values[i], i, bounds)
+
+
+def numeric_column(name: str, values: Any, n: int, bounds: Bounds | None = None) -> np.ndarray:
+    """A ``[N, 1]`` float32 column; ``null`` is a missing value, strings and NaN are errors.
+
+    Numbers float32 cannot hold are errors, and so are, for a column trained as an integer
+    dtype (``bounds``), fractions and numbers outside that dtype's range.
+    """
     arr: np.ndarray | None
     try:
         arr = np.asarray(values)
@@ -116,13 +183,28 @@ def numeric_column(name: str, values: Any, n: int) -> np.ndarray:
                     field=name,
                     reason="non_finite",
                 )
+        if bounds is not None:
+            _check_integers(name, arr, values, bounds)
     else:
         out = np.empty(n, dtype=np.float32)
         for i, v in enumerate(values):
             t = type(v)
             if v is None:
                 out[i] = np.nan
-            elif t is int or t is float or t is bool:
+            elif t is bool:
+                out[i] = v
+            elif t is int:  # exact: a Python int can be any size
+                if bounds is not None and not bounds[0] <= v <= bounds[1]:
+                    raise _out_of_range(name, v, i, bounds)
+                if abs(v) > _F32_MAX:
+                    raise RequestError(
+                        f"column {name!r}: expected a finite number or null, got {_describe(v)}"
+                        f" (row {i}; float32 range is +-{_F32_MAX:.3g})",
+                        field=name,
+                        reason="non_finite",
+                    )
+                out[i] = v
+            elif t is float:
                 if not math.isfinite(v) or abs(v) > _F32_MAX:
                     raise RequestError(
                         f"column {name!r}: expected a finite number or null, got {_describe(v)}"
@@ -130,6 +212,11 @@ def numeric_column(name: str, values: Any, n: int) -> np.ndarray:
                         field=name,
                         reason="non_finite",
                     )
+                if bounds is not None:
+                    if not bounds[0] <= v < bounds[1] + 1:
+                        raise _out_of_range(name, v, i, bounds)
+                    if not v.is_integer():
+                        raise _not_integer(name, v, i, bounds)
                 out[i] = v
             else:
                 kind = "a string" if t is str else f"a {t.__name__}"
@@ -148,8 +235,17 @@ def numeric_column(name: str, values: Any, n: int) -> np.ndarray:
     return out.reshape(n, 1)
 
 
-def categorical_column(name: str, values: Any, n: int) -> np.ndarray:
-    """A ``[N, 1]`` string column; ``null`` is the missing category; integers are accepted."""
+def categorical_column(
+    name: str, values: Any, n: int, numeric: bool = False, aliases: dict[str, str] | None = None
+) -> np.ndarray:
+    """A ``[N, 1]`` string column; ``null`` is the missing category; numbers are accepted.
+
+    Values are spelled as training spelled them (:func:`~raylane.schema.category_value`; a
+    column of ``numeric`` codes reads ``1``, ``1.0``, ``"1"`` and ``"1.0"`` alike), then as the
+    model recorded them (``aliases``: canonical -> recorded, for models trained before that
+    spelling). Strings that cannot be encoded as UTF-8 (lone surrogates) are errors here: ONNX
+    Runtime would fail on them, and with them on every request batched alongside.
+    """
     values = list(values)
     if len(values) != n:
         raise RequestError(
@@ -157,29 +253,42 @@ def categorical_column(name: str, values: Any, n: int) -> np.ndarray:
             field=name,
             reason="wrong_shape",
         )
-    if not all(type(v) is str for v in values):
+    if numeric or not all(type(v) is str for v in values):
         fixed = []
         for i, v in enumerate(values):
             t = type(v)
-            if t is str:
-                fixed.append(v)
-            elif v is None:
+            if v is None:
                 fixed.append(MISSING_CATEGORY)
-            elif t is int or t is bool:
-                fixed.append(str(v))
+            elif t is str or t is int or t is bool or (t is float and math.isfinite(v)):
+                fixed.append(category_value(v, numeric))
             else:
+                expected = "a finite number" if t is float else "a string (a category)"
                 raise RequestError(
-                    f"column {name!r}: expected a string (a category) or null, got "
-                    f"{_describe(v)} (row {i})",
+                    f"column {name!r}: expected {expected} or null, got {_describe(v)} (row {i})",
                     field=name,
-                    reason="wrong_type",
+                    reason="non_finite" if t is float else "wrong_type",
                 )
         values = fixed
+    if aliases:
+        values = [aliases.get(v, v) for v in values]
+    try:
+        "".join(values).encode("utf-8")
+    except UnicodeEncodeError:
+        for i, v in enumerate(values):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RequestError(
+                    f"column {name!r}: {exc.object[exc.start:exc.end]!r} cannot be encoded as "
+                    f"UTF-8 (a lone surrogate) in {_describe(v)} (row {i})",
+                    field=name,
+                    reason="invalid_string",
+                ) from None
     return np.array(values, dtype=object).reshape(n, 1)
 
 
 class _Plan:
-    """Column names of a schema, computed once (schema properties rebuild lists per call)."""
+    """Column names and rules of a schema, computed once (schema properties rebuild lists)."""
 
     def __init__(self, schema: FeatureSchema):
         self.schema = schema
@@ -187,6 +296,19 @@ class _Plan:
         self.keys = set(self.names)
         self.numeric = schema.numeric
         self.categorical = schema.categorical
+        self.bounds = {c.name: integer_bounds(c.dtype) for c in schema.columns
+                       if c.kind == "numeric"}
+        self.integers = [(j, c, b) for j, (c, b) in enumerate(self.bounds.items())
+                         if b is not None]
+        # the integer columns' rows of the numeric block and their bounds (as [k, 1] floats;
+        # hi + 1 is a power of two, exact as a float), for one vectorized check
+        self.int_rows = np.array([j for j, _, _ in self.integers], dtype=np.intp)
+        self.int_lo = np.array([[float(b[0])] for _, _, b in self.integers]).reshape(-1, 1)
+        self.int_hi1 = np.array([[float(b[1] + 1)] for _, _, b in self.integers]).reshape(-1, 1)
+        self.int64_only = all(b[2] == "int64" for _, _, b in self.integers)
+        self.numeric_codes = {c.name: c.numeric_codes for c in schema.columns}
+        self.aliases = {c.name: c.recorded_spellings() for c in schema.columns
+                        if c.kind == "categorical"}
 
 
 _PLANS: dict[int, _Plan] = {}
@@ -199,6 +321,18 @@ def plan_for(schema: FeatureSchema) -> _Plan:
             _PLANS.clear()
         plan = _PLANS[id(schema)] = _Plan(schema)
     return plan
+
+
+def _block_integers_ok(arr: np.ndarray, plan: _Plan) -> bool:
+    """Whether the integer columns' rows of the numeric block (finite) hold only integers in
+    their dtypes' ranges: one vectorized check for all of them."""
+    kind = arr.dtype.kind
+    if kind == "b" or (arr.dtype == np.int64 and plan.int64_only):
+        return True
+    if kind in "iu":
+        return not any(_integer_problem(arr[j], b) for j, _, b in plan.integers)
+    sub = arr[plan.int_rows]
+    return bool(((sub >= plan.int_lo) & (sub < plan.int_hi1) & (np.floor(sub) == sub)).all())
 
 
 def feeds_from_columns(columns: dict[str, Any], schema: FeatureSchema, n: int) -> Feeds:
@@ -219,16 +353,18 @@ def feeds_from_columns(columns: dict[str, Any], schema: FeatureSchema, n: int) -
                     block = arr.astype(np.float32)
                 if arr.dtype.kind == "f" and not np.isfinite(block).all():
                     block = None  # let the per-column path report the column and row
+                elif plan.integers and not _block_integers_ok(arr, plan):
+                    block = None  # the per-column path names the column and row
         except (ValueError, TypeError):
             block = None
         if block is None:
             for c in numeric:
-                feeds[c] = numeric_column(c, columns[c], n)
+                feeds[c] = numeric_column(c, columns[c], n, plan.bounds[c])
         else:
             for j, c in enumerate(numeric):
                 feeds[c] = block[j].reshape(n, 1)
     for c in plan.categorical:
-        feeds[c] = categorical_column(c, columns[c], n)
+        feeds[c] = categorical_column(c, columns[c], n, plan.numeric_codes[c], plan.aliases[c])
     return feeds
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,10 +16,41 @@ JSON_TYPES = {"", "application/json", "text/json", "application/x-www-form-urlen
 
 
 def dumps(obj: Any) -> bytes:
-    """JSON bytes; numpy arrays are serialized as lists."""
-    if orjson is not None:
-        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
-    return json.dumps(obj, default=lambda a: a.tolist()).encode()  # pragma: no cover
+    """JSON bytes; numpy arrays are serialized as lists. Never raises: what JSON cannot hold as
+    it is (a lone surrogate a client sent, an int over 64 bits) is encoded by :func:`safe_dumps`.
+    """
+    try:
+        if orjson is not None:
+            return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+        return json.dumps(obj, default=lambda a: a.tolist(), allow_nan=False).encode()
+    except (TypeError, ValueError):
+        return safe_dumps(obj)
+
+
+def safe_dumps(obj: Any) -> bytes:
+    """Strict JSON of anything: lone surrogates escaped as text (``"\\ud800"``), NaN and
+    infinities as null, numpy values as lists and numbers, other objects as their ``str``."""
+    return json.dumps(_safe(obj), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _safe(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, bool) or obj is None or isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_key(k): _safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_safe(v) for v in obj]
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return _safe(obj.tolist())
+    return _safe(str(obj))
+
+
+def _key(key: Any) -> str:
+    return _safe(key if isinstance(key, str) else str(key))
 
 
 def json_response(obj: Any, status: int = 200) -> Response:

@@ -49,6 +49,8 @@ class ServingSettings(BaseModel):
     # Re-resolve an alias this often and swap when it moved; 0 disables polling.
     poll_interval_s: float = Field(30.0, ge=0)
     intra_op_threads: int = Field(1, ge=1)
+    # /metadata lists at most this many training categories per column (0: only their number).
+    metadata_categories: int = Field(0, ge=0, le=200)
     batching: BatchingSettings = BatchingSettings()
     limits: LimitSettings = LimitSettings()
     prediction_log: PredictionLogSettings = PredictionLogSettings()

@@ -21,10 +21,12 @@ from raylane.schema import FeatureSchema
 from raylane.serving.columns import (
     Feeds,
     RequestError,
+    check_rows,
     columns_from_columnar,
     columns_from_records,
     columns_from_split,
     feeds_from_columns,
+    plan_for,
 )
 from raylane.serving.dataplane import DataPlane, class_labels
 from raylane.serving.predictor import LoadedModel
@@ -108,34 +110,72 @@ def parse_invocations(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[F
 
 
 def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
-    """``text/csv`` with a header row; empty numeric cells are missing values."""
+    """``text/csv`` with a header row; empty numeric cells are missing values.
+
+    A UTF-8 byte-order mark (what Excel writes) is dropped; blank lines are skipped; a row with
+    more or fewer cells than the header is an error naming it.
+    """
     try:
-        rows = list(csv.reader(io.StringIO(body.decode("utf-8"))))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise RequestError(f"CSV body: {exc}", field="body", reason="malformed_csv") from None
-    if not rows:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = body[: exc.start].count(b"\n") + 1
+        raise RequestError(
+            f"CSV body: line {line} is not valid UTF-8 (byte {body[exc.start]:#04x})",
+            field="body", reason="malformed_csv",
+        ) from None
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = next(reader, None)
+        rows = [(reader.line_num, row) for row in reader if row]
+    except csv.Error as exc:
+        raise RequestError(f"CSV body: line {reader.line_num}: {exc}", field="body",
+                           reason="malformed_csv") from None
+    if header is None:
         raise RequestError("CSV body: expected a header row", field="body", reason="empty_body")
-    header, data = rows[0], [r for r in rows[1:] if r]
-    numeric = set(schema.numeric)
+    check_rows(len(rows), max_rows, "csv.data")
+    plan = plan_for(schema)
+    parsers = [_cell_parser(plan.bounds, name) for name in header]
     converted = []
-    for i, row in enumerate(data):
+    for i, (line, row) in enumerate(rows):
+        if len(row) != len(header):
+            raise RequestError(
+                f"CSV row {i} (line {line}): {len(row)} cells, but the header has "
+                f"{len(header)} ({', '.join(header)})",
+                field=f"csv row {i}",
+                reason="wrong_shape",
+            )
         out = []
-        for name, cell in zip(header, row, strict=False):
-            if name in numeric:
-                try:
-                    out.append(None if cell == "" else float(cell))
-                except ValueError:
-                    raise RequestError(
-                        f"column {name!r}: expected a number or an empty cell, got {cell!r} "
-                        f"(row {i})",
-                        field=name,
-                        reason="wrong_type",
-                    ) from None
-            else:
+        for name, parse, cell in zip(header, parsers, row, strict=True):
+            if parse is None or cell == "":
                 out.append(None if cell == "" else cell)
+                continue
+            try:
+                out.append(parse(cell))
+            except ValueError:
+                raise RequestError(
+                    f"column {name!r}: expected a number or an empty cell, got {cell!r} "
+                    f"(row {i})",
+                    field=name,
+                    reason="wrong_type",
+                ) from None
         converted.append(out)
     columns, n = columns_from_split(header, converted, schema, max_rows, "csv")
     return feeds_from_columns(columns, schema, n), n
+
+
+def _cell_parser(bounds: dict, name: str):
+    """How to read a cell of column ``name``: None (a string), float, or int-or-float (an integer
+    column: an integer cell is read exactly, so its range check is exact)."""
+    if name not in bounds:
+        return None
+    return float if bounds[name] is None else _int_or_float
+
+
+def _int_or_float(cell: str) -> int | float:
+    try:
+        return int(cell)
+    except ValueError:
+        return float(cell)
 
 
 def invocations_response(model: LoadedModel, pred: Prediction, n: int, obj: Any) -> dict:

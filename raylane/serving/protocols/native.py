@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from raylane.onnx_model import Prediction
-from raylane.schema import FeatureSchema
+from raylane.schema import ColumnSpec, FeatureSchema
 from raylane.serving.columns import (
     Feeds,
     RequestError,
@@ -68,7 +68,23 @@ class ColumnMetadata(BaseModel):
     kind: str
     dtype: str
     nullable: bool
-    categories: list[str] | None = None
+    category_count: int | None = Field(
+        None, description="Categorical columns: how many categories the model recorded in "
+        "training (at most 200)."
+    )
+    categories: list[str] | None = Field(
+        None, description="Only if the deployment opts in (`metadata_categories`): the first "
+        "recorded categories, at most that many."
+    )
+
+
+class LoadError(BaseModel):
+    model_uri: str | None
+    version: str | None
+    reason: str = Field(description="load_failed, warmup_failed or unsafe_model (details are "
+                        "in the replica's log).")
+    at: float | None
+    kept_version: str | None
 
 
 class ModelMetadata(BaseModel):
@@ -83,7 +99,7 @@ class ModelMetadata(BaseModel):
     outputs: list[V2TensorMetadata]
     class_labels: list[str] | None
     loaded_at: float
-    last_error: dict[str, Any] | None = Field(
+    last_error: LoadError | None = Field(
         description="The last failed load or swap (the old model kept serving), if any."
     )
     load_status: dict[str, Any] = Field(
@@ -157,20 +173,55 @@ async def healthz(plane: DataPlane, request: Request) -> Response:
 
 
 async def metadata(plane: DataPlane, request: Request) -> Response:
+    """What a client needs to call the model, and the state of its loads.
+
+    Inputs are names, kinds, dtypes and, for categorical columns, the number of recorded
+    categories; never the training data's values, unless the deployment opts in with
+    ``metadata_categories: N`` (at most N per column, N <= 200; for a form that offers them).
+    A failed load is a stable ``reason``; its exception text is only in the replica's log.
+    """
     model = plane.holder.current
+    last_error = public_load_error(plane.holder.last_error)
     if model is None:
         return json_response({"error": "no model loaded yet", "field": None,
-                              "reason": "not_ready", "last_error": plane.holder.last_error},
-                             503)
+                              "reason": "not_ready", "last_error": last_error}, 503)
     reg = model.registered
+    shown = plane.settings.metadata_categories
     return json_response({
         "name": reg.name, "version": reg.version, "alias": reg.alias, "model_uri": model.uri,
         "run_id": reg.run_id, "task": reg.schema.task, "target": reg.schema.target,
-        "inputs": [c.model_dump() for c in reg.schema.columns],
+        "inputs": [column_metadata(c, shown) for c in reg.schema.columns],
         "outputs": v2_outputs(reg.schema),
         "class_labels": reg.schema.class_labels, "loaded_at": model.loaded_at,
-        "last_error": plane.holder.last_error, "load_status": plane.holder.status(),
+        "last_error": last_error, "load_status": plane.holder.status(),
     })
+
+
+def column_metadata(column: ColumnSpec, shown: int = 0) -> dict:
+    """A column as ``/metadata`` shows it: no category values unless ``shown`` > 0."""
+    out: dict[str, Any] = {"name": column.name, "kind": column.kind, "dtype": column.dtype,
+                           "nullable": column.nullable}
+    if column.kind == "categorical":
+        out["category_count"] = len(column.categories or [])
+        if shown > 0:
+            out["categories"] = (column.categories or [])[:shown]
+    return out
+
+
+_LOAD_REASONS = {"WarmupError": "warmup_failed", "UnsafeModelError": "unsafe_model"}
+
+
+def public_load_error(last_error: dict | None) -> dict | None:
+    """A failed load without its exception text (which may hold paths, hosts or credentials)."""
+    if last_error is None:
+        return None
+    reason = last_error.get("reason")
+    if not (isinstance(reason, str) and reason.replace("_", "").isalnum()):
+        kind = str(last_error.get("error", "")).split(":", 1)[0]
+        reason = _LOAD_REASONS.get(kind, "load_failed")
+    return {"model_uri": last_error.get("model_uri"), "version": last_error.get("version"),
+            "reason": reason, "at": last_error.get("at"),
+            "kept_version": last_error.get("kept_version")}
 
 
 PROTOCOL = Protocol(

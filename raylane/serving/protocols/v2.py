@@ -11,7 +11,6 @@ import itertools
 import math
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,7 +24,6 @@ from raylane.serving.columns import (
     check_names,
     check_rows,
     feeds_from_columns,
-    numeric_column,
 )
 from raylane.serving.dataplane import DataPlane, class_labels, not_ready
 from raylane.serving.http_io import json_response
@@ -250,8 +248,8 @@ def _v2_matrix(inp: tuple, schema: FeatureSchema, max_rows: int) -> tuple[Feeds,
             reason="wrong_type",
         )
     check_rows(n, max_rows, "inputs")
-    matrix = numeric_column(name, flat, n * width).reshape(n, width)
-    return {c: np.ascontiguousarray(matrix[:, j : j + 1]) for j, c in enumerate(names)}, n
+    # one column per feature, so errors name the column (and its own type's range applies)
+    return feeds_from_columns({c: flat[j::width] for j, c in enumerate(names)}, schema, n), n
 
 
 def v2_outputs(schema: FeatureSchema) -> list[dict]:
