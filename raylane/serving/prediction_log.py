@@ -112,9 +112,11 @@ class PredictionLog:
             self.max_buffered_rows = 2 * self.flush_rows
         self._atomic_put = is_object_store(self.filesystem)
         self._rng = np.random.default_rng(self.seed)
+        if self._atomic_put:
+            return  # object stores have no directories (a missing bucket fails each write)
         try:
             self.filesystem.create_dir(self._base, recursive=True)
-        except Exception:  # e.g. a missing bucket: writes will fail, be logged and counted
+        except Exception:  # writes will fail, be logged and counted
             log.exception("prediction log: cannot create %s", self.directory)
 
     @property
