@@ -175,3 +175,22 @@ def test_settings_take_the_location_from_the_environment(monkeypatch):
     monkeypatch.delenv("RAYLANE_PREDICTION_LOG")
     settings = ServingSettings.model_validate({"prediction_log": {}})
     assert settings.prediction_log.directory == "/tmp/raylane/prediction_log"
+
+
+def test_a_request_that_half_fits_the_buffer_keeps_its_first_rows_with_their_ids(tmp_path):
+    m = loaded("1")
+    log = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=100,
+                        max_buffered_rows=250, flush_interval_s=3600, seed=0)
+    n = 100
+    feeds = {"age": np.arange(n, dtype=np.float32).reshape(-1, 1),
+             "income": np.ones((n, 1), np.float32),
+             "home": np.array([["own"]] * n, dtype=object)}
+    pred = m.predict(feeds)
+    with log._writing:  # a write is under way
+        for r in range(3):
+            log.record("credit", "1", m.schema, feeds, n, pred, [f"{r}-{i}" for i in range(n)])
+    assert (log.buffered_rows, log.dropped_rows) == (250, 50)
+    (f,) = log.flush()
+    t = pq.read_table(f).flatten()
+    assert t.column("prediction_id").to_pylist()[200:] == [f"2-{i}" for i in range(50)]
+    assert t.column("input.age").to_pylist()[200:] == list(range(50))
