@@ -50,8 +50,10 @@ def resolve_location(location: str) -> tuple[pafs.FileSystem, str]:
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
     try:
         return pafs.FileSystem.from_uri(location)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a scheme only fsspec knows
-        import fsspec
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        if isinstance(exc, pa.ArrowInvalid) and "Unrecognized filesystem" not in str(exc):
+            raise  # pyarrow knows the scheme; the URI is wrong
+        import fsspec  # a scheme only fsspec knows (or one this pyarrow was built without)
 
         fs, path = fsspec.core.url_to_fs(location)
         return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path

@@ -164,6 +164,10 @@ def test_locations(tmp_path, monkeypatch):
     assert fs.type_name == "local" and base == f"{tmp_path}/x"
     fs, base = resolve_location("s3://bucket/prefix?region=us-east-1")
     assert is_object_store(fs) and base == "bucket/prefix"
+    fs, base = resolve_location("gs://bucket/prefix")
+    assert fs.type_name == "gcs" and is_object_store(fs) and base == "bucket/prefix"
+    with pytest.raises(Exception, match="query parameter"):  # pyarrow's message, not fsspec's
+        resolve_location("gs://bucket/prefix?anonymous=true")
 
 
 def test_settings_take_the_location_from_the_environment(monkeypatch):
