@@ -211,7 +211,7 @@ def _project_images(objs) -> set[str]:
     images = set()
     for obj in objs:
         for _, c in k8s.containers(obj):
-            if not c["image"].startswith("postgres:"):
+            if not c["image"].startswith(("postgres:", "minio/minio:")):  # third-party images
                 images.add(c["image"])
     return images
 

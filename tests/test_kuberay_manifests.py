@@ -201,8 +201,8 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
 def test_secret_references_resolve(overlay):
     objs = k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)
     secrets = {o["metadata"]["name"] for o in objs if o["kind"] == "Secret"}
-    # prod: the database Secret is created out of band (README: Run on Kubernetes), not in git
-    external = {"mlflow-postgres"} if overlay == "prod" else set()
+    # prod: the database and S3 Secrets are created out of band (README: Run on Kubernetes)
+    external = {"mlflow-postgres", "prediction-log-s3"} if overlay == "prod" else set()
     refs = set()
     for o in objs:
         for _, c in k8s.containers(o):
@@ -212,7 +212,37 @@ def test_secret_references_resolve(overlay):
     assert refs, "expected Secret references"
     assert refs <= secrets | external, refs - secrets
     if overlay == "dev":
-        assert len(secrets) == 1 and next(iter(secrets)).startswith("mlflow-postgres-")
+        assert len(secrets) == 2 and "prediction-log-s3" in secrets
+        assert {s for s in secrets if s.startswith("mlflow-postgres-")}
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_replicas_share_one_prediction_log_location(overlay):
+    """Every Serve pod takes the log's location (an s3:// URI, from the ConfigMap) and its S3
+    credentials (from the Secret, never a literal) by name; the Serve config defers to it."""
+    import yaml
+
+    objs = {k8s.obj_id(o): o for o in k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)}
+    config = objs["ConfigMap/raylane-prediction-log"]["data"]
+    assert config["RAYLANE_PREDICTION_LOG"].startswith("s3://")
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(config)
+    service = objs["RayService/raylane-serve"]
+    for where, c in k8s.ray_containers(service):
+        refs = c.get("envFrom", [])
+        assert {"configMapRef": {"name": "raylane-prediction-log"}} in refs, where
+        assert {"secretRef": {"name": "prediction-log-s3", "optional": True}} in refs, where
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & {e["name"] for e in c["env"]}
+    serve = yaml.safe_load(service["spec"]["serveConfigV2"])
+    (dep,) = serve["applications"][0]["deployments"]
+    assert dep["user_config"]["prediction_log"]["directory"] is None  # = $RAYLANE_PREDICTION_LOG
+    if overlay == "dev":  # its own S3: MinIO, signed with the same Secret, and the bucket made
+        assert config["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        assert objs["Service/minio"]["spec"]["ports"][0]["port"] == 9000
+        minio = objs["Deployment/minio"]["spec"]["template"]["spec"]["containers"][0]
+        assert {e["valueFrom"]["secretKeyRef"]["name"] for e in minio["env"]} == {
+            "prediction-log-s3"}
+        job = objs["Job/prediction-log-bucket"]["spec"]["template"]["spec"]["containers"][0]
+        assert {"configMapRef": {"name": "raylane-prediction-log"}} in job["envFrom"]
 
 
 def test_probes_on_mlflow_and_postgres():

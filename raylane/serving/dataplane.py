@@ -81,6 +81,7 @@ class DataPlane:
             self.plog = PredictionLog(
                 directory=pl.directory, sample_rate=pl.sample_rate, flush_rows=pl.flush_rows,
                 flush_interval_s=pl.flush_interval_s, max_total_bytes=pl.max_total_bytes,
+                max_buffered_rows=pl.max_buffered_rows,
             )
         self.settings = settings
         return old
@@ -94,11 +95,12 @@ class DataPlane:
 
     def answered(
         self, model: LoadedModel, route: str, feeds: Feeds, n: int, pred: Prediction,
-        started: float,
+        started: float, ids: list[str] | None = None,
     ) -> None:
-        """Count a successful prediction (latency since ``started``) and sample it to the log."""
+        """Count a successful prediction (latency since ``started``) and sample it to the log
+        with its prediction ``ids`` (those the client got)."""
         self.telemetry.predicted(
             model.name, model.version, route, n, (time.perf_counter() - started) * 1000
         )
         if self.plog is not None:
-            self.plog.record(model.name, model.version, model.schema, feeds, n, pred)
+            self.plog.record(model.name, model.version, model.schema, feeds, n, pred, ids)

@@ -1,31 +1,72 @@
 """Sampled prediction logging to Parquet: the record continuous training reads to detect drift.
 
-Each file holds rows ``timestamp`` (UTC), ``model_name``, ``model_version``, ``input`` (a struct of
-the raw feature columns; ``pyarrow.Table.flatten()`` gives ``input.<column>``), ``prediction``
-(class label or value) and, for classifiers, ``probabilities``. Rows are buffered in memory and
-written by a background thread as one closed file per flush (``flush_rows`` bounds a file's size);
-the oldest files are deleted once the directory holds more than ``max_total_bytes``.
+Each file holds rows ``prediction_id`` (the id the client got back, see
+:mod:`raylane.serving.prediction_ids`; labels that arrive later join on it), ``timestamp`` (UTC),
+``model_name``, ``model_version``, ``input`` (a struct of the raw feature columns;
+``pyarrow.Table.flatten()`` gives ``input.<column>``), ``prediction`` (class label or value) and,
+for classifiers, ``probabilities``.
+
+The location is a local directory or any URI pyarrow or fsspec knows (``s3://bucket/prefix``,
+``gs://...``), so every replica on every node can log to one place: file names carry a random tag
+per log instance (one per replica), a local file is written under a ``.tmp`` name and then moved,
+an object-store file is one complete PUT (both atomic for readers). S3 settings come from the usual
+environment (``AWS_ENDPOINT_URL`` for MinIO or another S3-compatible server, ``AWS_REGION``,
+credentials) or from the URI's query (``s3://b/p?endpoint_override=host:9000&scheme=http``).
+
+Rows are buffered in memory (at most ``max_buffered_rows``; more are dropped and counted in
+:attr:`PredictionLog.dropped_rows`) and written by a background thread as one file per model
+version and flush. Once the whole location (every replica's files, and ``.tmp`` files a crashed
+writer left) holds more than ``max_total_bytes``, the oldest files are deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raylane.onnx_model import Prediction
 from raylane.schema import FeatureSchema
+from raylane.serving.prediction_ids import new_prediction_ids
 
 log = logging.getLogger("ray.serve")
 FILE_PREFIX = "predictions-"
+TMP_SUFFIX = ".tmp"
+OBJECT_STORES = {"s3", "s3a", "gcs", "gs", "abfs", "abfss", "az", "adl"}
+
+
+def resolve_location(location: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and base path of a local directory or a URI pyarrow or fsspec knows."""
+    if "://" not in location:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(location))
+    try:
+        return pafs.FileSystem.from_uri(location)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        if isinstance(exc, pa.ArrowInvalid) and "Unrecognized filesystem" not in str(exc):
+            raise  # pyarrow knows the scheme; the URI is wrong
+        import fsspec  # a scheme only fsspec knows (or one this pyarrow was built without)
+
+        fs, path = fsspec.core.url_to_fs(location)
+        return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def is_object_store(fs: pafs.FileSystem) -> bool:
+    """True where one PUT is atomic and a move is a copy (S3, GCS, Azure; also via fsspec)."""
+    handler = getattr(fs, "handler", None)
+    if handler is not None and hasattr(handler, "fs"):
+        protocols = handler.fs.protocol
+        protocols = {protocols} if isinstance(protocols, str) else set(protocols)
+        return bool(protocols & OBJECT_STORES)
+    return fs.type_name in OBJECT_STORES
 
 
 @dataclass
@@ -34,6 +75,7 @@ class _Chunk:
     name: str
     version: str
     schema: FeatureSchema
+    ids: list[str]
     inputs: dict[str, np.ndarray]
     prediction: list
     probabilities: np.ndarray | None
@@ -43,30 +85,60 @@ class _Chunk:
 class PredictionLog:
     """Buffer sampled rows and write them as rotated, size-capped Parquet files."""
 
-    directory: str
+    directory: str  # a local path or a URI (s3://bucket/prefix, gs://..., any fsspec URI)
     sample_rate: float = 0.01
     flush_rows: int = 10_000
     flush_interval_s: float = 30.0
     max_total_bytes: int = 256 * 2**20
+    max_buffered_rows: int | None = None  # None: 2 x flush_rows
     seed: int | None = None
+    filesystem: pafs.FileSystem | None = None  # default: resolved from ``directory``
     _chunks: list[_Chunk] = field(default_factory=list)
     _rows: int = 0
+    _dropped: int = 0
     _last_flush: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _writing: threading.Lock = field(default_factory=threading.Lock)
     _rng: np.random.Generator | None = None
-    _tag: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _tag: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _seq: int = 0
+    _base: str = ""
 
     def __post_init__(self) -> None:
-        Path(self.directory).mkdir(parents=True, exist_ok=True)
+        if self.filesystem is None:
+            self.filesystem, self._base = resolve_location(self.directory)
+        else:
+            self._base = self.directory
+        self._base = self._base.rstrip("/")
+        if self.max_buffered_rows is None:
+            self.max_buffered_rows = 2 * self.flush_rows
+        self._atomic_put = is_object_store(self.filesystem)
         self._rng = np.random.default_rng(self.seed)
+        if self._atomic_put:
+            return  # object stores have no directories (a missing bucket fails each write)
+        try:
+            self.filesystem.create_dir(self._base, recursive=True)
+        except Exception:  # writes will fail, be logged and counted
+            log.exception("prediction log: cannot create %s", self.directory)
+
+    @property
+    def dropped_rows(self) -> int:
+        """Sampled rows never written: the buffer was full, or their write failed."""
+        return self._dropped
+
+    @property
+    def buffered_rows(self) -> int:
+        """Rows waiting for the next flush."""
+        return self._rows
 
     def record(
         self, name: str, version: str, schema: FeatureSchema, feeds: dict[str, np.ndarray],
-        n: int, pred: Prediction,
+        n: int, pred: Prediction, ids: list[str] | None = None,
     ) -> None:
-        """Sample rows of one request into the buffer (cheap when nothing is sampled)."""
+        """Sample rows of one request into the buffer (cheap when nothing is sampled).
+
+        ``ids`` are the prediction ids returned to the client (new ones when None).
+        """
         if self.sample_rate <= 0:
             return
         if self.sample_rate >= 1:
@@ -74,10 +146,22 @@ class PredictionLog:
         else:
             mask = self._rng.random(n) < self.sample_rate
             if not mask.any():
-                self._maybe_flush()
+                self.maybe_flush()
                 return
             idx = np.flatnonzero(mask)
+        room = self.max_buffered_rows - self._rows  # type: ignore[operator]
+        k = n if idx is None else len(idx)
+        if room < k:  # a write is slow or failing: keep memory bounded
+            with self._lock:
+                self._dropped += k - max(room, 0)
+            if room <= 0:
+                self.maybe_flush()
+                return
+            idx = np.arange(room) if idx is None else idx[:room]
         take = (lambda a: a) if idx is None else (lambda a: a[idx])
+        if ids is None:
+            ids = new_prediction_ids(n)
+        row_ids = list(ids) if idx is None else [ids[i] for i in idx.tolist()]
         inputs = {k: take(v.reshape(-1)) for k, v in feeds.items()}
         if pred.values is not None:
             prediction, probs = take(pred.values).tolist(), None
@@ -85,21 +169,24 @@ class PredictionLog:
             labels = schema.class_labels or []
             prediction = [labels[i] for i in take(pred.labels).tolist()]
             probs = take(pred.probabilities)
-        chunk = _Chunk(time.time(), name, version, schema, inputs, prediction, probs)
+        chunk = _Chunk(time.time(), name, version, schema, row_ids, inputs, prediction, probs)
         with self._lock:
             self._chunks.append(chunk)
             self._rows += len(prediction)
-        self._maybe_flush()
+        self.maybe_flush()
 
-    def _maybe_flush(self) -> None:
+    def maybe_flush(self) -> None:
+        """Start a background write if enough rows wait or the interval passed (and none runs)."""
         due = self._rows >= self.flush_rows or (
             self._rows and time.monotonic() - self._last_flush >= self.flush_interval_s
         )
         if due and not self._writing.locked():
             threading.Thread(target=self.flush, name="prediction-log", daemon=True).start()
 
-    def flush(self) -> list[Path]:
-        """Write buffered rows now (one file per model version); return the files written."""
+    _maybe_flush = maybe_flush  # the name app.py's housekeeping used
+
+    def flush(self) -> list[str]:
+        """Write buffered rows now (one file per model version); return the paths written."""
         with self._writing:
             with self._lock:
                 chunks, self._chunks, self._rows = self._chunks, [], 0
@@ -112,26 +199,33 @@ class PredictionLog:
                 try:
                     written.append(self._write(group))
                 except Exception:  # never let logging break serving
-                    log.exception("prediction log: could not write %d chunks", len(group))
-            self._enforce_cap()
+                    rows = sum(len(c.prediction) for c in group)
+                    with self._lock:
+                        self._dropped += rows
+                    log.exception("prediction log: could not write %d rows", rows)
+            try:
+                self._enforce_cap()
+            except Exception:
+                log.exception("prediction log: could not apply the size cap")
             return written
 
-    def _write(self, chunks: list[_Chunk]) -> Path:
+    def _table(self, chunks: list[_Chunk]) -> pa.Table:
         schema = chunks[0].schema
         counts = [len(c.prediction) for c in chunks]
         ts = np.repeat(np.array([c.timestamp for c in chunks]), counts)
-        inputs = {
-            col.name: np.concatenate([c.inputs[col.name] for c in chunks]) for col in schema.columns
-        }
         struct = pa.StructArray.from_arrays(
             [
-                pa.array(inputs[c.name], type=pa.float32() if c.kind == "numeric" else pa.string())
-                for c in schema.columns
+                pa.array(
+                    np.concatenate([c.inputs[col.name] for c in chunks]),
+                    type=pa.float32() if col.kind == "numeric" else pa.string(),
+                )
+                for col in schema.columns
             ],
             names=schema.feature_names,
         )
         total = int(sum(counts))
         columns = {
+            "prediction_id": pa.array([i for c in chunks for i in c.ids], type=pa.string()),
             "timestamp": pa.array((ts * 1000).astype("int64"), type=pa.int64()).cast(
                 pa.timestamp("ms", tz="UTC")
             ),
@@ -148,20 +242,47 @@ class PredictionLog:
             columns["probabilities"] = pa.FixedSizeListArray.from_arrays(
                 pa.array(probs.reshape(-1)), probs.shape[1]
             )
+        return pa.table(columns)
+
+    def _write(self, chunks: list[_Chunk]) -> str:
+        table = self._table(chunks)
         self._seq += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(chunks[0].timestamp))
-        path = Path(self.directory) / f"{FILE_PREFIX}{stamp}-{self._tag}-{self._seq:06d}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        pq.write_table(pa.table(columns), tmp, compression="zstd")
-        os.replace(tmp, path)  # readers only ever see whole files
+        path = f"{self._base}/{FILE_PREFIX}{stamp}-{self._tag}-{self._seq:06d}.parquet"
+        fs = self.filesystem
+        assert fs is not None
+        if self._atomic_put:
+            # serialize first, then one PUT: a failure never leaves a partial object
+            buf = pa.BufferOutputStream()
+            pq.write_table(table, buf, compression="zstd")
+            with fs.open_output_stream(path) as out:
+                out.write(buf.getvalue())
+            return path
+        tmp = path + TMP_SUFFIX
+        try:
+            with fs.open_output_stream(tmp) as out:
+                pq.write_table(table, out, compression="zstd")
+            fs.move(tmp, path)  # readers only ever see whole files
+        except BaseException:
+            with contextlib.suppress(OSError):
+                fs.delete_file(tmp)
+            raise
         return path
 
     def _enforce_cap(self) -> None:
-        files = sorted(
-            Path(self.directory).glob(f"{FILE_PREFIX}*.parquet"), key=lambda p: p.stat().st_mtime
-        )
-        total = sum(p.stat().st_size for p in files)
-        while files and total > self.max_total_bytes:
-            oldest = files.pop(0)
-            total -= oldest.stat().st_size
-            oldest.unlink(missing_ok=True)
+        """Delete the oldest files (``.tmp`` orphans too) while the location is over the cap."""
+        fs = self.filesystem
+        assert fs is not None
+        infos = [
+            i for i in fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True))
+            if i.type == pafs.FileType.File and i.base_name.startswith(FILE_PREFIX)
+            and (i.base_name.endswith(".parquet") or i.base_name.endswith(TMP_SUFFIX))
+        ]
+        infos.sort(key=lambda i: (i.mtime_ns or 0, i.base_name))
+        total = sum(i.size or 0 for i in infos)
+        while infos and total > self.max_total_bytes:
+            oldest = infos.pop(0)
+            total -= oldest.size or 0
+            # another replica's cap may have deleted it since the listing
+            with contextlib.suppress(FileNotFoundError):
+                fs.delete_file(oldest.path)

@@ -106,8 +106,7 @@ class Replica:
         plog = self.plane.plog
         if plog is None:
             return
-        # PredictionLog.maybe_flush (public) or the older _maybe_flush
-        flush = getattr(plog, "maybe_flush", None) or plog._maybe_flush
+        flush = plog.maybe_flush
         flush()
 
     def _report_load_status(self) -> None:

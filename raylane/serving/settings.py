@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class BatchingSettings(BaseModel):
@@ -27,15 +27,29 @@ class LimitSettings(BaseModel):
     max_body_bytes: int = Field(16 * 2**20, ge=1024)
 
 
+PREDICTION_LOG_ENV = "RAYLANE_PREDICTION_LOG"
+DEFAULT_PREDICTION_LOG = "/tmp/raylane/prediction_log"
+
+
 class PredictionLogSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    directory: str = "/tmp/raylane/prediction_log"
+    # A local directory or a URI pyarrow or fsspec knows (s3://bucket/prefix, gs://...). None:
+    # the replica's $RAYLANE_PREDICTION_LOG, else /tmp/raylane/prediction_log.
+    directory: str | None = Field(None, validate_default=True)
     sample_rate: float = Field(0.01, ge=0, le=1)
     flush_rows: int = Field(10_000, ge=1)
     flush_interval_s: float = Field(30.0, gt=0)
+    # The whole location (every replica's files): the oldest files go beyond this.
     max_total_bytes: int = Field(256 * 2**20, ge=1024)
+    # Rows held while a write is under way; more are dropped and counted. None: 2 x flush_rows.
+    max_buffered_rows: int | None = Field(None, ge=1)
+
+    @field_validator("directory")
+    @classmethod
+    def _from_environment(cls, value: str | None) -> str:
+        return value or os.environ.get(PREDICTION_LOG_ENV) or DEFAULT_PREDICTION_LOG
 
 
 class ServingSettings(BaseModel):

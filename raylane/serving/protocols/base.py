@@ -25,6 +25,7 @@ from raylane.schema import FeatureSchema
 from raylane.serving.columns import Feeds, RequestError, decode_json
 from raylane.serving.dataplane import DataPlane, not_ready
 from raylane.serving.http_io import json_response, read_body
+from raylane.serving.prediction_ids import new_prediction_ids
 from raylane.serving.predictor import LoadedModel
 
 log = logging.getLogger("ray.serve")
@@ -32,7 +33,8 @@ log = logging.getLogger("ray.serve")
 Handler = Callable[..., Awaitable[Response]]
 Parse = Callable[[Any, FeatureSchema, int], tuple[Feeds, int]]
 ParseBytes = Callable[[bytes, FeatureSchema, int], tuple[Feeds, int]]
-Respond = Callable[[LoadedModel, Prediction, int, Any], dict]
+# (model, prediction, rows, decoded JSON body or None, prediction ids) -> response body
+Respond = Callable[[LoadedModel, Prediction, int, Any, list[str]], dict]
 ErrorBody = Callable[[RequestError], dict]
 
 
@@ -111,7 +113,8 @@ async def answer(
             obj = decode_json(body)
             feeds, n = parse(obj, model.schema, limits.max_rows)
         pred = await plane.infer(model, feeds, n)
-        out = respond(model, pred, n, obj)
+        ids = new_prediction_ids(n)  # returned to the client and logged with the rows
+        out = respond(model, pred, n, obj, ids)
     except RequestError as err:
         plane.telemetry.rejected_request(err.reason, route)
         return json_response(errors(err), err.status)
@@ -124,7 +127,7 @@ async def answer(
         err = model_failure(exc)
         return json_response(errors(err), err.status)
     response = json_response(out)
-    plane.answered(model, route, feeds, n, pred, started)
+    plane.answered(model, route, feeds, n, pred, started, ids)
     return response
 
 

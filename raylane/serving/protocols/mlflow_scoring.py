@@ -3,6 +3,12 @@
 ``/invocations`` takes ``dataframe_split``, ``dataframe_records``, ``instances`` or ``inputs``
 (JSON) or ``text/csv`` with a header row. Errors are MLflow's ``{"error_code", "message"}`` (plus
 ``field`` and ``reason``).
+
+An ``/invocations`` answer is MLflow's ``{"predictions": [...]}`` plus a top-level
+``"prediction_ids"`` list, one id per row (the ids the prediction log records, to join labels on
+later). MLflow's own client (``mlflow.deployments.PredictionsResponse``) reads ``predictions`` and
+keeps other keys; a response header was not chosen because the ids of a 10,000-row request
+(~350 KB) exceed the header limits of common HTTP clients and proxies.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class InvocationsRequest(BaseModel):
 
 class InvocationsResponse(BaseModel):
     predictions: list[str] | list[float]
+    prediction_ids: list[str] = Field(
+        description="One id per row (UUIDv7 hex), as recorded by the prediction log."
+    )
 
 
 MLFLOW_ERRORS = {c: {"model": MlflowErrorResponse} for c in (400, 413, 415, 500, 503)}
@@ -178,10 +187,12 @@ def _int_or_float(cell: str) -> int | float:
         return float(cell)
 
 
-def invocations_response(model: LoadedModel, pred: Prediction, n: int, obj: Any) -> dict:
+def invocations_response(
+    model: LoadedModel, pred: Prediction, n: int, obj: Any, ids: list[str]
+) -> dict:
     if pred.values is not None:
-        return {"predictions": pred.values}
-    return {"predictions": class_labels(model.schema, pred)}
+        return {"predictions": pred.values, "prediction_ids": ids}
+    return {"predictions": class_labels(model.schema, pred), "prediction_ids": ids}
 
 
 # ---------------------------------------------------------------- handlers

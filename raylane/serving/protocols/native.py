@@ -1,6 +1,8 @@
 """Raylane's own protocol: ``POST /predict`` (records, or columns + data), health, metadata.
 
 Errors are ``{"error", "field", "reason"}`` (:func:`~raylane.serving.protocols.base.error_body`).
+A ``/predict`` answer carries ``prediction_ids``, one per row (the ids the prediction log records,
+to join labels on later; see :mod:`raylane.serving.prediction_ids`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class PredictResponse(BaseModel):
         None, description="Per-row class probabilities in the order of `class_labels`."
     )
     class_labels: list[str] | None = None
+    prediction_ids: list[str] = Field(
+        description="One id per row (UUIDv7 hex): the key the prediction log records, to join "
+        "labels on later."
+    )
 
 
 class Health(BaseModel):
@@ -141,16 +147,19 @@ def parse_predict(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds
     return feeds_from_columns(columns, schema, n), n
 
 
-def predict_response(model: LoadedModel, pred: Prediction, n: int, obj: Any) -> dict:
+def predict_response(
+    model: LoadedModel, pred: Prediction, n: int, obj: Any, ids: list[str]
+) -> dict:
     if pred.values is not None:
         return {"model_name": model.name, "model_version": model.version,
-                "predictions": pred.values}
+                "predictions": pred.values, "prediction_ids": ids}
     return {
         "model_name": model.name,
         "model_version": model.version,
         "predictions": class_labels(model.schema, pred),
         "probabilities": pred.probabilities,
         "class_labels": model.schema.class_labels,
+        "prediction_ids": ids,
     }
 
 

@@ -3,6 +3,11 @@
 A request carries one input per column (``[N]`` or ``[N, 1]``), or one ``[N, F]`` numeric tensor
 when every feature is numeric. JSON tensors only: the binary tensor extension is answered 400.
 Errors are ``{"error", "field", "reason"}``; an unknown model or version is 404.
+
+An inference response carries the prediction ids (one per row, the ids the prediction log records,
+to join labels on later) as ``parameters.prediction_ids``: the ids joined with commas, in row order
+(``.split(",")``). The protocol allows only a boolean, number or string as a parameter value, and
+an extra output tensor would change the outputs a client asked for.
 """
 
 from __future__ import annotations
@@ -73,10 +78,17 @@ class V2InferRequest(BaseModel):
     outputs: list[V2RequestedOutput] | None = None
 
 
+class V2ResponseParameters(BaseModel):
+    prediction_ids: str = Field(
+        description="The rows' prediction ids (UUIDv7 hex) joined with commas, in row order."
+    )
+
+
 class V2InferResponse(BaseModel):
     model_name: str
     model_version: str
     id: str | None = None
+    parameters: V2ResponseParameters
     outputs: list[V2Tensor]
 
 
@@ -287,7 +299,7 @@ def v2_requested_outputs(obj: dict, schema: FeatureSchema) -> list[str]:
     return names
 
 
-def v2_response(model: LoadedModel, pred: Prediction, n: int, obj: Any) -> dict:
+def v2_response(model: LoadedModel, pred: Prediction, n: int, obj: Any, ids: list[str]) -> dict:
     outputs = v2_requested_outputs(obj, model.schema)
     tensors = []
     for out in outputs:
@@ -302,7 +314,8 @@ def v2_response(model: LoadedModel, pred: Prediction, n: int, obj: Any) -> dict:
                 {"name": out, "datatype": "FP32", "shape": list(probs.shape),
                  "data": probs.reshape(-1)}
             )
-    body = {"model_name": model.name, "model_version": model.version, "outputs": tensors}
+    body = {"model_name": model.name, "model_version": model.version,
+            "parameters": {"prediction_ids": ",".join(ids)}, "outputs": tensors}
     request_id = obj.get("id")
     if request_id is not None:
         body["id"] = request_id
