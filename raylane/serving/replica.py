@@ -106,8 +106,7 @@ class Replica:
         plog = self.plane.plog
         if plog is None:
             return
-        flush = plog.maybe_flush
-        flush()
+        plog.maybe_flush()
 
     def _report_load_status(self) -> None:
         status = self.holder.status()
