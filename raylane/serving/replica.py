@@ -107,6 +107,7 @@ class Replica:
         if plog is None:
             return
         plog.maybe_flush()
+        self.telemetry.prediction_log_dropped(plog.dropped_rows)
 
     def _report_load_status(self) -> None:
         status = self.holder.status()

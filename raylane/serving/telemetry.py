@@ -14,6 +14,8 @@ Aggregated in the replica and recorded every half second (:meth:`ServingTelemetr
   that version is given up (it cannot load; only a new version or a restart changes that).
 - ``raylane_housekeeping_errors_total{step}``: failures of the replica's background steps
   (telemetry, prediction_log, load_status, registry_poll; restart: the task had ended).
+- ``raylane_prediction_log_dropped_rows_total``: sampled rows the prediction log could not keep
+  (its buffer was full while a write ran, or a write failed).
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ class ServingTelemetry:
             description="Requests answered with a 4xx, by reason.",
             tag_keys=("reason", "route"),
         )
+        self.log_dropped = Counter(
+            "raylane_prediction_log_dropped_rows_total",
+            description="Sampled prediction rows the prediction log dropped (full buffer, failed "
+            "write).",
+        )
+        self._log_dropped = 0
         self.server_errors = Counter(
             "raylane_server_errors_total",
             description="Requests answered with a 5xx (a fault of the model or the server), "
@@ -163,3 +171,9 @@ class ServingTelemetry:
 
     def housekeeping_failed(self, step: str) -> None:
         self.housekeeping_errors.inc(1, {"step": step})
+
+    def prediction_log_dropped(self, total: int) -> None:
+        """Record the log's running count of dropped rows (only its increase is added)."""
+        if total > self._log_dropped:
+            self.log_dropped.inc(total - self._log_dropped)
+            self._log_dropped = total

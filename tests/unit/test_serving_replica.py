@@ -167,3 +167,12 @@ def test_a_dead_housekeeping_task_is_restarted_by_the_health_check(good):
         return restarted, swapped, restarts
 
     assert run(main()) == (True, True, 1)
+
+
+def test_rows_the_prediction_log_drops_are_counted_once():
+    telemetry = ServingTelemetry()
+    added: list[float] = []
+    telemetry.log_dropped.inc = lambda value=1.0, tags=None: added.append(value)
+    for total in (0, 3, 3, 10):  # the log's running count, read every housekeeping round
+        telemetry.prediction_log_dropped(total)
+    assert added == [3, 7]
