@@ -21,6 +21,7 @@ from raylane.families import get_family
 from raylane.promotion import Decision
 from raylane.publishing import publish
 from raylane.stops import JobState
+from raylane.store_location import check_store, new_experiment_artifact_location
 from raylane.tracking import RunLog
 from raylane.training import FitResult, fit_model
 from raylane.tuning import (
@@ -91,8 +92,13 @@ def run_pipeline(
     metric = tuning_metric(config, data.schema.task).with_pos_label(data.pos_index)
     family = get_family(config.model.family)
     tracking_uri = config.tracking_uri
+    check_store(tracking_uri)  # not in a Ray job's uploaded working dir (ConfigError)
     client = tracking.mlflow_client(tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, config.mlflow.experiment)
+    experiment_id = tracking.ensure_experiment(
+        client, config.mlflow.experiment,
+        new_experiment_artifact_location(tracking_uri, config.mlflow.experiment))
+    check_store(client.get_experiment(experiment_id).artifact_location,
+                f"the artifact location of MLflow experiment {config.mlflow.experiment!r}")
     log.info("data: %d rows, %d features, task %s; tracking at %s", len(frame),
              len(data.schema.columns), data.schema.task, tracking_uri)
 
