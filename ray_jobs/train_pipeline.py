@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     with stops.stage("data load"):
         from raylane.pipeline import load_data, run_pipeline
+        from raylane.store_location import check_store
         from raylane.summary import render
 
         try:
             config = load_config(args.config, args.set)
+            # a store in Ray's uploaded working dir would vanish with it: refuse before any work
+            check_store(config.tracking_uri)
             loaded = load_data(config)  # a bad path, target or column fails here, before Ray
         except (ConfigError, DataError) as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -51,6 +54,9 @@ def _run(args: argparse.Namespace) -> int:
         result = run_pipeline(config, resume=args.resume, loaded=loaded)
     except stops.ResumeError as exc:
         print(f"error: cannot resume: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # the experiment's artifact location (see check_store)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)

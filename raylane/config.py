@@ -36,6 +36,10 @@ class DataConfig(_Strict):
     valid_fraction: float = Field(0.2, gt=0, lt=0.5)
     holdout_fraction: float = Field(0.2, gt=0, lt=0.5)
     sample_rows: int | None = Field(None, ge=100, description="Sample this many rows first")
+    pos_label: str | int | float | bool | None = Field(
+        None, description="Positive class of binary metrics (f1); default: the minority class "
+        "of the training split"
+    )
 
 
 class Distribution(_Strict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +181,94 @@ class PreparedData:
     holdout: Split
     digest: str
     source: str
+    pos_label: str | None = None  # the positive class of binary metrics (f1); None otherwise
+
+    @property
+    def pos_index(self) -> int | None:
+        """``pos_label``'s class index (its position in ``schema.class_labels``)."""
+        if self.pos_label is None:
+            return None
+        return (self.schema.class_labels or []).index(self.pos_label)
+
+
+# Quantile bins a regression target is stratified on (fewer for small tables).
+REGRESSION_BINS = 10
+
+
+def min_rows_per_class(valid_fraction: float, holdout_fraction: float) -> int:
+    """Rows a class needs so that the stratified split surely puts one in train, validation and
+    holdout (sklearn rounds each class's share; the slack of 2 covers that rounding)."""
+    rest = valid_fraction / (1.0 - holdout_fraction)  # the validation share of what is left
+    need_rest = max(1.0 / rest, 1.0 / (1.0 - rest)) + 2.0
+    return max(3, math.ceil(1.0 / holdout_fraction - 1e-9),
+               math.ceil(need_rest / (1.0 - holdout_fraction) - 1e-9))
+
+
+def check_classes(y: np.ndarray, schema: FeatureSchema, valid_fraction: float,
+                  holdout_fraction: float) -> None:
+    """DataError naming every class too rare to reach all three splits."""
+    minimum = min_rows_per_class(valid_fraction, holdout_fraction)
+    labels = schema.class_labels or []
+    counts = np.bincount(y, minlength=len(labels))
+    rare = [f"class {labels[i]!r} has {n} row{'s' if n != 1 else ''}"
+            for i, n in enumerate(counts) if n < minimum]
+    if rare:
+        raise DataError(
+            f"data.target: {'; '.join(rare)} in {schema.target!r}; each class needs at least "
+            f"{minimum} rows to appear in train, validation and holdout (data.valid_fraction="
+            f"{valid_fraction}, data.holdout_fraction={holdout_fraction}). Merge or drop the rare "
+            "classes, or add rows"
+        )
+
+
+def _strata(y: np.ndarray, task: Task, test_fraction: float) -> np.ndarray | None:
+    """What to stratify on: the class, or the target's quantile bin (equal-sized bins of its
+    rank, so ties cannot leave a bin nearly empty). None when the table is too small to bin."""
+    if task == "classification":
+        return y
+    bins = min(REGRESSION_BINS, int(len(y) * test_fraction / 2))
+    if bins < 2:
+        return None
+    ranks = pd.Series(y).rank(method="first").to_numpy()
+    return np.asarray(pd.qcut(ranks, bins, labels=False))
+
+
+def resolve_pos_label(y_train: np.ndarray, schema: FeatureSchema,
+                      pos_label: object = None) -> str | None:
+    """The positive class of a binary target: ``pos_label`` if given (matched against the class
+    labels as written in the data), else the minority class of ``y_train`` (a tie goes to the
+    label that sorts last). None for multi-class targets and regression."""
+    labels = schema.class_labels or []
+    if schema.task != "classification" or len(labels) != 2:
+        if pos_label is not None:
+            raise DataError(f"data.pos_label: only for binary classification; {schema.target!r} "
+                            f"is {schema.task}" + (f" with {len(labels)} classes" if labels
+                                                  else ""))
+        return None
+    if pos_label is None:
+        counts = np.bincount(y_train, minlength=2)
+        return labels[0] if counts[0] < counts[1] else labels[1]
+    match = _match_label(pos_label, labels)
+    if match is None:
+        raise DataError(f"data.pos_label: {pos_label!r} is not a class of {schema.target!r}; "
+                        f"the classes are {', '.join(repr(c) for c in labels)}")
+    return match
+
+
+def _match_label(value: object, labels: list[str]) -> str | None:
+    if str(value) in labels:
+        return str(value)
+    try:  # 1 for a label read as "1.0"
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    for label in labels:
+        try:
+            if float(label) == number:
+                return label
+        except ValueError:
+            continue
+    return None
 
 
 def split_data(
@@ -189,27 +278,31 @@ def split_data(
     holdout_fraction: float,
     seed: int,
     source: str = "",
+    pos_label: object = None,
 ) -> PreparedData:
-    """Deterministic train / validation / holdout split, stratified for classification."""
+    """Deterministic train / validation / holdout split, stratified on the class (each class
+    must reach all three splits, else DataError) or on the regression target's quantiles."""
     frame = frame[frame[schema.target].notna()]
     X = prepare_features(frame, schema)
     y = encode_target(frame[schema.target], schema)
-    stratify = y if schema.task == "classification" else None
-    if stratify is not None:
-        counts = np.bincount(y)
-        if counts[counts > 0].min() < 3:
-            stratify = None  # a class too rare to stratify; fall back to a plain shuffle
+    if schema.task == "classification":
+        check_classes(y, schema, valid_fraction, holdout_fraction)
     X_rest, X_hold, y_rest, y_hold = train_test_split(
-        X, y, test_size=holdout_fraction, random_state=seed, stratify=stratify
+        X, y, test_size=holdout_fraction, random_state=seed,
+        stratify=_strata(y, schema.task, holdout_fraction),
     )
-    strat_rest = y_rest if stratify is not None else None
+    rest_fraction = valid_fraction / (1.0 - holdout_fraction)
     X_train, X_valid, y_train, y_valid = train_test_split(
-        X_rest,
-        y_rest,
-        test_size=valid_fraction / (1.0 - holdout_fraction),
-        random_state=seed,
-        stratify=strat_rest,
+        X_rest, y_rest, test_size=rest_fraction, random_state=seed,
+        stratify=_strata(y_rest, schema.task, rest_fraction),
     )
+    if schema.task == "classification":
+        for name, part in (("train", y_train), ("validation", y_valid), ("holdout", y_hold)):
+            missing = sorted(set(range(len(schema.class_labels or []))) - set(np.unique(part)))
+            if missing:  # min_rows_per_class should rule this out
+                raise DataError(f"data.target: classes "
+                                f"{[schema.class_labels[i] for i in missing]} "
+                                f"are missing from the {name} split")
     return PreparedData(
         schema=schema,
         train=Split(X_train, y_train),
@@ -217,6 +310,7 @@ def split_data(
         holdout=Split(X_hold, y_hold),
         digest=frame_digest(frame),
         source=source,
+        pos_label=resolve_pos_label(y_train, schema, pos_label),
     )
 
 

@@ -36,14 +36,15 @@ def evaluate(
 ) -> Evaluation:
     """Score the pipeline on every split; the baseline predicts the training prior or mean."""
     task = data.schema.task
-    holdout = evaluate_all(task, data.holdout.y, model_output(pipeline, data.holdout.X))
+    pos = data.pos_index
+    holdout = evaluate_all(task, data.holdout.y, model_output(pipeline, data.holdout.X), pos)
     dummy = (
         DummyClassifier(strategy="prior") if task == "classification" else DummyRegressor()
     ).fit(np.zeros((len(data.train.y), 1)), data.train.y)
     dummy_out = model_output(dummy, np.zeros((len(data.holdout.y), 1)))
     if task == "classification":
         dummy_out = _all_classes(dummy_out, dummy.classes_, len(data.schema.class_labels or []))
-    baseline = evaluate_all(task, data.holdout.y, dummy_out)
+    baseline = evaluate_all(task, data.holdout.y, dummy_out, pos)
     train_score = metric(data.train.y, model_output(pipeline, data.train.X))
     valid_score = metric(data.valid.y, model_output(pipeline, data.valid.X))
     gap = _relative_gap(metric, train_score, valid_score)

@@ -21,6 +21,7 @@ from raylane.families import get_family
 from raylane.promotion import Decision
 from raylane.publishing import publish
 from raylane.stops import JobState
+from raylane.store_location import check_store, new_experiment_artifact_location
 from raylane.tracking import RunLog
 from raylane.training import FitResult, fit_model
 from raylane.tuning import (
@@ -51,6 +52,7 @@ class PipelineResult:
     decision: Decision
     tracking_uri: str
     seconds: float
+    pos_label: str | None = None
 
 
 def load_data(config: PipelineConfig) -> tuple[pd.DataFrame, PreparedData]:
@@ -69,7 +71,8 @@ def load_data(config: PipelineConfig) -> tuple[pd.DataFrame, PreparedData]:
     schema = infer_schema(frame, dc.target, dc.task, dc.categorical, dc.max_categories)
     if config.tune.metric:
         tuning_metric(config, schema.task)  # fail now if the metric does not fit the task
-    data = split_data(frame, schema, dc.valid_fraction, dc.holdout_fraction, config.seed, dc.path)
+    data = split_data(frame, schema, dc.valid_fraction, dc.holdout_fraction, config.seed, dc.path,
+                      pos_label=dc.pos_label)
     return frame, data
 
 
@@ -86,11 +89,16 @@ def run_pipeline(
     """
     started = time.perf_counter()
     frame, data = loaded or load_data(config)
-    metric = tuning_metric(config, data.schema.task)
+    metric = tuning_metric(config, data.schema.task).with_pos_label(data.pos_index)
     family = get_family(config.model.family)
     tracking_uri = config.tracking_uri
+    check_store(tracking_uri)  # not in a Ray job's uploaded working dir (ConfigError)
     client = tracking.mlflow_client(tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, config.mlflow.experiment)
+    experiment_id = tracking.ensure_experiment(
+        client, config.mlflow.experiment,
+        new_experiment_artifact_location(tracking_uri, config.mlflow.experiment))
+    check_store(client.get_experiment(experiment_id).artifact_location,
+                f"the artifact location of MLflow experiment {config.mlflow.experiment!r}")
     log.info("data: %d rows, %d features, task %s; tracking at %s", len(frame),
              len(data.schema.columns), data.schema.task, tracking_uri)
 
@@ -107,6 +115,9 @@ def run_pipeline(
         if not state.done("tracking setup"):
             with stops.stage("tracking setup"):
                 tracking.log_job_context(run, config, data, frame)
+                if data.pos_label is not None:  # which class f1 and the like count as positive
+                    run.params({"data.pos_label": data.pos_label})
+                    run.tags({"raylane.pos_label": data.pos_label})
         with stops.stage("search"):
             _ensure_ray()
             tuner = _tuner(config, data, run_id, tracking_uri, run_dir, resume)
@@ -141,6 +152,7 @@ def run_pipeline(
             gates=gates, parity=published.parity, model_name=version.name,
             version=str(version.version), decision=published.decision,
             tracking_uri=tracking_uri, seconds=time.perf_counter() - started,
+            pos_label=data.pos_label,
         )
 
 

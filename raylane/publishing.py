@@ -23,7 +23,7 @@ from raylane.evaluation import GateResult
 from raylane.export import ParityError, ParityReport, check_parity, to_onnx
 from raylane.metrics import Metric
 from raylane.onnx_model import OnnxModel
-from raylane.promotion import Decision, decide_and_record, record
+from raylane.promotion import Decision, decide_for, decision_tags, record
 from raylane.registry import log_onnx_model, register_version
 from raylane.schema import FeatureSchema
 from raylane.tracking import RunLog
@@ -70,10 +70,14 @@ def publish(
     it is only made ``challenger`` (a candidate to roll out by hand). The run is tagged with the
     version and the decision.
 
-    ``stage(name)`` wraps each step ("export", "parity", "registration", "promotion"; the job
-    passes :func:`raylane.stops.stage` so a stop says where it landed) and ``on_registered`` is
-    told the new version number as soon as it exists. ``raw_holdout`` (the holdout rows as in
-    the data) is what the parity check sends the graph through serving's request decoding.
+    The decision is made before the version is registered, and the version is created with
+    its decision tags: a failure while deciding registers nothing.
+
+    ``stage(name)`` wraps each step ("export", "parity", "decision", "registration" and
+    "promotion", which moves the aliases; the job passes :func:`raylane.stops.stage` so a stop
+    says where it landed) and ``on_registered`` is told the new version number as soon as it
+    exists. ``raw_holdout`` (the holdout rows as in the data) is what the parity check
+    sends the graph through serving's request decoding.
     """
     export = export or ExportConfig()
     run = RunLog(client, run_id)
@@ -95,6 +99,14 @@ def publish(
                 f"(max |diff| {parity.max_abs_diff:.3g}); nothing was registered"
             )
 
+    with stage("decision"):  # before registering: no version exists without its decision
+        score = metric(holdout.y, model_output(pipeline, holdout.X))
+        if promote:
+            decision = decide_for(client, registered_model, score, gates, holdout, schema, metric)
+        else:
+            decision = Decision(
+                promoted=False, score=score,
+                reasons=["promotion not requested (registered as challenger only)"])
     with stage("registration"):
         logged = log_onnx_model(
             client, run_id, onnx_bytes, schema,
@@ -105,19 +117,13 @@ def publish(
         )
         version = register_version(
             client, logged, registered_model, run_id,
-            tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
+            tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}",
+                  **decision_tags(decision, metric)},
         )
         if on_registered is not None:
             on_registered(str(version.version))
     with stage("promotion"):
-        score = metric(holdout.y, model_output(pipeline, holdout.X))
-        if promote:
-            decision = decide_and_record(client, version, score, gates, holdout, schema, metric)
-        else:
-            decision = Decision(
-                promoted=False, score=score,
-                reasons=["promotion not requested (registered as challenger only)"])
-            record(client, version, decision, metric)
+        record(client, version, decision, metric, tagged=True)
         run.tags({"raylane.model_version": str(version.version),
                   "raylane.decision": "promoted" if decision.promoted else "not promoted"})
     return Published(onnx_bytes=onnx_bytes, parity=parity, model_id=logged.model_id,

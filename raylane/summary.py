@@ -20,6 +20,8 @@ def render(result: PipelineResult) -> str:
     lines = ["", "=" * 72, "Raylane training summary", "=" * 72]
     lines.append(_row("trials", f"{len(search.trials)} ({search.errored_trials} errored)"))
     lines.append(_row(f"best valid {m}", _num(search.best_valid_score)))
+    if result.pos_label is not None:
+        lines.append(_row("positive class", f"{result.pos_label!r} (data.pos_label)"))
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                        for k, v in sorted(search.best_params.items()))
     lines.append(_row("best params", params))

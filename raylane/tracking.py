@@ -44,13 +44,15 @@ def mlflow_client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The id of experiment ``name``, created if missing (safe against a concurrent creator)."""
+def ensure_experiment(client: MlflowClient, name: str,
+                      artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created if missing (safe against a concurrent creator),
+    with its artifacts at ``artifact_location`` (default: the store's)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name)
+        return client.create_experiment(name, artifact_location=artifact_location)
     except MlflowException:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

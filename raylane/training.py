@@ -51,6 +51,8 @@ def fit_model(
     """
     started = time.perf_counter()
     schema = data.schema
+    if metric.pos_label is None:  # binary scores count the data's positive class (data.pos_label)
+        metric = metric.with_pos_label(data.pos_index)
     preprocessor = build_preprocessor(schema, family.scale_numeric)
     Xt_train = preprocessor.fit_transform(data.train.X).astype(np.float32)
     Xt_valid = preprocessor.transform(data.valid.X).astype(np.float32)

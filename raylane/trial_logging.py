@@ -10,46 +10,76 @@ thread; the search waits for that thread only when the experiment ends.
 When the experiment ends before a trial did (a stopped job: Tune saves its state and stops
 running trials without reporting their end), that trial's run is ended as KILLED, not left
 RUNNING; a resumed search re-runs the trial under a new child run.
+
+MLflow may be away for a while (a restarting server, a proxy answering 503): calls that fail
+that way stay buffered, in order, and are retried with backoff, and at the experiment's end for
+up to ``flush_timeout_s``. A call MLflow refuses for good (or one still failing then) is dropped
+and counted. Logging never fails the search: the count is a warning and, on the parent run, the
+metric ``trials.unlogged_results`` and the tag ``raylane.trial_logging``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.experiment import Trial
 from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.utils import flatten_dict
 
+from raylane.mlflow_errors import is_transient
+
+log = logging.getLogger(__name__)
+
 # MLflow rejects longer parameter values.
 MAX_PARAM_LENGTH = 6000
+_THREAD_STATE = ("_client", "_executor", "_backlog", "_run_ids", "_open", "_retry_at",
+                 "_attempt", "_unlogged", "_calls")
 
 
 class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
-    """``MLflowLoggerCallback`` whose MLflow calls run in order on one background thread."""
+    """``MLflowLoggerCallback`` whose MLflow calls run in order on one background thread,
+    buffered and retried while MLflow is unreachable."""
+
+    # Seconds to wait before retrying after a transient failure; the last one repeats.
+    retry_delays: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+    # At the experiment's end, how long to keep retrying calls MLflow has not taken yet.
+    flush_timeout_s: float = 300.0
 
     def setup(self, *args, **kwargs) -> None:
         super().setup(*args, **kwargs)
         self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-trials")
-        self._pending: list[Future] = []
-        self._run_ids: dict[str, str] = {}  # trial id -> run id; read and written on the thread
-        self._open: set[str] = set()  # run ids not ended yet; on the thread
+        # Everything below is read and written on the background thread only.
+        self._backlog: deque[tuple[Callable, tuple]] = deque()  # calls not done yet, in order
+        self._retry_at = 0.0  # monotonic time before which the backlog is not retried
+        self._attempt = 0  # transient failures in a row
+        self._unlogged: dict[str, int] = {}  # call kind -> calls dropped
+        self._calls: dict[str, int] = {}  # call kind -> calls made
+        self._run_ids: dict[str, str] = {}  # trial id -> run id
+        self._open: set[str] = set()  # run ids not ended yet
+
+    @property
+    def unlogged_results(self) -> int:
+        """Trial results that could not be logged (read it after the experiment ended)."""
+        return self._unlogged.get("_log_metrics", 0)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; threads and clients stay behind.
         state = dict(self.__dict__)
-        for name in ("_client", "_executor", "_pending", "_run_ids", "_open"):
+        for name in _THREAD_STATE:
             state.pop(name, None)
         return state
 
-    def _submit(self, fn, *args) -> None:
-        self._pending = [f for f in self._pending if not f.done() or f.exception()]
-        self._pending.append(self._executor.submit(fn, *args))
+    def _submit(self, fn: Callable, *args) -> None:
+        self._executor.submit(self._enqueue, fn, args)
 
     def log_trial_start(self, trial: Trial) -> None:
         tags = {**self.tags, "trial_name": str(trial)}
@@ -70,18 +100,84 @@ class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
         self._submit(self._end_run, trial.trial_id, "FAILED" if failed else "FINISHED")
 
     def on_experiment_end(self, trials: list[Trial], **info) -> None:
-        """Wait until every trial's run is written, end unfinished trials' runs as KILLED;
-        raise the first MLflow error, if any."""
-        self._submit(self._end_open_runs)
+        """Wait until every trial's run is written (retrying for up to ``flush_timeout_s``),
+        end unfinished trials' runs as KILLED, and report what could not be logged. Never
+        raises: a logging failure must not cost the search its finished trials."""
+        done = self._executor.submit(self._finish)
         self._executor.shutdown(wait=True)
-        errors = [f.exception() for f in self._pending if f.exception() is not None]
-        if errors:
-            raise RuntimeError(
-                f"logging trials to MLflow at {self.tracking_uri} failed "
-                f"({len(errors)} calls): {errors[0]}"
-            ) from errors[0]
+        if done.exception() is not None:  # a bug in the reporting itself; still not fatal
+            log.error("trial logging to MLflow at %s: %s", self.tracking_uri, done.exception())
 
     # --- on the background thread
+
+    def _enqueue(self, fn: Callable, args: tuple) -> None:
+        self._calls[fn.__name__] = self._calls.get(fn.__name__, 0) + 1
+        self._backlog.append((fn, args))
+        if time.monotonic() >= self._retry_at:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Run buffered calls in order until one fails transiently (then back off)."""
+        while self._backlog:
+            fn, args = self._backlog[0]
+            try:
+                fn(*args)
+            except Exception as exc:
+                if is_transient(exc):
+                    delay = self.retry_delays[min(self._attempt, len(self.retry_delays) - 1)]
+                    if self._attempt == 0:
+                        log.warning("MLflow at %s is unreachable (%s); buffering trial results "
+                                    "and retrying", self.tracking_uri, exc)
+                    self._attempt += 1
+                    self._retry_at = time.monotonic() + delay
+                    return
+                self._backlog.popleft()
+                self._drop(fn, exc)
+                continue
+            self._backlog.popleft()
+            self._attempt, self._retry_at = 0, 0.0
+
+    def _drop(self, fn: Callable, exc: BaseException | None) -> None:
+        self._unlogged[fn.__name__] = self._unlogged.get(fn.__name__, 0) + 1
+        if exc is not None:
+            log.warning("MLflow refused a trial logging call (%s): %s", fn.__name__, exc)
+
+    def _finish(self) -> None:
+        self._calls["_end_open_runs"] = 1
+        self._backlog.append((self._end_open_runs, ()))
+        deadline = time.monotonic() + self.flush_timeout_s
+        while True:
+            self._drain()
+            now = time.monotonic()
+            if not self._backlog or now >= deadline:
+                break
+            time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+        while self._backlog:  # still failing at the deadline
+            fn, _ = self._backlog.popleft()
+            self._drop(fn, None)
+        self._report()
+
+    def _report(self) -> None:
+        results = self.unlogged_results
+        dropped = sum(self._unlogged.values())
+        summary = (f"incomplete: {results} of {self._calls.get('_log_metrics', 0)} trial results "
+                   f"and {dropped - results} other calls could not be logged") if dropped \
+            else "complete"
+        if dropped:
+            log.warning("trial logging to MLflow at %s %s; the search and its results are "
+                        "kept (Tune's experiment directory has every result)",
+                        self.tracking_uri, summary.removeprefix("incomplete: "))
+        parent = self.tags.get("mlflow.parentRunId")
+        if not parent:
+            return
+        try:
+            self._client.log_batch(
+                parent, metrics=[Metric("trials.unlogged_results", results,
+                                        int(time.time() * 1000), 0)],
+                tags=[RunTag("raylane.trial_logging", summary)])
+        except Exception as exc:
+            log.warning("could not record the trial logging outcome (%s) on the parent run "
+                        "%s: %s", summary, parent, exc)
 
     def _start_run(self, trial_id: str, name: str, tags: dict, params: dict) -> None:
         if trial_id in self._run_ids:  # a restarted trial keeps its run

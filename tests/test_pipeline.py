@@ -15,6 +15,7 @@ from raylane.export import ParityError
 from raylane.model_store import load_registered_model
 from raylane.onnx_model import OnnxModel
 from raylane.pipeline import load_data, run_pipeline
+from raylane.summary import render
 from raylane.tracking import mlflow_client
 
 pytestmark = pytest.mark.slow
@@ -61,6 +62,10 @@ def test_credit_classification_end_to_end(tmp_path, sqlite_uri):
     parent = client.get_run(result.run_id)
     assert parent.data.tags["raylane.parity"] == "passed"
     assert parent.data.tags["raylane.dataset.digest"]
+    # f1 and the like count the minority class ("bad"), stated on the run and in the summary
+    assert result.pos_label == "bad" and parent.data.params["data.pos_label"] == "bad"
+    assert parent.data.tags["raylane.pos_label"] == "bad"
+    assert "positive class" in render(result) and "'bad'" in render(result)
     assert parent.inputs.dataset_inputs[0].dataset.digest
     assert {"holdout_roc_auc", "baseline_roc_auc", "best_valid_roc_auc"} <= set(parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "plots")}

@@ -81,6 +81,52 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
     assert client.get_model_version_by_alias("credit-job", "champion") is not None
 
 
+def submit(ray_head: str, cwd, *job: str) -> tuple[subprocess.CompletedProcess, str]:
+    """`ray job submit` of the training job as the README's cluster example does it."""
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(ROOT),
+           "--runtime-env", str(ROOT / "ray_jobs" / "runtime_env.yaml"), "--",
+           "python", "-m", "ray_jobs.train_pipeline", "--config",
+           "tune_configs/credit_xgboost.yaml", *FAST, *job]
+    for _ in range(20):  # the dashboard answers before its job agent has registered
+        out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        log = out.stdout + out.stderr
+        if "No available agent" not in log:
+            break
+        time.sleep(3)
+    return out, log
+
+
+def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_path):
+    """Without a tracking URI the store would be written into Ray's temporary copy of the
+    working dir: the job refuses before any work, saying how to set it. The README's example
+    (an absolute SQLite path) keeps the runs and the model outside it."""
+    from raylane.model_store import load_registered_model
+    from raylane.store_location import ray_package_dir
+
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    started = time.monotonic()
+    out, log = submit(ray_head, tmp_path,
+                      "--set", f"tune.storage_path={tmp_path / 'ray_results'}")
+    assert out.returncode != 0, log[-4000:]
+    assert "inside the working directory Ray uploaded" in log and "MLFLOW_TRACKING_URI" in log
+    assert "Raylane training summary" not in log and "Trial status" not in log, log[-4000:]
+    assert time.monotonic() - started < 120
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out, log = submit(ray_head, tmp_path, "--set", f"mlflow.tracking_uri={uri}",
+                      "--set", "mlflow.registered_model=credit-readme",
+                      "--set", f"tune.storage_path={tmp_path / 'ray_results'}")
+    assert out.returncode == 0, log[-4000:]
+    client = MlflowClient(uri, registry_uri=uri)
+    version = client.get_model_version_by_alias("credit-readme", "champion")
+    source = client.get_model_version_download_uri("credit-readme", version.version)
+    assert ray_package_dir(source.removeprefix("file://")) is None, source
+    assert source.removeprefix("file://").startswith(str(tmp_path)), source
+    assert load_registered_model("models:/credit-readme@champion", uri).onnx_bytes
+
+
 @pytest.mark.parametrize("respect_gitignore", [True, False])
 def test_working_dir_upload_stays_small(tmp_path, respect_gitignore):
     """The package `ray job submit --working-dir .` uploads, built by Ray's own packager with

@@ -11,7 +11,7 @@ import pytest
 
 from raylane.evaluation import GateResult
 from raylane.metrics import METRICS
-from raylane.promotion import CHALLENGER, CHAMPION, decide
+from raylane.promotion import CHALLENGER, CHAMPION, ChampionProblem, decide, decision_tags
 
 AUC, RMSE = METRICS["roc_auc"], METRICS["rmse"]
 PASSED = GateResult(passed=True)
@@ -58,16 +58,27 @@ def test_gate_reasons_and_a_lost_comparison_are_both_listed():
     assert not d.promoted and len(d.reasons) == 2 and d.reasons[0] == "overfit"
 
 
-def test_a_champion_that_cannot_be_loaded_does_not_block_promotion(caplog):
-    problem = "champion v2 could not be loaded: bad graph"
+def test_a_broken_champion_does_not_block_promotion(caplog):
+    problem = ChampionProblem("broken", "champion v2 could not be loaded: bad graph")
     with caplog.at_level(logging.WARNING, logger="raylane.promotion"):
         d = decide(0.7, PASSED, AUC, "2", None, problem)
     assert d.promoted and d.reasons == [] and d.champion_version == "2"
-    assert problem in caplog.text
+    assert str(problem) in caplog.text
+    assert "bad graph (replaced)" in decision_tags(d, AUC)["raylane.decision.reasons"]
 
 
 def test_a_champion_for_other_classes_or_columns_blocks_promotion():
-    problem = "champion v2 predicts other classes or a task"
+    problem = ChampionProblem("incomparable", "champion v2 predicts other classes or a task")
     d = decide(0.7, PASSED, AUC, "2", None, problem)
-    assert not d.promoted
-    assert d.reasons == [problem + "; not comparable on this holdout"]
+    assert not d.promoted and not d.champion_unavailable
+    assert d.reasons == [str(problem) + "; not comparable on this holdout"]
+
+
+def test_an_unreachable_champion_blocks_promotion_and_says_what_to_do():
+    problem = ChampionProblem("unavailable", "champion v2 could not be fetched: 503")
+    d = decide(0.99, PASSED, AUC, "2", None, problem)
+    assert not d.promoted and d.champion_unavailable and d.alias == CHALLENGER
+    assert d.reasons[0].startswith("champion v2 could not be fetched: 503; promotion refused")
+    assert "Rerun the job" in d.reasons[0] and "promote this version by hand" in d.reasons[0]
+    tags = decision_tags(d, AUC)
+    assert tags["raylane.decision"] == "not promoted" and "raylane.decision.retry" in tags

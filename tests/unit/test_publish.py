@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as tracking_utils
@@ -21,9 +23,10 @@ from raylane.data import infer_schema, split_data
 from raylane.evaluation import GateResult
 from raylane.export import ParityError
 from raylane.families import get_family
-from raylane.metrics import METRICS
+from raylane.metrics import METRICS, Metric
 from raylane.model_store import SCHEMA_METADATA_KEY, load_registered_model
 from raylane.onnx_model import OnnxModel
+from raylane.promotion import decide_and_record, decide_for
 from raylane.publishing import publish
 from raylane.tracking import ensure_experiment, mlflow_client, parent_run
 from raylane.training import fit_model, model_output
@@ -191,6 +194,8 @@ def test_a_champion_that_cannot_be_loaded_is_replaced(store, models):
     assert published.decision.promoted and published.decision.champion_version == "1"
     assert published.decision.champion_score is None
     assert aliases(client, "unloadable") == {"champion": "2", "challenger": "2"}
+    reasons = client.get_model_version("unloadable", "2").tags["raylane.decision.reasons"]
+    assert "champion v1 could not be loaded" in reasons and "(replaced)" in reasons
 
 
 def test_a_champion_for_another_task_blocks_promotion(store, models):
@@ -221,3 +226,74 @@ def test_a_champion_needing_columns_the_holdout_lacks_blocks_promotion(store, mo
     assert not published.decision.promoted
     assert published.decision.reasons == [
         f"champion v1 needs columns ['{dropped}']; not comparable on this holdout"]
+
+
+def unreadable(column: int = 5) -> Metric:
+    """roc_auc reading a probability column the model does not have, as the K-1 columns of a
+    model trained without one class made the real metrics do (a KeyError/IndexError)."""
+    return Metric("roc_auc", "classification", "max", lambda y, proba: proba[:, column][0])
+
+
+def test_a_failure_while_deciding_registers_nothing(store, models):
+    trained = models["small"]
+    with parent_run(store.client, store.experiment_id, run_name="undecided") as run_id, \
+            pytest.raises(IndexError):
+        publish(trained.pipeline, trained.schema, trained.data.holdout, metric=unreadable(),
+                gates=PASSED, client=store.client, registered_model="undecided", run_id=run_id)
+    assert store.client.search_model_versions("name='undecided'") == []
+
+
+def test_a_version_whose_decision_fails_after_registration_is_tagged_failed(store, models):
+    trained = models["small"]
+    publish_in_run(store, "late", trained)  # v1, the champion
+    version = register_raw(store.uri, "late", trained.onnx_bytes, trained.schema, trained.X,
+                           alias=None)
+    mv = store.client.get_model_version("late", version)
+    with pytest.raises(IndexError):
+        decide_and_record(store.client, mv, 0.9, PASSED, trained.data.holdout, trained.schema,
+                          unreadable())
+    tags = store.client.get_model_version("late", version).tags
+    assert tags["raylane.decision"] == "failed"
+    assert "IndexError" in tags["raylane.decision.reasons"]
+    assert aliases(store.client, "late") == {"champion": "1", "challenger": "1"}
+
+
+def closed_port_url() -> str:
+    """An HTTP address nothing listens on: every request is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_an_unreachable_champion_blocks_promotion(store, models, monkeypatch):
+    """The champion's artifacts live in a store that refuses connections (a real, closed
+    port): nothing is known about it, so the challenger stays challenger and says why."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    client, trained = store.client, models["big"]
+    client.create_registered_model("offline")
+    champion = client.create_model_version(
+        "offline", source=f"{closed_port_url()}/api/2.0/mlflow-artifacts/artifacts/1/model")
+    client.set_registered_model_alias("offline", "champion", champion.version)
+    published, run_id = publish_in_run(store, "offline", trained)
+    decision = published.decision
+    assert not decision.promoted and decision.champion_unavailable
+    assert decision.champion_version == "1" and decision.champion_score is None
+    assert aliases(client, "offline") == {"champion": "1", "challenger": "2"}
+    tags = client.get_model_version("offline", "2").tags
+    assert tags["raylane.decision"] == "not promoted"
+    assert "champion v1 could not be fetched" in tags["raylane.decision.reasons"]
+    assert "promote this version by hand" in tags["raylane.decision.reasons"]
+    assert tags["raylane.decision.retry"].startswith("champion unavailable")
+    assert client.get_run(run_id).data.tags["raylane.decision"] == "not promoted"
+
+
+def test_an_unreachable_registry_is_no_champion_to_replace(store, models, monkeypatch):
+    """Asking which version is champion fails with a refused connection: that is not 'no
+    champion yet' (the old code promoted then)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    trained = models["big"]
+    offline = MlflowClient(tracking_uri=store.uri, registry_uri=closed_port_url())
+    decision = decide_for(offline, "anything", 0.9, PASSED, trained.data.holdout,
+                          trained.schema, trained.metric)
+    assert not decision.promoted and decision.champion_unavailable
+    assert "could not say which version of anything is champion" in decision.reasons[0]

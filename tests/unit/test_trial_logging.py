@@ -3,7 +3,9 @@ its methods called directly with real ``Trial`` objects, against a real SQLite s
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -113,14 +115,53 @@ def test_mlflow_calls_run_off_the_calling_thread(env):
     assert run.info.status == "FINISHED" and run.data.metrics["valid_roc_auc"] == 0.6
 
 
-def test_mlflow_errors_are_raised_when_the_experiment_ends(env):
+def test_calls_mlflow_refuses_are_reported_not_raised(env, caplog):
+    """The experiment is deleted under the search: no run can be created. The search must
+    not fail for it (the old callback raised here, throwing the finished trials away)."""
     cb, t = env.callback, trial("e1", max_depth=4)
-    env.client.delete_experiment(env.experiment_id)  # runs cannot be created in it any more
-    cb.log_trial_start(t)  # does not raise: the failure happens on the background thread
+    env.client.delete_experiment(env.experiment_id)
+    cb.log_trial_start(t)
+    cb.log_trial_result(1, t, result(1, 0.6))
     cb.log_trial_end(t)
-    with pytest.raises(RuntimeError, match="logging trials to MLflow at sqlite:") as info:
+    with caplog.at_level(logging.WARNING, logger="raylane.trial_logging"):
         cb.on_experiment_end([t])
-    assert "must be in the 'active' state" in str(info.value.__cause__)
+    assert cb.unlogged_results == 1
+    assert "1 of 1 trial results and 1 other calls could not be logged" in caplog.text
+    assert "must be in the 'active' state" in caplog.text
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_results_of_a_run_mlflow_refuses_are_counted_on_the_parent(env):
+    cb, t = env.callback, trial("d1", max_depth=4)
+    cb.log_trial_start(t)
+    wait_for(lambda: children(env), "the trial's run")
+    [run] = children(env).values()
+    env.client.delete_run(run.info.run_id)  # logging to it is refused from now on
+    cb.log_trial_result(1, t, result(1, 0.6))
+    cb.log_trial_result(2, t, result(2, 0.7))
+    cb.log_trial_end(t)
+    cb.on_experiment_end([t])
+    parent = env.client.get_run(env.parent_id)
+    assert parent.data.metrics["trials.unlogged_results"] == 2
+    assert parent.data.tags["raylane.trial_logging"].startswith(
+        "incomplete: 2 of 2 trial results")
+
+
+def test_a_complete_log_says_so_on_the_parent(env):
+    cb, t = env.callback, trial("c1", max_depth=4)
+    cb.log_trial_start(t)
+    cb.log_trial_result(1, t, result(1, 0.6))
+    cb.log_trial_end(t)
+    cb.on_experiment_end([t])
+    parent = env.client.get_run(env.parent_id)
+    assert parent.data.metrics["trials.unlogged_results"] == 0
+    assert parent.data.tags["raylane.trial_logging"] == "complete"
 
 
 def test_the_callback_pickles_without_its_thread_and_client(env):
