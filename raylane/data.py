@@ -175,6 +175,17 @@ class PreparedData:
     holdout: Split
     digest: str
     source: str
+    # The stable holdout (raylane/holdout.py): which holdout rows the challenger is judged on
+    # (None: all of them), and the definition recorded with the decision.
+    judge_rows: np.ndarray | None = None
+    holdout_definition: dict | None = None
+
+    @property
+    def judge(self) -> Split:
+        """The holdout rows champion and challenger are compared on."""
+        if self.judge_rows is None:
+            return self.holdout
+        return Split(self.holdout.X[self.judge_rows], self.holdout.y[self.judge_rows])
 
 
 def split_data(
@@ -184,9 +195,16 @@ def split_data(
     holdout_fraction: float,
     seed: int,
     source: str = "",
+    *,
+    holdout: np.ndarray | None = None,
 ) -> PreparedData:
-    """Deterministic train / validation / holdout split, stratified for classification."""
-    frame = frame[frame[schema.target].notna()]
+    """Deterministic train / validation / holdout split, stratified for classification.
+
+    ``holdout`` (a boolean mask over ``frame``'s rows, see raylane/holdout.py) names the holdout
+    rows instead of a random draw; train and validation are split from the rest.
+    """
+    keep = frame[schema.target].notna().to_numpy()
+    frame = frame[keep]
     X = prepare_features(frame, schema)
     y = encode_target(frame[schema.target], schema)
     stratify = y if schema.task == "classification" else None
@@ -194,9 +212,16 @@ def split_data(
         counts = np.bincount(y)
         if counts[counts > 0].min() < 3:
             stratify = None  # a class too rare to stratify; fall back to a plain shuffle
-    X_rest, X_hold, y_rest, y_hold = train_test_split(
-        X, y, test_size=holdout_fraction, random_state=seed, stratify=stratify
-    )
+    if holdout is not None:
+        mask = np.asarray(holdout, dtype=bool)[keep]
+        X_rest, X_hold, y_rest, y_hold = X[~mask], X[mask], y[~mask], y[mask]
+        if stratify is not None:
+            counts = np.bincount(y_rest)
+            stratify = y_rest if counts[counts > 0].min() >= 3 else None
+    else:
+        X_rest, X_hold, y_rest, y_hold = train_test_split(
+            X, y, test_size=holdout_fraction, random_state=seed, stratify=stratify
+        )
     strat_rest = y_rest if stratify is not None else None
     X_train, X_valid, y_train, y_valid = train_test_split(
         X_rest,
