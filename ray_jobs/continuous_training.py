@@ -6,6 +6,10 @@ against the champion and promote it only if it wins.
         --predictions <prediction log dir or URI> --new-data <path, glob or URI> \
         [--labels <table of prediction_id + label>] [--force] [--set key=value ...]
 
+Unset, --predictions, --new-data and --labels default to $RAYLANE_PREDICTION_LOG_URI (else
+$RAYLANE_PREDICTION_LOG, the serving side's), $RAYLANE_NEW_DATA_URI and $RAYLANE_LABELS_URI: the
+KubeRay jobs set them from the ConfigMap raylane-continuous-training.
+
 Exit codes: 0 done (whatever the decision), 2 bad config or data, 3 failed ONNX parity check,
 130 / 143 stopped by SIGINT / SIGTERM.
 """
@@ -15,12 +19,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from raylane import stops
 from raylane.config import ConfigError, load_config
 from raylane.data import DataError
 from raylane.export import ParityError
+
+# Each option's environment variables, first set (and non-empty) wins.
+ENV_DEFAULTS = {
+    "predictions": ("RAYLANE_PREDICTION_LOG_URI", "RAYLANE_PREDICTION_LOG"),
+    "new_data": ("RAYLANE_NEW_DATA_URI",),
+    "labels": ("RAYLANE_LABELS_URI",),
+}
+
+
+def _from_env(option: str) -> str | None:
+    return next((os.environ[v] for v in ENV_DEFAULTS[option] if os.environ.get(v)), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. tune.num_samples=40 (repeatable)")
     args = parser.parse_args(argv)
+    for option in ENV_DEFAULTS:
+        if not getattr(args, option):
+            setattr(args, option, _from_env(option))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         return _run(args)
