@@ -52,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", help="monitor only predictions logged at or after this time")
     parser.add_argument("--until", help="monitor only predictions logged before this time")
     parser.add_argument("--report", help="also write the drift report (JSON) here")
+    parser.add_argument("--monitor-only", action="store_true",
+                        help="stop after the monitor's decision (an orchestrator's first task)")
+    parser.add_argument("--monitoring-run-id",
+                        help="the monitor already said retrain in this MLflow run: link to it "
+                             "and retrain without monitoring again")
     parser.add_argument("--result", help="write the CT result (JSON) here")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. tune.num_samples=40 (repeatable)")
@@ -74,7 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         result = run_continuous_training(
             config, predictions=args.predictions, new_data=args.new_data, labels=args.labels,
             force=args.force, model_uri=args.model_uri, since=args.since, until=args.until,
-            report_path=args.report)
+            report_path=args.report, monitoring_run_id=args.monitoring_run_id,
+            monitor_only=args.monitor_only)
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ from raylane.data import DataError
 log = logging.getLogger(__name__)
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 PREDICTION_ID = "prediction_id"
+RESULT_MARKER = "raylane-ct-result: "
 
 
 @dataclass
@@ -154,13 +155,20 @@ def run_continuous_training(
     since: str | None = None,
     until: str | None = None,
     report_path: str | None = None,
+    monitoring_run_id: str | None = None,
+    monitor_only: bool = False,
 ) -> CTResult:
     """Run the monitor (unless ``force``) and, when it says ``retrain``, the training pipeline
     on the config's data plus the new labelled rows; the challenger is judged fairly and
-    promoted only if it wins."""
+    promoted only if it wins.
+
+    ``monitoring_run_id``: the monitor already ran (an orchestrator's earlier task) and said
+    ``retrain``; link to its run instead of monitoring again. ``monitor_only``: stop after the
+    monitor's decision (``retrained`` stays False; ``reasons`` say what it decided).
+    """
     from raylane.pipeline import load_data, run_pipeline
 
-    if not force and not predictions:
+    if not force and not predictions and not monitoring_run_id:
         raise DataError("--predictions is required unless --force")
     client = tracking.mlflow_client(config.tracking_uri)
     experiment = f"{config.mlflow.experiment}-ct"
@@ -176,7 +184,12 @@ def run_continuous_training(
                   "raylane.registered_model": config.mlflow.registered_model})
         run.params({"predictions": predictions, "new_data": new_data, "labels": labels,
                     "force": force, "since": since, "until": until})
-        if not force:
+        if monitoring_run_id and not force:
+            result.monitoring_run_id = monitoring_run_id
+            run.tags({"raylane.monitoring.run_id": monitoring_run_id,
+                      "raylane.monitoring.decision": "retrain"})
+            client.set_tag(monitoring_run_id, "raylane.ct.run_id", run_id)
+        elif not force:
             with stops.stage("monitoring"):
                 report = _monitor(config, predictions, labels, model_uri, since, until,
                                   report_path)
@@ -187,12 +200,17 @@ def run_continuous_training(
                       "raylane.monitoring.reasons": "; ".join(report.reasons)[:5000]})
             if report.run_id:
                 client.set_tag(report.run_id, "raylane.ct.run_id", run_id)
-            if report.decision != "retrain":
+            if report.decision != "retrain" or monitor_only:
                 result.reasons = [f"monitor decided {report.decision!r}: "
                                   + ("; ".join(report.reasons) or "no drift")]
-                run.tags({"raylane.ct.decision": "no retrain"})
+                run.tags({"raylane.ct.decision": "monitor only" if monitor_only
+                          else "no retrain"})
                 run.json(result.to_dict(), "ct/result.json")
                 return result
+        if monitor_only:  # forced: nothing to ask the monitor
+            result.reasons = ["forced"]
+            run.tags({"raylane.ct.decision": "monitor only"})
+            return result
         with stops.stage("data load"):
             rows = new_labelled_rows(config, new_data, predictions, labels)
             result.new_rows = len(rows)
@@ -251,7 +269,11 @@ def render(result: CTResult) -> str:
                   f"({result.scores.get('raylane.judging.metric')})",
                   f"  decision         {'promoted' if result.promoted else 'not promoted'}"]
     else:
-        lines.append("  decision         no retrain")
+        lines.append("  decision         "
+                     + ("retrain" if result.trigger == "forced" or (result.report or {}).get(
+                         "decision") == "retrain" else "no retrain") + " (not retrained here)")
     lines += [f"    - {r}" for r in result.reasons]
     lines += [f"  CT run           {result.run_id} (experiment {result.experiment})", "=" * 72]
+    # One machine-readable line for orchestrators that read the job's log (airflow/dags/)
+    lines.append(RESULT_MARKER + json.dumps(result.to_dict(), default=str))
     return "\n".join(lines)
