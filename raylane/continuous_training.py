@@ -17,6 +17,7 @@ import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +244,8 @@ def _monitor(config, predictions, labels, model_uri, since, until, report_path):
     except ImportError as exc:  # pragma: no cover - until the monitoring package is merged
         raise RuntimeError("raylane.monitoring is not available; use --force to retrain "
                            "without monitoring") from exc
+    since, until = (datetime.fromisoformat(t) if isinstance(t, str) else t
+                    for t in (since, until))
     if report_path is None:
         report_path = str(Path(tempfile.mkdtemp(prefix="raylane-ct-")) / "drift.json")
     return run_monitor(config, predictions, labels=labels, model_uri=model_uri, since=since,
