@@ -165,8 +165,10 @@ def test_drifted_traffic_triggers_retraining_linked_to_the_monitoring_run(
                 graph.run(feeds))
     plog.flush()
 
-    result = run_continuous_training(config(tmp_path, sqlite_uri, ref_path, GOOD),
-                                     predictions=str(logdir), new_data=str(new_path))
+    # two of the 13 columns drift: retrain when at least 10% do
+    result = run_continuous_training(
+        config(tmp_path, sqlite_uri, ref_path, GOOD, "monitoring.drift.drift_share=0.1"),
+        predictions=str(logdir), new_data=str(new_path))
     assert result.trigger == "monitor" and result.report["decision"] == "retrain"
     assert result.retrained and result.monitoring_run_id
     ct_run = client.get_run(result.run_id)
