@@ -242,8 +242,8 @@ def _monitor(config, predictions, labels, model_uri, since, until, report_path):
     try:
         from raylane.monitoring import run_monitor
     except ImportError as exc:  # pragma: no cover - until the monitoring package is merged
-        raise RuntimeError("raylane.monitoring is not available; use --force to retrain "
-                           "without monitoring") from exc
+        raise DataError("raylane.monitoring is not available; use --force to retrain "
+                        "without monitoring") from exc
     since, until = (datetime.fromisoformat(t) if isinstance(t, str) else t
                     for t in (since, until))
     if report_path is None:
