@@ -8,7 +8,9 @@ CONFIG ?= tune_configs/credit_xgboost.yaml
 # entrypoints run are the environment's own.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo serve serve-stop test test-fast bench clean
+AIRFLOW_VENV ?= .venv-airflow
+
+.PHONY: install demo serve serve-stop test test-fast bench clean airflow-install
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +23,15 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
+
+# The optional Airflow environment (airflow/dags/raylane_ct.py), apart from .venv: Airflow pins
+# its own dependencies. Pins in airflow/requirements.txt.
+$(AIRFLOW_VENV)/.installed: airflow/requirements.txt $(VENV)/.installed
+	$(UV) venv -q -p $(PYTHON) --allow-existing $(AIRFLOW_VENV)
+	$(UV) pip install -p $(AIRFLOW_VENV)/bin/python -q -r airflow/requirements.txt
+	touch $@
+
+airflow-install: $(AIRFLOW_VENV)/.installed  ## the Airflow environment for the CT DAG (.venv-airflow)
 
 demo: install  ## tune, track, export and register on the bundled credit dataset (local Ray, local MLflow)
 	$(PY) -m ray_jobs.train_pipeline --config $(CONFIG)

@@ -154,6 +154,24 @@ class ExportConfig(_Strict):
     parity_max_mismatch_fraction: float = Field(0.001, ge=0, le=1)
 
 
+class JudgingConfig(_Strict):
+    """How a challenger is judged against the champion (raylane/judging.py)."""
+
+    key_columns: list[str] | None = Field(
+        None, description="Columns whose values identify a row for the stable holdout "
+        "(default: every feature column and the target)")
+    hash_seed: int = Field(0, description="Seed of the row hash; changing it moves the holdout")
+    time_column: str | None = Field(
+        None, description="A column ordering rows in time: the judging rows are the newest "
+        "(not a feature; it is dropped before training)")
+    newest_fraction: float = Field(0.5, gt=0, le=1, description="With time_column: the newest "
+                                   "share of labelled rows the judging rows come from")
+    min_improvement: float = Field(
+        0.0, ge=0, description="How much better (in the metric's units) the challenger must "
+        "score than the champion to replace it; ties and near-ties keep the champion")
+    min_rows: int = Field(30, ge=1, description="Fewest judging rows to compare on")
+
+
 class PipelineConfig(_Strict):
     data: DataConfig
     model: ModelConfig
@@ -161,6 +179,7 @@ class PipelineConfig(_Strict):
     mlflow: MlflowConfig
     gates: GatesConfig = Field(default_factory=GatesConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    judging: JudgingConfig = Field(default_factory=JudgingConfig)
     seed: int = 0
 
     @model_validator(mode="after")

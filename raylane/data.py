@@ -182,6 +182,10 @@ class PreparedData:
     digest: str
     source: str
     pos_label: str | None = None  # the positive class of binary metrics (f1); None otherwise
+    # The stable holdout (raylane/holdout.py): which holdout rows the challenger is judged on
+    # (None: all of them), and the definition recorded with the decision.
+    judge_rows: np.ndarray | None = None
+    holdout_definition: dict | None = None
 
     @property
     def pos_index(self) -> int | None:
@@ -189,6 +193,13 @@ class PreparedData:
         if self.pos_label is None:
             return None
         return (self.schema.class_labels or []).index(self.pos_label)
+
+    @property
+    def judge(self) -> Split:
+        """The holdout rows champion and challenger are compared on."""
+        if self.judge_rows is None:
+            return self.holdout
+        return Split(self.holdout.X[self.judge_rows], self.holdout.y[self.judge_rows])
 
 
 # Quantile bins a regression target is stratified on (fewer for small tables).
@@ -279,18 +290,29 @@ def split_data(
     seed: int,
     source: str = "",
     pos_label: object = None,
+    *,
+    holdout: np.ndarray | None = None,
 ) -> PreparedData:
     """Deterministic train / validation / holdout split, stratified on the class (each class
-    must reach all three splits, else DataError) or on the regression target's quantiles."""
-    frame = frame[frame[schema.target].notna()]
+    must reach all three splits, else DataError) or on the regression target's quantiles.
+
+    ``holdout`` (a boolean mask over ``frame``'s rows, see raylane/holdout.py) names the holdout
+    rows instead of a random draw; train and validation are split from the rest.
+    """
+    keep = frame[schema.target].notna().to_numpy()
+    frame = frame[keep]
     X = prepare_features(frame, schema)
     y = encode_target(frame[schema.target], schema)
     if schema.task == "classification":
         check_classes(y, schema, valid_fraction, holdout_fraction)
-    X_rest, X_hold, y_rest, y_hold = train_test_split(
-        X, y, test_size=holdout_fraction, random_state=seed,
-        stratify=_strata(y, schema.task, holdout_fraction),
-    )
+    if holdout is not None:
+        mask = np.asarray(holdout, dtype=bool)[keep]
+        X_rest, X_hold, y_rest, y_hold = X[~mask], X[mask], y[~mask], y[mask]
+    else:
+        X_rest, X_hold, y_rest, y_hold = train_test_split(
+            X, y, test_size=holdout_fraction, random_state=seed,
+            stratify=_strata(y, schema.task, holdout_fraction),
+        )
     rest_fraction = valid_fraction / (1.0 - holdout_fraction)
     X_train, X_valid, y_train, y_valid = train_test_split(
         X_rest, y_rest, test_size=rest_fraction, random_state=seed,

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import ray
 
@@ -18,8 +19,11 @@ from raylane.data import DataError, PreparedData, infer_schema, read_table, spli
 from raylane.evaluation import Evaluation, GateResult, check_gates, evaluate
 from raylane.export import ParityReport
 from raylane.families import get_family
+from raylane.holdout import HoldoutDefinition, holdout_mask, newest_mask
+from raylane.judging import JudgingSet
 from raylane.promotion import Decision
 from raylane.publishing import publish
+from raylane.schema import FeatureSchema
 from raylane.stops import JobState
 from raylane.store_location import check_store, new_experiment_artifact_location
 from raylane.tracking import RunLog
@@ -55,35 +59,82 @@ class PipelineResult:
     pos_label: str | None = None
 
 
-def load_data(config: PipelineConfig) -> tuple[pd.DataFrame, PreparedData]:
-    """Read, select, validate and split the table named by ``data.path``."""
+def load_data(
+    config: PipelineConfig, new_rows: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, PreparedData]:
+    """Read, select, validate and split the table named by ``data.path``.
+
+    ``new_rows`` (continuous training: newly labelled rows, same columns) are appended; the
+    challenger is judged on the holdout rows among them (see :func:`stable_holdout`).
+    """
     dc = config.data
     frame = read_table(dc.path)
-    for key, names in (("data.columns", dc.columns or []), ("data.drop", dc.drop)):
+    is_new = np.zeros(len(frame), dtype=bool)
+    if new_rows is not None and len(new_rows):
+        frame = pd.concat([frame, new_rows[[c for c in frame.columns if c in new_rows]]],
+                          ignore_index=True)
+        is_new = np.r_[is_new, np.ones(len(new_rows), dtype=bool)]
+    time_column = config.judging.time_column
+    for key, names in (("data.columns", dc.columns or []), ("data.drop", dc.drop),
+                       ("judging.time_column", [time_column] if time_column else [])):
         missing = [c for c in names if c not in frame.columns]
         if missing:
             raise DataError(f"{key}: columns {missing} are not in {dc.path}")
+    keep = frame[dc.target].notna().to_numpy() if dc.target in frame.columns else slice(None)
+    frame, is_new = frame[keep].reset_index(drop=True), is_new[keep]
+    times = frame[time_column] if time_column else None
     if dc.columns:
         frame = frame[[c for c in dict.fromkeys([*dc.columns, dc.target])]]
-    frame = frame.drop(columns=[c for c in dc.drop if c != dc.target])
+    frame = frame.drop(columns=[c for c in [*dc.drop, time_column]
+                                if c and c != dc.target and c in frame.columns])
     if dc.sample_rows and len(frame) > dc.sample_rows:
-        frame = frame.sample(dc.sample_rows, random_state=config.seed).reset_index(drop=True)
+        frame = frame.sample(dc.sample_rows, random_state=config.seed)
+        is_new = is_new[frame.index.to_numpy()]
+        times = times.loc[frame.index] if times is not None else None
+        frame = frame.reset_index(drop=True)
     schema = infer_schema(frame, dc.target, dc.task, dc.categorical, dc.max_categories)
     if config.tune.metric:
         tuning_metric(config, schema.task)  # fail now if the metric does not fit the task
+    holdout, judge, definition = stable_holdout(config, frame, schema, times, is_new)
     data = split_data(frame, schema, dc.valid_fraction, dc.holdout_fraction, config.seed, dc.path,
-                      pos_label=dc.pos_label)
+                      pos_label=dc.pos_label, holdout=holdout)
+    data.judge_rows = judge[holdout]
+    data.holdout_definition = {**definition.as_dict(), "rows": int(holdout.sum()),
+                               "judging_rows": int(judge[holdout].sum()),
+                               "new_rows": int(is_new.sum())}
     return frame, data
+
+
+def stable_holdout(
+    config: PipelineConfig, frame: pd.DataFrame, schema: FeatureSchema,
+    times: pd.Series | None, is_new: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, HoldoutDefinition]:
+    """The holdout rows (by a hash of each row's key: the same rows in every retrain), the rows
+    the challenger is judged on (holdout rows among the newest), and their definition."""
+    jc = config.judging
+    key = tuple(sorted(jc.key_columns or [*schema.feature_names, schema.target]))
+    definition = HoldoutDefinition(
+        fraction=config.data.holdout_fraction, key_columns=key, hash_seed=jc.hash_seed,
+        time_column=jc.time_column, newest_fraction=jc.newest_fraction if jc.time_column else None,
+    )
+    try:
+        holdout = holdout_mask(frame, definition)
+    except KeyError as exc:
+        raise DataError(exc.args[0]) from None
+    timed = frame.assign(**{jc.time_column: times.to_numpy()}) if times is not None else frame
+    return holdout, holdout & newest_mask(timed, definition, is_new), definition
 
 
 def run_pipeline(
     config: PipelineConfig,
     resume: bool = False,
     loaded: tuple[pd.DataFrame, PreparedData] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> PipelineResult:
     """Run every stage; raise on a failed parity check (nothing is registered then).
 
     ``loaded`` is the result of :func:`load_data` when the caller already validated the data.
+    ``tags`` go on the parent run and the model version (continuous training links its run).
     MLflow is reached only through a client for ``config.tracking_uri``: the job leaves MLflow's
     process-wide state (tracking URI, active run) as it found it.
     """
@@ -112,6 +163,8 @@ def run_pipeline(
         stops.bind_state(state)
         stops.track_run(tracking_uri, run_id)
         run = tracking.RunLog(client, run_id)
+        if tags:
+            run.tags(tags)
         if not state.done("tracking setup"):
             with stops.stage("tracking setup"):
                 tracking.log_job_context(run, config, data, frame)
@@ -139,7 +192,11 @@ def run_pipeline(
             best.pipeline, data.schema, data.holdout, metric=metric, gates=gates,
             client=client, registered_model=config.mlflow.registered_model, run_id=run_id,
             export=config.export,
-            tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest},
+            tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest,
+                  "raylane.training_run_id": run_id, **(tags or {})},
+            judging=JudgingSet(rows=data.judge, definition=data.holdout_definition or {},
+                               min_improvement=config.judging.min_improvement,
+                               min_rows=config.judging.min_rows),
             metadata={"holdout_metrics": evaluation.holdout, "dataset_digest": data.digest},
             stage=stops.stage, on_registered=stops.mark_registered,
             raw_holdout=frame.loc[data.holdout.X.index, data.schema.feature_names]

@@ -64,10 +64,12 @@ class Decision:
         return CHAMPION if self.promoted else CHALLENGER
 
 
-def score_champion(
-    client: MlflowClient, name: str, holdout: Split, schema: FeatureSchema, metric: Metric,
-) -> tuple[ModelVersion | None, float | None, ChampionProblem | None]:
-    """The current champion, its score on this holdout (ONNX, no pickle), or why it has none."""
+def load_champion(
+    client: MlflowClient, name: str,
+) -> tuple[ModelVersion | None, OnnxModel | None, ChampionProblem | None]:
+    """The current champion of ``name`` and its graph (ONNX, no pickle), or why it has none:
+    ``unavailable`` (the registry or artifact store failed: says nothing of the model) or
+    ``broken`` (its files were fetched and do not load)."""
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as exc:
@@ -90,11 +92,26 @@ def score_champion(
             mlmodel = yaml.safe_load((local / "MLmodel").read_text()) or {}
             theirs = FeatureSchema.model_validate((mlmodel.get("metadata") or {})[
                 SCHEMA_METADATA_KEY])
-            model = OnnxModel((local / ONNX_FILE).read_bytes(), theirs)
+            return champion, OnnxModel((local / ONNX_FILE).read_bytes(), theirs), None
         except Exception as exc:
             return champion, None, ChampionProblem(
                 "broken", f"champion v{champion.version} could not be loaded: "
                 f"{type(exc).__name__}: {exc}")
+
+
+UNAVAILABLE_ADVICE = ("promotion refused because the champion could not be compared. Rerun the "
+                      "job once MLflow is reachable, or promote this version by hand (set the "
+                      "'champion' alias)")
+
+
+def score_champion(
+    client: MlflowClient, name: str, holdout: Split, schema: FeatureSchema, metric: Metric,
+) -> tuple[ModelVersion | None, float | None, ChampionProblem | None]:
+    """The current champion, its score on this holdout (ONNX, no pickle), or why it has none."""
+    champion, model, problem = load_champion(client, name)
+    if model is None:
+        return champion, None, problem
+    theirs = model.schema
     if theirs.task != schema.task or theirs.class_labels != schema.class_labels:
         return champion, None, ChampionProblem(
             "incomparable", f"champion v{champion.version} predicts other classes or a task")
@@ -125,10 +142,7 @@ def decide(
                         champion_version=champion_version, champion_score=champion_score)
     if problem is not None and problem.kind == "unavailable":
         decision.champion_unavailable = True
-        decision.reasons.append(
-            f"{problem}; promotion refused because the champion could not be compared. Rerun "
-            "the job once MLflow is reachable, or promote this version by hand (set the "
-            "'champion' alias)")
+        decision.reasons.append(f"{problem}; {UNAVAILABLE_ADVICE}")
     elif problem is not None and problem.kind == "incomparable":
         decision.reasons.append(f"{problem}; not comparable on this holdout")
     elif problem is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import pandas as pd
 from mlflow import MlflowClient
@@ -21,13 +21,13 @@ from raylane.config import ExportConfig
 from raylane.data import Split
 from raylane.evaluation import GateResult
 from raylane.export import ParityError, ParityReport, check_parity, to_onnx
+from raylane.judging import JudgingSet, decision_from, judge
 from raylane.metrics import Metric
 from raylane.onnx_model import OnnxModel
-from raylane.promotion import Decision, decide_for, decision_tags, record
+from raylane.promotion import Decision, decision_tags, record
 from raylane.registry import log_onnx_model, register_version
 from raylane.schema import FeatureSchema
 from raylane.tracking import RunLog
-from raylane.training import model_output
 
 
 @dataclass
@@ -55,6 +55,7 @@ def publish(
     tags: dict[str, str] | None = None,
     metadata: dict | None = None,
     promote: bool = True,
+    judging: JudgingSet | None = None,
     stage: Callable[[str], AbstractContextManager] = lambda name: contextlib.nullcontext(),
     on_registered: Callable[[str], None] | None = None,
     raw_holdout: pd.DataFrame | None = None,
@@ -65,10 +66,11 @@ def publish(
     The parity report goes to the run (``export/parity.json``, ``parity.*`` metrics, tag
     ``raylane.parity``); on failure :class:`ParityError` is raised and nothing is registered.
     The version gets ``tags``; the MLmodel metadata gets the feature schema, ``source_run_id``
-    and ``metadata``. The challenger is scored on ``holdout`` with ``metric`` and becomes
-    ``champion`` if ``gates`` passed and it beats the current champion; with ``promote=False``
-    it is only made ``challenger`` (a candidate to roll out by hand). The run is tagged with the
-    version and the decision.
+    and ``metadata``. The challenger's graph and the current champion's graph are scored with
+    ``metric`` on ``judging``'s rows (default: ``holdout``; see raylane/judging.py) and the
+    challenger becomes ``champion`` if ``gates`` passed and it wins; with ``promote=False`` it is
+    only made ``challenger`` (a candidate to roll out by hand). The version and the run are
+    tagged with the verdict (scores, rows, holdout definition) and the decision.
 
     The decision is made before the version is registered, and the version is created with
     its decision tags: a failure while deciding registers nothing.
@@ -100,13 +102,13 @@ def publish(
             )
 
     with stage("decision"):  # before registering: no version exists without its decision
-        score = metric(holdout.y, model_output(pipeline, holdout.X))
-        if promote:
-            decision = decide_for(client, registered_model, score, gates, holdout, schema, metric)
-        else:
-            decision = Decision(
-                promoted=False, score=score,
-                reasons=["promotion not requested (registered as challenger only)"])
+        verdict = judge(client, registered_model, onnx_model, judging or JudgingSet(rows=holdout),
+                        metric)
+        decision = decision_from(verdict, gates)
+        if not promote:
+            decision.promoted = False
+            decision.reasons = ["promotion not requested (registered as challenger only)"]
+        judged = {**verdict.tags(), **decision_tags(decision, metric)}
     with stage("registration"):
         logged = log_onnx_model(
             client, run_id, onnx_bytes, schema,
@@ -118,14 +120,15 @@ def publish(
         version = register_version(
             client, logged, registered_model, run_id,
             tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}",
-                  **decision_tags(decision, metric)},
+                  **judged},
         )
         if on_registered is not None:
             on_registered(str(version.version))
     with stage("promotion"):
         record(client, version, decision, metric, tagged=True)
-        run.tags({"raylane.model_version": str(version.version),
-                  "raylane.decision": "promoted" if decision.promoted else "not promoted"})
+        run.json({"verdict": asdict(verdict), "decision": asdict(decision)},
+                 "judging/decision.json")
+        run.tags({"raylane.model_version": str(version.version), **judged})
     return Published(onnx_bytes=onnx_bytes, parity=parity, model_id=logged.model_id,
                      version=version, decision=decision)
 

@@ -191,8 +191,8 @@ def ray_cluster_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
         return [spec]
     if kind == "RayService":
         return [spec["rayClusterConfig"]]
-    if kind == "RayJob":
-        return [spec["rayClusterSpec"]] if "rayClusterSpec" in spec else []
+    if kind == "RayJob":  # an empty rayClusterSpec is a placeholder kustomize fills in
+        return [spec["rayClusterSpec"]] if spec.get("rayClusterSpec") else []
     if kind == "RayCronJob":
         tmpl = spec["jobTemplate"]
         return [tmpl["rayClusterSpec"]] if "rayClusterSpec" in tmpl else []

@@ -167,6 +167,8 @@ def _job_specs() -> list[tuple[str, dict]]:
     out = []
     for overlay in k8s.JOB_OVERLAYS:
         for obj in k8s.render_overlay(overlay):
+            if obj["kind"] not in {"RayJob", "RayCronJob"}:
+                continue  # the continuous-training jobs' ConfigMap
             spec = obj["spec"]["jobTemplate"] if obj["kind"] == "RayCronJob" else obj["spec"]
             out.append((f"{k8s.overlay_name(overlay)}:{k8s.obj_id(obj)}", spec))
     return out

@@ -304,11 +304,15 @@ def test_job_overlays_render_every_job_for_every_environment():
         objs = k8s.render_overlay(overlay)
         assert {k8s.obj_id(o) for o in objs} == {
             "RayJob/raylane-train", "RayJob/raylane-train-on-cluster",
-            "RayCronJob/raylane-retrain"}, overlay
+            "RayCronJob/raylane-retrain", "RayJob/raylane-continuous-training",
+            "RayCronJob/raylane-continuous-training",
+            "ConfigMap/raylane-continuous-training"}, overlay
         assert all(o["metadata"]["namespace"] == "raylane" for o in objs)
         # `kubectl create -k ... -l raylane.io/job=<job>` picks exactly one of them
         labels = [o["metadata"]["labels"]["raylane.io/job"] for o in objs]
-        assert sorted(labels) == ["retrain", "train", "train-on-cluster"]
+        assert sorted(labels) == ["continuous-training", "continuous-training-config",
+                                  "continuous-training-schedule", "retrain", "train",
+                                  "train-on-cluster"]
 
 
 def test_the_cron_job_runs_exactly_the_training_job():
@@ -322,13 +326,35 @@ def test_the_cron_job_runs_exactly_the_training_job():
                 == objs["RayJob/raylane-train"]["spec"]), overlay
 
 
+def test_continuous_training_runs_the_training_cluster_with_the_log_locations():
+    """The CT RayJob is the training job's cluster plus the ConfigMap in the driver's (head's)
+    environment, the keys ray_jobs.continuous_training reads; its RayCronJob runs exactly it."""
+    from ray_jobs.continuous_training import ENV_DEFAULTS
+
+    source = k8s.load_file(k8s.KUBERAY / "jobs" / "raycronjob-continuous-training.yaml")[0]
+    assert source["spec"]["jobTemplate"] == {}
+    for overlay in k8s.JOB_OVERLAYS:
+        objs = {k8s.obj_id(o): o for o in k8s.render_overlay(overlay)}
+        ct = objs["RayJob/raylane-continuous-training"]["spec"]
+        assert objs["RayCronJob/raylane-continuous-training"]["spec"]["jobTemplate"] == ct
+        assert ct["entrypoint"].startswith("python -m ray_jobs.continuous_training --config ")
+        cluster = copy.deepcopy(ct["rayClusterSpec"])
+        head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert head.pop("envFrom") == [{"configMapRef": {"name": "raylane-continuous-training"}}]
+        assert cluster == objs["RayJob/raylane-train"]["spec"]["rayClusterSpec"], overlay
+        data = objs["ConfigMap/raylane-continuous-training"]["data"]
+        assert {names[0] for names in ENV_DEFAULTS.values()} == set(data)
+        assert "://" in data["RAYLANE_PREDICTION_LOG_URI"]
+
+
 def test_rayjob_rules():
     """Rules the KubeRay operator enforces on RayJobs (beyond the schema)."""
     jobs = [(i, o["spec"]) for i, o in RAY if o["kind"] == "RayJob"]
     jobs += [(i, o["spec"]["jobTemplate"]) for i, o in RAY if o["kind"] == "RayCronJob"]
     assert len(jobs) >= 3
     for ident, spec in jobs:
-        assert spec["entrypoint"].startswith("python -m ray_jobs.train_pipeline --config ")
+        assert spec["entrypoint"].startswith(("python -m ray_jobs.train_pipeline --config ",
+                                              "python -m ray_jobs.continuous_training --config "))
         if spec.get("ttlSecondsAfterFinished", 0) > 0:
             assert spec.get("shutdownAfterJobFinishes") is True, ident
         if "clusterSelector" in spec:
