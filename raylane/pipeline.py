@@ -18,6 +18,7 @@ from raylane.data import DataError, PreparedData, infer_schema, read_table, spli
 from raylane.evaluation import Evaluation, GateResult, check_gates, evaluate
 from raylane.export import ParityReport
 from raylane.families import get_family
+from raylane.monitoring.reference import reference_sample
 from raylane.promotion import Decision
 from raylane.publishing import publish
 from raylane.stops import JobState
@@ -131,6 +132,7 @@ def run_pipeline(
             tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest},
             metadata={"holdout_metrics": evaluation.holdout, "dataset_digest": data.digest},
             stage=stops.stage, on_registered=stops.mark_registered,
+            reference=reference_sample(data.train, config.monitoring.reference_rows, config.seed),
         )
         version = published.version
         stops.mark_finished(str(version.version))

@@ -22,6 +22,7 @@ from raylane.data import Split
 from raylane.evaluation import GateResult
 from raylane.export import ParityError, ParityReport, check_parity, to_onnx
 from raylane.metrics import Metric
+from raylane.monitoring.reference import attach_profile
 from raylane.onnx_model import OnnxModel
 from raylane.promotion import Decision, decide_and_record, record
 from raylane.registry import log_onnx_model, register_version
@@ -57,6 +58,7 @@ def publish(
     promote: bool = True,
     stage: Callable[[str], AbstractContextManager] = lambda name: contextlib.nullcontext(),
     on_registered: Callable[[str], None] | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> Published:
     """Export ``pipeline``, check the graph against it on ``holdout``, log it from run ``run_id``,
     register it as a new version of ``registered_model`` and decide on promotion.
@@ -71,7 +73,8 @@ def publish(
 
     ``stage(name)`` wraps each step ("export", "parity", "registration", "promotion"; the job
     passes :func:`raylane.stops.stage` so a stop says where it landed) and ``on_registered`` is
-    told the new version number as soon as it exists.
+    told the new version number as soon as it exists. ``reference`` (a sample of the training
+    rows) becomes the version's monitoring reference profile (:mod:`raylane.monitoring.reference`).
     """
     export = export or ExportConfig()
     run = RunLog(client, run_id)
@@ -104,6 +107,8 @@ def publish(
             client, logged, registered_model, run_id,
             tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}"},
         )
+        if reference is not None:
+            attach_profile(client, version, run_id, reference, onnx_model, holdout)
         if on_registered is not None:
             on_registered(str(version.version))
     with stage("promotion"):

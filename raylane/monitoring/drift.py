@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -38,11 +39,20 @@ class ColumnDrift:
     unseen_categories: dict | None = None
 
     def to_dict(self) -> dict:
-        out = asdict(self)
-        for key in ("score", "psi"):
-            if out[key] is not None and not math.isfinite(out[key]):
-                out[key] = None if math.isnan(out[key]) else out[key]
-        return out
+        return finite(asdict(self))
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities (JSON has none) replaced by None, recursively."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer | np.bool_):
+        return obj.item()
+    return obj
 
 
 @dataclass
@@ -133,6 +143,8 @@ class DatasetDrift:
     columns: list[ColumnDrift]
     drift_share: float
     dataset_drift: bool
+    # name -> (reference, current) samples, for the distribution plots
+    samples: dict[str, tuple[Sample, Sample]] = field(default_factory=dict, repr=False)
 
     @property
     def drifted_columns(self) -> list[str]:
@@ -151,13 +163,15 @@ def compare(reference: pa.Table, current: pa.Table, kinds: dict[str, str], cfg: 
     threads (counting and sorting release the GIL)."""
     categories = categories or {}
 
-    def one(name: str) -> ColumnDrift:
+    def one(name: str) -> tuple[ColumnDrift, Sample, Sample]:
         kind = kinds[name]
         ref, cur = sample(reference.column(name), kind), sample(current.column(name), kind)
         known = categories.get(name, set()) | {str(v) for v in ref.counts.values} \
             if kind == "categorical" else None
-        return column_drift(name, kind, ref, cur, cfg, known)
+        return column_drift(name, kind, ref, cur, cfg, known), ref, cur
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        columns = list(pool.map(one, kinds))
-    return dataset_drift(columns, cfg.drift_share)
+        results = list(pool.map(one, kinds))
+    out = dataset_drift([r[0] for r in results], cfg.drift_share)
+    out.samples = {r[0].name: (r[1], r[2]) for r in results}
+    return out
