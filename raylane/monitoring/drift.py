@@ -69,17 +69,21 @@ class Sample:
 
 
 def numeric_sample(array: pa.Array | pa.ChunkedArray) -> Sample:
-    values = np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64) if isinstance(
-        array, pa.Array) else _chunked_numpy(array)
+    values = _numpy(array)
     finite = values[np.isfinite(values)]
     return Sample(st.numeric_counts(finite), len(values), len(values) - len(finite))
 
 
-def _chunked_numpy(array: pa.ChunkedArray) -> np.ndarray:
-    if array.num_chunks == 0:
+def _numpy(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Floats in their own precision (float32 from the log), nulls as NaN."""
+    if pa.types.is_null(array.type):
+        return np.full(len(array), np.nan)
+    if not pa.types.is_floating(array.type):
+        array = pc.cast(array, pa.float64())
+    chunks = array.chunks if isinstance(array, pa.ChunkedArray) else [array]
+    if not chunks:
         return np.zeros(0)
-    return np.concatenate([np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float64)
-                           for c in array.chunks])
+    return np.concatenate([c.to_numpy(zero_copy_only=False) for c in chunks])
 
 
 def categorical_sample(array: pa.Array | pa.ChunkedArray) -> Sample:
