@@ -177,7 +177,7 @@ class TriggersConfig(_Strict):
                                            "version's holdout figure (default: the task's)")
     performance_tolerance: float = Field(0.05, ge=0, description="Retrain when the live metric is "
                                          "worse than the holdout figure by more than this")
-    min_rows: int = Field(200, ge=1, description="Fewer logged rows in the window: no decision")
+    min_rows: int = Field(500, ge=1, description="Fewer logged rows in the window: no decision")
     min_labelled_rows: int = Field(100, ge=1, description="Fewer labelled rows: no performance")
 
     @field_validator("performance_metric")
