@@ -15,7 +15,7 @@ from raylane.monitoring import tracking
 from raylane.monitoring.drift import ColumnDrift, DatasetDrift, compare, sample
 from raylane.monitoring.drift import column_drift as drift_of
 from raylane.monitoring.performance import live_performance, read_labels
-from raylane.monitoring.reading import read_window, time_range
+from raylane.monitoring.reading import as_utc, read_window, time_range
 from raylane.monitoring.reference import load_profile
 from raylane.monitoring.report import MonitorReport, build_body, decide
 from raylane.schema import FeatureSchema
@@ -45,7 +45,8 @@ def run_monitor(
     profile = load_profile(client, version)
     schema = registered.schema
     experiment_id = base_tracking.ensure_experiment(client, tracking.experiment_name(config))
-    until = until or datetime.now(UTC)
+    until = as_utc(until) if until else datetime.now(UTC)
+    since = as_utc(since) if since else None
     if since is None and mon.window.since_last_report:
         since = tracking.last_report_end(client, experiment_id, registered.name)
     if since is None and mon.window.lookback_hours:

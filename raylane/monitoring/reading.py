@@ -34,7 +34,8 @@ def filesystem_for(uri: str):
     return PyFileSystem(FSSpecHandler(fs)), path
 
 
-def _utc(ts: datetime) -> datetime:
+def as_utc(ts: datetime) -> datetime:
+    """``ts`` in UTC; a naive time is taken to be UTC already."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
@@ -71,9 +72,9 @@ def read_window(
     predicate = (col("model_name") == lit(model_name)) & \
         (col("model_version") == lit(str(model_version)))
     if since is not None:
-        predicate = predicate & (col("timestamp") >= lit(_utc(since)))
+        predicate = predicate & (col("timestamp") >= lit(as_utc(since)))
     if until is not None:
-        predicate = predicate & (col("timestamp") < lit(_utc(until)))
+        predicate = predicate & (col("timestamp") < lit(as_utc(until)))
     ds = ds.filter(expr=predicate).map_batches(
         _flatten, fn_kwargs={"features": features}, batch_format="pyarrow", batch_size=None)
     tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
