@@ -23,10 +23,10 @@ OUTPUT_COLUMNS = ("timestamp", "prediction", "probabilities", "prediction_id")
 
 
 def filesystem_for(uri: str):
-    """``(pyarrow filesystem or None, path)``: None lets Ray pick for local paths; other URIs go
-    through fsspec, which reads its usual settings (``AWS_ENDPOINT_URL``, credentials...)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return None, uri.removeprefix("file://")
+    """``(pyarrow filesystem or None, path)``: None lets Ray pick for plain paths; URIs (``file://``
+    too) go through fsspec, which reads its usual settings (``AWS_ENDPOINT_URL``, credentials)."""
+    if "://" not in uri:
+        return None, uri
     import fsspec
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
