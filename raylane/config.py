@@ -172,6 +172,63 @@ class JudgingConfig(_Strict):
     min_rows: int = Field(30, ge=1, description="Fewest judging rows to compare on")
 
 
+class DriftConfig(_Strict):
+    """Per-column drift methods and thresholds (Evidently's defaults and rules)."""
+
+    drift_share: float = Field(0.5, gt=0, le=1, description="Dataset drift when at least this "
+                               "share of the columns drift")
+    stat_test_max_rows: int = Field(1000, ge=1, description="Up to this many reference rows the "
+                                    "p-value tests (KS, chi-square, z) are used, above it the "
+                                    "distances (Wasserstein, Jensen-Shannon), as Evidently does")
+    ks_threshold: float = Field(0.05, gt=0, lt=1, description="KS p-value at or below which")
+    chisquare_threshold: float = Field(0.05, gt=0, lt=1, description="Chi-square / z-test p-value")
+    wasserstein_threshold: float = Field(0.1, gt=0, description="Normed Wasserstein distance")
+    jensenshannon_threshold: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance")
+    psi_threshold: float = Field(0.1, gt=0, description="PSI reported as drifted at or above this")
+    missing_rate_tolerance: float = Field(0.05, ge=0, le=1, description="Absolute change of a "
+                                          "column's missing share flagged in the report")
+    columns: list[str] | None = Field(None, description="Columns to check (default: all features)")
+
+
+class TriggersConfig(_Strict):
+    """When a monitoring report decides ``retrain``."""
+
+    dataset_drift: bool = Field(True, description="Retrain on dataset drift")
+    prediction_drift: bool = Field(False, description="Retrain when the output distribution drifts")
+    performance_metric: str | None = Field(None, description="Live metric compared with the "
+                                           "version's holdout figure (default: the task's)")
+    performance_tolerance: float = Field(0.05, ge=0, description="Retrain when the live metric is "
+                                         "worse than the holdout figure by more than this")
+    min_rows: int = Field(500, ge=1, description="Fewer logged rows in the window: no decision")
+    min_labelled_rows: int = Field(100, ge=1, description="Fewer labelled rows: no performance")
+
+    @field_validator("performance_metric")
+    @classmethod
+    def _known_metric(cls, value: str | None) -> str | None:
+        if value is not None and value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; expected one of {sorted(METRICS)}")
+        return value
+
+
+class WindowConfig(_Strict):
+    """Which logged rows a report reads (``--since`` / ``--until`` override it)."""
+
+    since_last_report: bool = Field(False, description="Start where the last report ended")
+    lookback_hours: float | None = Field(None, gt=0, description="Only the last N hours")
+
+
+class MonitoringConfig(_Strict):
+    """Drift and live-performance monitoring of the served version (``ray_jobs.monitor``)."""
+
+    experiment: str | None = Field(None, description="Default: '<mlflow.experiment>-monitoring'")
+    model_uri: str | None = Field(None, description="Default: models:/<registered_model>@champion")
+    reference_rows: int = Field(5000, ge=100, description="Training rows kept as the reference")
+    max_rows: int | None = Field(None, ge=100, description="Sample the window down to this many")
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    triggers: TriggersConfig = Field(default_factory=TriggersConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+
+
 class PipelineConfig(_Strict):
     data: DataConfig
     model: ModelConfig
@@ -180,6 +237,9 @@ class PipelineConfig(_Strict):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     judging: JudgingConfig = Field(default_factory=JudgingConfig)
+
+
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     seed: int = 0
 
     @model_validator(mode="after")

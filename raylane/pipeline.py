@@ -21,6 +21,7 @@ from raylane.export import ParityReport
 from raylane.families import get_family
 from raylane.holdout import HoldoutDefinition, holdout_mask, newest_mask
 from raylane.judging import JudgingSet
+from raylane.monitoring.reference import reference_sample
 from raylane.promotion import Decision
 from raylane.publishing import publish
 from raylane.schema import FeatureSchema
@@ -201,6 +202,7 @@ def run_pipeline(
             stage=stops.stage, on_registered=stops.mark_registered,
             raw_holdout=frame.loc[data.holdout.X.index, data.schema.feature_names]
             if frame.index.is_unique else None,
+            reference=reference_sample(data.train, config.monitoring.reference_rows, config.seed),
         )
         version = published.version
         stops.mark_finished(str(version.version))

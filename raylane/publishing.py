@@ -23,6 +23,7 @@ from raylane.evaluation import GateResult
 from raylane.export import ParityError, ParityReport, check_parity, to_onnx
 from raylane.judging import JudgingSet, decision_from, judge
 from raylane.metrics import Metric
+from raylane.monitoring.reference import attach_profile
 from raylane.onnx_model import OnnxModel
 from raylane.promotion import Decision, decision_tags, record
 from raylane.registry import log_onnx_model, register_version
@@ -59,6 +60,7 @@ def publish(
     stage: Callable[[str], AbstractContextManager] = lambda name: contextlib.nullcontext(),
     on_registered: Callable[[str], None] | None = None,
     raw_holdout: pd.DataFrame | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> Published:
     """Export ``pipeline``, check the graph against it on ``holdout``, log it from run ``run_id``,
     register it as a new version of ``registered_model`` and decide on promotion.
@@ -79,7 +81,9 @@ def publish(
     "promotion", which moves the aliases; the job passes :func:`raylane.stops.stage` so a stop
     says where it landed) and ``on_registered`` is told the new version number as soon as it
     exists. ``raw_holdout`` (the holdout rows as in the data) is what the parity check
-    sends the graph through serving's request decoding.
+    sends the graph through serving's request decoding. ``reference`` (a sample of the
+    training rows) becomes the version's monitoring reference profile
+    (:mod:`raylane.monitoring.reference`).
     """
     export = export or ExportConfig()
     run = RunLog(client, run_id)
@@ -122,6 +126,8 @@ def publish(
             tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}",
                   **judged},
         )
+        if reference is not None:
+            attach_profile(client, version, run_id, reference, onnx_model, holdout)
         if on_registered is not None:
             on_registered(str(version.version))
     with stage("promotion"):

@@ -1,0 +1,126 @@
+"""One monitoring pass: the served version's logged traffic against its reference profile."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime, timedelta
+
+import pyarrow as pa
+
+from raylane import tracking as base_tracking
+from raylane.config import PipelineConfig
+from raylane.model_store import load_version
+from raylane.monitoring import tracking
+from raylane.monitoring.drift import ColumnDrift, DatasetDrift, compare, sample
+from raylane.monitoring.drift import column_drift as drift_of
+from raylane.monitoring.performance import live_performance, read_labels
+from raylane.monitoring.reading import as_utc, read_window, time_range
+from raylane.monitoring.reference import load_profile
+from raylane.monitoring.report import MonitorReport, build_body, decide
+from raylane.schema import FeatureSchema
+
+log = logging.getLogger(__name__)
+
+
+def run_monitor(
+    config: PipelineConfig, predictions: str, *, labels: str | None = None,
+    model_uri: str | None = None, since: datetime | None = None, until: datetime | None = None,
+    report_path: str | None = None,
+) -> MonitorReport:
+    """Read the log under ``predictions`` for the version ``model_uri`` resolves to (default:
+    the config's, else ``models:/<registered_model>@champion``), compare it with the version's
+    reference profile, join ``labels`` when given, decide, and record it all as a run in the
+    monitoring experiment (and as JSON at ``report_path``).
+
+    The window is ``[since, until)``; without ``since`` it starts ``monitoring.window`` says
+    (the last report's end, or ``lookback_hours`` ago, else the start of the log); ``until``
+    defaults to now and is recorded, so the next "since last report" starts there.
+    """
+    mon = config.monitoring
+    client = base_tracking.mlflow_client(config.tracking_uri)
+    uri = model_uri or mon.model_uri or f"models:/{config.mlflow.registered_model}@champion"
+    registered = load_version(client, uri)
+    version = client.get_model_version(registered.name, registered.version)
+    profile = load_profile(client, version)
+    schema = registered.schema
+    experiment_id = base_tracking.ensure_experiment(client, tracking.experiment_name(config))
+    until = as_utc(until) if until else datetime.now(UTC)
+    since = as_utc(since) if since else None
+    if since is None and mon.window.since_last_report:
+        since = tracking.last_report_end(client, experiment_id, registered.name)
+    if since is None and mon.window.lookback_hours:
+        since = until - timedelta(hours=mon.window.lookback_hours)
+
+    features = _columns(mon.drift.columns, schema)
+    _ensure_ray()
+    window = read_window(predictions, registered.name, registered.version, features,
+                         since=since, until=until, max_rows=mon.max_rows, seed=config.seed)
+    rows = window.num_rows
+    log.info("monitor: %d logged rows of %s v%s in [%s, %s)", rows, registered.name,
+             registered.version, since, until)
+
+    drift: DatasetDrift | None = None
+    prediction: ColumnDrift | None = None
+    if rows >= mon.triggers.min_rows:
+        kinds = {c: schema.column(c).kind for c in features}
+        categories = {c.name: set(c.categories or []) for c in schema.columns
+                      if c.kind == "categorical"}
+        drift = compare(profile.sample, window, kinds, mon.drift, categories)
+        prediction = _prediction_drift(profile.predictions, window, schema, mon.drift)
+    performance = None
+    if labels:
+        performance = live_performance(
+            window, read_labels(labels), schema, profile.holdout_metrics,
+            metric=mon.triggers.performance_metric, tolerance=mon.triggers.performance_tolerance,
+            min_rows=mon.triggers.min_labelled_rows)
+    decision, reasons = decide(rows, drift, prediction, performance, mon.triggers)
+
+    first, last = time_range(window)
+    body = build_body(
+        model={"name": registered.name, "version": registered.version, "uri": uri,
+               "reference": profile.uri, "reference_rows": profile.sample.num_rows},
+        window={"since": since.isoformat() if since else None, "until": until.isoformat(),
+                "first": first.isoformat() if first else None,
+                "last": last.isoformat() if last else None},
+        rows=rows, drift=drift, drift_share_threshold=mon.drift.drift_share,
+        prediction=prediction.to_dict() if prediction else None, performance=performance,
+    )
+    with base_tracking.parent_run(
+        client, experiment_id, run_name=f"monitor-{registered.name}-v{registered.version}",
+    ) as run_id:
+        report = MonitorReport(decision, reasons, run_id, body)
+        tracking.log_report(client, run_id, report, until, drift)
+    if report_path:
+        report.write(report_path)
+    log.info("monitor: decision %s: %s", decision, "; ".join(reasons))
+    return report
+
+
+def _columns(selected: list[str] | None, schema: FeatureSchema) -> list[str]:
+    names = schema.feature_names
+    unknown = sorted(set(selected or []) - set(names))
+    if unknown:
+        raise ValueError(f"monitoring.drift.columns: {unknown} are not columns of the model; "
+                         f"expected some of {names}")
+    return list(selected) if selected else names
+
+
+def _prediction_drift(reference: pa.Table, window: pa.Table, schema: FeatureSchema,
+                      cfg) -> ColumnDrift | None:
+    """Drift of the output: the predicted class (classifiers) or value (regressors)."""
+    if "prediction" not in window.column_names:
+        return None
+    kind = "categorical" if schema.task == "classification" else "numeric"
+    ref, cur = sample(reference.column("prediction"), kind), sample(window.column("prediction"),
+                                                                     kind)
+    return drift_of("prediction", kind, ref, cur, cfg,
+                    set(schema.class_labels or []) if kind == "categorical" else None)
+
+
+def _ensure_ray() -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # Under `ray job submit` RAY_ADDRESS names the cluster; run directly, a local Ray starts.
+        ray.init(address=os.environ.get("RAY_ADDRESS", "local"))

@@ -1,0 +1,99 @@
+"""Read a window of the prediction log with Ray Data: the rows one model version served.
+
+The log (``raylane.serving.prediction_log``) is a directory of Parquet files with ``timestamp``,
+``model_name``, ``model_version``, ``input`` (a struct of the raw columns), ``prediction``,
+``probabilities`` (classifiers) and, when the service assigns them, ``prediction_id``. The
+directory may be a local path or any fsspec URI (``s3://``, ``gs://``, ``memory://``...). Ray Data
+lists and reads the files in parallel tasks (on every node of a cluster), filters rows there, and
+only the selected columns of the selected rows reach the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+log = logging.getLogger(__name__)
+INPUT_PREFIX = "input."
+OUTPUT_COLUMNS = ("timestamp", "prediction", "probabilities", "prediction_id")
+
+
+def filesystem_for(uri: str):
+    """``(pyarrow filesystem or None, path)``: None lets Ray pick for plain paths; URIs (``file://``
+    too) go through fsspec, which reads its usual settings (``AWS_ENDPOINT_URL``, credentials)."""
+    if "://" not in uri:
+        return None, uri
+    import fsspec
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return PyFileSystem(FSSpecHandler(fs)), path
+
+
+def as_utc(ts: datetime) -> datetime:
+    """``ts`` in UTC; a naive time is taken to be UTC already."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def _flatten(batch: pa.Table, features: list[str]) -> pa.Table:
+    """``input.<col>`` struct fields as top-level columns, plus the outputs the log has."""
+    flat = batch.flatten()
+    names = [f"{INPUT_PREFIX}{f}" for f in features]
+    missing = [n for n in names if n not in flat.column_names]
+    if missing:
+        raise ValueError(f"prediction log lacks input columns {missing}: logged by another model?")
+    outputs = [c for c in OUTPUT_COLUMNS if c in flat.column_names]
+    return pa.table([flat.column(n) for n in names] + [flat.column(c) for c in outputs],
+                    names=features + outputs)
+
+
+def read_window(
+    predictions: str, model_name: str, model_version: str, features: list[str], *,
+    since: datetime | None = None, until: datetime | None = None, max_rows: int | None = None,
+    seed: int = 0,
+) -> pa.Table:
+    """The logged rows of ``model_name`` version ``model_version`` with ``since <= timestamp <
+    until``, as one table of the feature columns and the outputs; sampled down to ``max_rows``
+    (with ``seed``) when given. An empty log gives an empty table."""
+    import ray.data
+    from ray.data.expressions import col, lit
+
+    filesystem, path = filesystem_for(predictions)
+    try:
+        ds = ray.data.read_parquet(path, filesystem=filesystem, file_extensions=["parquet"],
+                                   partitioning=None)
+    except (FileNotFoundError, ValueError) as exc:
+        log.warning("prediction log %s: nothing to read (%s)", predictions, exc)
+        return _empty(features)
+    predicate = (col("model_name") == lit(model_name)) & \
+        (col("model_version") == lit(str(model_version)))
+    if since is not None:
+        predicate = predicate & (col("timestamp") >= lit(as_utc(since)))
+    if until is not None:
+        predicate = predicate & (col("timestamp") < lit(as_utc(until)))
+    ds = ds.filter(expr=predicate).map_batches(
+        _flatten, fn_kwargs={"features": features}, batch_format="pyarrow", batch_size=None)
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return _empty(features)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if max_rows is not None and table.num_rows > max_rows:
+        idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, max_rows, replace=False))
+        table = table.take(pa.array(idx))
+    return table
+
+
+def _empty(features: list[str]) -> pa.Table:
+    return pa.table({f: pa.array([], pa.null()) for f in features})
+
+
+def time_range(table: pa.Table) -> tuple[datetime | None, datetime | None]:
+    """The first and last timestamp in ``table`` (None when it is empty)."""
+    if table.num_rows == 0 or "timestamp" not in table.column_names:
+        return None, None
+    lo, hi = pc.min_max(table.column("timestamp")).values()
+    return lo.as_py(), hi.as_py()
