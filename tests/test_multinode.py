@@ -277,7 +277,8 @@ def test_serve_replicas_spread_over_both_nodes(cluster, trained, tmp_path):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             health = http.get("/healthz").json()
             assert health == {"status": "ok", "model_name": MODEL,
-                              "model_version": registered.version}
+                              "model_version": registered.version, "load_state": "current",
+                              "pending_version": None}
             for start in range(0, len(frame), 4):  # several requests: both replicas take some
                 rows = frame.iloc[start:start + 4]
                 records = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
