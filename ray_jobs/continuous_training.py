@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from raylane.continuous_training import render, run_continuous_training
+    from raylane.continuous import render, run_continuous_training
 
     try:
         config = load_config(args.config, args.set)

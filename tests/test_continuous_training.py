@@ -16,7 +16,7 @@ from conftest import CREDIT_CSV, ROOT
 from process_state import restored_environ
 
 from raylane.config import load_config
-from raylane.continuous_training import run_continuous_training
+from raylane.continuous import run_continuous_training
 from raylane.data import infer_schema, split_data
 from raylane.families import get_family
 from raylane.judging import score_graph

@@ -38,7 +38,7 @@ from airflow.utils.trigger_rule import TriggerRule
 from airflow import DAG
 
 REPO = Path(os.environ.get("RAYLANE_REPO", Path(__file__).resolve().parents[2]))
-RESULT_MARKER = "raylane-ct-result: "  # raylane.continuous_training.RESULT_MARKER
+RESULT_MARKER = "raylane-ct-result: "  # raylane.continuous.RESULT_MARKER
 POLL_S = 2.0
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 

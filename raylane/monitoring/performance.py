@@ -3,28 +3,29 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from raylane.data import DataError
 from raylane.metrics import DEFAULT_METRIC, METRICS, evaluate_all
 from raylane.schema import FeatureSchema
+from raylane.tables import read_tables
 
 ID, LABEL = "prediction_id", "label"
 
 
-def read_labels(path: str) -> pd.DataFrame:
-    """A CSV or Parquet table (local path or fsspec URI) with columns ``prediction_id`` and
-    ``label``; ids are read as strings."""
-    suffixes = Path(path.split("?")[0]).suffixes
-    frame = pd.read_parquet(path) if ".parquet" in suffixes or ".pq" in suffixes or \
-        path.rstrip("/").endswith("/") else pd.read_csv(path, dtype={ID: str})
+def read_labels(spec: str, target: str | None = None) -> pd.DataFrame:
+    """Labels that arrived for logged predictions: every CSV/Parquet table under ``spec`` (a
+    path, directory, glob or fsspec URI) with ``prediction_id`` and ``label`` (or the target's
+    own column name); ids are read as strings, the last label of an id wins."""
+    frame = read_tables(spec, "--labels", dtype={ID: str})
+    if LABEL not in frame.columns and target is not None and target in frame.columns:
+        frame = frame.rename(columns={target: LABEL})
     missing = {ID, LABEL} - set(frame.columns)
     if missing:
-        raise ValueError(f"labels {path}: missing columns {sorted(missing)} (expected "
-                         f"{ID!r} and {LABEL!r})")
+        raise DataError(f"--labels {spec}: missing columns {sorted(missing)} (expected {ID!r} "
+                        f"and {LABEL!r}" + (f" or {target!r}" if target else "") + ")")
     frame = frame[[ID, LABEL]].dropna()
     frame[ID] = frame[ID].astype(str)
     return frame.drop_duplicates(ID, keep="last")

@@ -39,9 +39,13 @@ def as_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _flatten(batch: pa.Table, features: list[str]) -> pa.Table:
-    """``input.<col>`` struct fields as top-level columns, plus the outputs the log has."""
+def _flatten(batch: pa.Table, features: list[str] | None) -> pa.Table:
+    """``input.<col>`` struct fields (``features``, or all of them) as top-level columns, plus
+    the outputs the log has."""
     flat = batch.flatten()
+    if features is None:
+        features = [c.removeprefix(INPUT_PREFIX) for c in flat.column_names
+                    if c.startswith(INPUT_PREFIX)]
     names = [f"{INPUT_PREFIX}{f}" for f in features]
     missing = [n for n in names if n not in flat.column_names]
     if missing:
@@ -52,13 +56,14 @@ def _flatten(batch: pa.Table, features: list[str]) -> pa.Table:
 
 
 def read_window(
-    predictions: str, model_name: str, model_version: str, features: list[str], *,
+    predictions: str, model_name: str, model_version: str | None, features: list[str] | None, *,
     since: datetime | None = None, until: datetime | None = None, max_rows: int | None = None,
     seed: int = 0,
 ) -> pa.Table:
-    """The logged rows of ``model_name`` version ``model_version`` with ``since <= timestamp <
-    until``, as one table of the feature columns and the outputs; sampled down to ``max_rows``
-    (with ``seed``) when given. An empty log gives an empty table."""
+    """The logged rows of ``model_name`` version ``model_version`` (None: every version) with
+    ``since <= timestamp < until``, as one table of the feature columns (None: all logged) and
+    the outputs; sampled down to ``max_rows`` (with ``seed``) when given. An empty log gives an
+    empty table."""
     import ray.data
     from ray.data.expressions import col, lit
 
@@ -69,8 +74,9 @@ def read_window(
     except (FileNotFoundError, ValueError) as exc:
         log.warning("prediction log %s: nothing to read (%s)", predictions, exc)
         return _empty(features)
-    predicate = (col("model_name") == lit(model_name)) & \
-        (col("model_version") == lit(str(model_version)))
+    predicate = col("model_name") == lit(model_name)
+    if model_version is not None:
+        predicate = predicate & (col("model_version") == lit(str(model_version)))
     if since is not None:
         predicate = predicate & (col("timestamp") >= lit(as_utc(since)))
     if until is not None:
@@ -87,8 +93,8 @@ def read_window(
     return table
 
 
-def _empty(features: list[str]) -> pa.Table:
-    return pa.table({f: pa.array([], pa.null()) for f in features})
+def _empty(features: list[str] | None) -> pa.Table:
+    return pa.table({f: pa.array([], pa.null()) for f in features or []})
 
 
 def time_range(table: pa.Table) -> tuple[datetime | None, datetime | None]:

@@ -21,17 +21,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import fsspec
-import pandas as pd
-import pyarrow.parquet as pq
-
 from raylane import stops, tracking
 from raylane.config import PipelineConfig
+from raylane.continuous.inputs import new_labelled_rows
 from raylane.data import DataError
 
 log = logging.getLogger(__name__)
-TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
-PREDICTION_ID = "prediction_id"
 RESULT_MARKER = "raylane-ct-result: "
 
 
@@ -54,95 +49,6 @@ class CTResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# --------------------------------------------------------------------------- reading rows
-
-
-def table_files(spec: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
-    """The table files a path, glob, directory or URI (any fsspec filesystem) names."""
-    fs, _, paths = fsspec.get_fs_token_paths(spec)
-    files: list[str] = []
-    for path in paths:
-        if fs.isdir(path):
-            files += [p for p in fs.find(path) if p.endswith(TABLE_SUFFIXES)]
-        else:
-            files.append(path)
-    return fs, sorted(files)
-
-
-def read_rows(spec: str, what: str = "--new-data") -> pd.DataFrame:
-    """Every CSV/TSV/Parquet table under ``spec``, concatenated."""
-    fs, files = table_files(spec)
-    if not files:
-        raise DataError(f"{what}: no .csv, .tsv or .parquet files at {spec!r}")
-    frames = []
-    for path in files:
-        with fs.open(path, "rb") as f:
-            if path.endswith((".parquet", ".pq")):
-                frames.append(pq.read_table(f).to_pandas())
-            else:
-                frames.append(pd.read_csv(f, sep="\t" if path.endswith(".tsv") else ","))
-    return pd.concat(frames, ignore_index=True)
-
-
-def read_prediction_log(spec: str) -> pd.DataFrame:
-    """The logged predictions as rows of raw input columns (``input.<col>`` -> ``<col>``), with
-    ``prediction_id``, ``timestamp`` and the model version kept."""
-    fs, files = table_files(spec)
-    tables = []
-    for path in files:
-        with fs.open(path, "rb") as f:
-            tables.append(pq.read_table(f).flatten().to_pandas())
-    if not tables:
-        raise DataError(f"--predictions: no prediction log files at {spec!r}")
-    frame = pd.concat(tables, ignore_index=True)
-    return frame.rename(columns={c: c.removeprefix("input.") for c in frame.columns})
-
-
-def labelled_from_log(predictions: str, labels: str, config: PipelineConfig) -> pd.DataFrame:
-    """Logged inputs joined on ``prediction_id`` with the labels that arrived for them.
-
-    The labels table has ``prediction_id`` and the target column (or ``label``)."""
-    target = config.data.target
-    table = read_rows(labels, "--labels")
-    if target not in table.columns and "label" in table.columns:
-        table = table.rename(columns={"label": target})
-    for column in (PREDICTION_ID, target):
-        if column not in table.columns:
-            raise DataError(f"--labels: needs columns {PREDICTION_ID!r} and {target!r} (or "
-                            f"'label'); it has {list(table.columns)}")
-    logged = read_prediction_log(predictions)
-    if PREDICTION_ID not in logged.columns:
-        raise DataError("--predictions: the log has no prediction_id column (logged by an "
-                        "older server?); labels cannot be joined")
-    logged = logged.drop(columns=[target], errors="ignore").drop_duplicates(PREDICTION_ID)
-    joined = table[[PREDICTION_ID, target]].merge(logged, on=PREDICTION_ID, how="inner")
-    log.info("labels: %d rows, %d joined to logged predictions", len(table), len(joined))
-    return joined
-
-
-def new_labelled_rows(config: PipelineConfig, new_data: str | None, predictions: str | None,
-                      labels: str | None) -> pd.DataFrame:
-    """``--new-data`` rows plus, with ``--labels``, the labelled logged predictions; only the
-    columns of the reference data are kept (the pipeline's ``data.path``)."""
-    frames = []
-    if new_data:
-        frames.append(read_rows(new_data))
-    if labels:
-        if not predictions:
-            raise DataError("--labels needs --predictions (the log they are joined with)")
-        frames.append(labelled_from_log(predictions, labels, config))
-    if not frames:
-        return pd.DataFrame()
-    rows = pd.concat(frames, ignore_index=True)
-    if config.data.target not in rows.columns:
-        raise DataError(f"--new-data: the new rows have no target column "
-                        f"{config.data.target!r}")
-    return rows
-
-
-# --------------------------------------------------------------------------- the run
 
 
 def run_continuous_training(
@@ -239,11 +145,8 @@ def run_continuous_training(
 
 
 def _monitor(config, predictions, labels, model_uri, since, until, report_path):
-    try:
-        from raylane.monitoring import run_monitor
-    except ImportError as exc:  # pragma: no cover - until the monitoring package is merged
-        raise DataError("raylane.monitoring is not available; use --force to retrain "
-                        "without monitoring") from exc
+    from raylane.monitoring import run_monitor
+
     since, until = (datetime.fromisoformat(t) if isinstance(t, str) else t
                     for t in (since, until))
     if report_path is None:
