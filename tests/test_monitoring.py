@@ -37,7 +37,7 @@ CONFIG = ss.ROOT / "tune_configs" / "credit_xgboost.yaml"
 
 def shifted(rows: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     out = rows.copy()
-    out["Amount"] = out["Amount"] * 1.5
+    out["Amount"] = (out["Amount"] * 1.5).round()  # Amount is an integer column
     owners = np.flatnonzero(out["Home"].to_numpy() == "owner")
     flip = np.random.default_rng(seed).choice(owners, len(owners) // 2, replace=False)
     out.loc[out.index[flip], "Home"] = "rent"
