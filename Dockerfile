@@ -23,7 +23,7 @@ COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 raylane ./raylane
 COPY --chown=1000:100 ray_jobs ./ray_jobs
 RUN pip install --no-cache-dir . "psycopg2-binary==2.9.13" \
- && python -c "import ray, raylane, ray_jobs, psycopg2; assert ray.__version__ == '2.60.0', ray.__version__"
+ && python -c "import ray, raylane, ray_jobs, psycopg2, flask_wtf; assert ray.__version__ == '2.60.0', ray.__version__"
 
 # What the job and the service read at run time, relative to WORKDIR (the RayJob entrypoint is
 # `python -m ray_jobs.train_pipeline --config tune_configs/credit_xgboost.yaml`, run from here).

@@ -267,3 +267,40 @@ def test_local_serving_and_the_benchmark_run_the_cluster_env_the_rayservice_ship
             env = _container_env(container)
             assert {k: env.get(k) for k in bench} == bench, container["name"]
             assert "RAY_SERVE_HAPROXY_NBTHREAD" in env, container["name"]
+
+
+# ------------------------------------------------------------------ MLflow authentication
+
+
+@pytest.mark.parametrize("overlay", [p.name for p in k8s.OVERLAYS])
+def test_mlflow_auth_config_is_what_mlflow_reads(overlay, tmp_path, monkeypatch):
+    """The ConfigMap's basic_auth.ini, read by MLflow's own config reader: a known default
+    permission that grants nothing, the admin from the environment (the Secret), and its SQLite
+    database on a mounted volume of its own, not under the served artifact root."""
+    from mlflow.server.auth.config import read_auth_config
+    from mlflow.server.auth.permissions import get_permission
+
+    objs = {k8s.obj_id(o): o for o in k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)}
+    pod = objs["Deployment/mlflow"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    path = Path(env["MLFLOW_AUTH_CONFIG_PATH"])
+    mount = next(m for m in c["volumeMounts"] if m["mountPath"] == str(path.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    ini = objs[f"ConfigMap/{volume['configMap']['name']}"]["data"][path.name]
+    (tmp_path / path.name).write_text(ini)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(tmp_path / path.name))
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_USERNAME", "from-secret")
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "from-secret-too")
+    config = read_auth_config()
+    assert config.admin_username == "from-secret" and config.admin_password == "from-secret-too"
+    assert "admin_password" not in ini
+    assert not get_permission(config.default_permission).can_read  # NO_PERMISSIONS
+    db = config.database_uri.removeprefix("sqlite:///")
+    assert config.database_uri.startswith("sqlite:////")
+    db_mount = next(m for m in c["volumeMounts"] if db.startswith(m["mountPath"] + "/"))
+    db_volume = next(v for v in pod["volumes"] if v["name"] == db_mount["name"])
+    claim = db_volume["persistentVolumeClaim"]["claimName"]
+    assert f"PersistentVolumeClaim/{claim}" in objs and claim != "mlflow-artifacts"
+    artifacts = next(a for a in c["args"] if a.startswith("--artifacts-destination=")).split("=")[1]
+    assert not db.startswith(artifacts + "/")

@@ -8,6 +8,7 @@ Kubernetes 1.37 OpenAPI schemas through kubernetes-validate (strict). See tests/
 from __future__ import annotations
 
 import copy
+import re
 
 import k8s_support as k8s
 import pytest
@@ -176,10 +177,25 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
     c = pod["containers"][0]
     assert c["command"] == ["mlflow", "server"]
     args = c["args"]
-    backend = next(a for a in args if a.startswith("--backend-store-uri="))
-    assert backend.split("=", 1)[1].startswith("postgresql+psycopg2://")
+    env = {e["name"]: e for e in c["env"]}
+    # the database URI (with its password) is in the environment, not the arguments
+    assert not [a for a in args if a.startswith("--backend-store-uri")]
+    backend = env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert backend.startswith("postgresql+psycopg2://$(POSTGRES_USER):$(POSTGRES_PASSWORD)@")
     assert "@postgres:5432/" in backend
+    names = [e["name"] for e in c["env"]]  # $(VAR) expands only from variables defined earlier
+    assert max(names.index(k) for k in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")) < (
+        names.index("MLFLOW_BACKEND_STORE_URI"))
     assert "--serve-artifacts" in args
+    # MLflow's basic-auth app, its config mounted from the ConfigMap, admin from the Secret
+    assert "--app-name=basic-auth" in args
+    config = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    mount = next(m for m in c["volumeMounts"] if config.startswith(m["mountPath"] + "/"))
+    assert {"configMap": {"name": "mlflow-auth"}}.items() <= next(
+        v for v in pod["volumes"] if v["name"] == mount["name"]).items()
+    for key in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD",
+                "MLFLOW_FLASK_SERVER_SECRET_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-admin", key
     # the dev overlay patches args by index: the list must keep its shape
     assert len([a for a in args if a.startswith("--workers=")]) == 1
     assert len(args) == 6 and args[5].startswith("--workers=")
@@ -188,7 +204,6 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols[mounts[dest]]["persistentVolumeClaim"]["claimName"] == "mlflow-artifacts"
     # credentials only from a Secret, never literal values in the Deployment
-    env = {e["name"]: e for e in c["env"]}
     for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         assert "secretKeyRef" in env[key]["valueFrom"], key
     # in-cluster clients send Host "mlflow:5000"; MLflow 3 rejects unknown Host headers
@@ -197,12 +212,17 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
     assert dep["spec"]["strategy"]["type"] == "Recreate"  # RWO volume
 
 
+# prod: these Secrets are created out of band (README: Run on Kubernetes)
+MLFLOW_ACCOUNT_SECRETS = ("mlflow-admin", "mlflow-writer", "mlflow-reader")
+PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", *MLFLOW_ACCOUNT_SECRETS)
+
+
 @pytest.mark.parametrize("overlay", OVERLAY_IDS)
 def test_secret_references_resolve(overlay):
     objs = k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)
     secrets = {o["metadata"]["name"] for o in objs if o["kind"] == "Secret"}
     # prod: the database and S3 Secrets are created out of band (README: Run on Kubernetes)
-    external = {"mlflow-postgres", "prediction-log-s3"} if overlay == "prod" else set()
+    external = set(PROD_EXTERNAL_SECRETS) if overlay == "prod" else set()
     refs = set()
     for o in objs:
         for _, c in k8s.containers(o):
@@ -212,8 +232,12 @@ def test_secret_references_resolve(overlay):
     assert refs, "expected Secret references"
     assert refs <= secrets | external, refs - secrets
     if overlay == "dev":
-        assert len(secrets) == 2 and "prediction-log-s3" in secrets
+        assert len(secrets) == 5 and {"prediction-log-s3", *MLFLOW_ACCOUNT_SECRETS} <= secrets
         assert {s for s in secrets if s.startswith("mlflow-postgres-")}
+    else:  # every external Secret is named in the prod overlay's instructions
+        text = (k8s.KUBERAY / "overlays" / "prod" / "kustomization.yaml").read_text()
+        for name in PROD_EXTERNAL_SECRETS:
+            assert f"create secret generic {name}" in text, name
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_IDS)
@@ -389,3 +413,226 @@ def test_dev_overlay_fits_a_laptop():
             for c in o["spec"]["template"]["spec"]["containers"]:
                 requested += k8s.quantity(c["resources"]["requests"]["cpu"])
     assert requested <= 4, f"dev overlay requests {float(requested)} CPUs at its minimum size"
+
+
+# -------------------------------------------------- authentication and network policies
+
+
+def _pod_labels(obj: dict) -> list[tuple[str, dict]]:
+    """(where, labels) of every pod template in ``obj``, as the manifests set them."""
+    out = []
+    for cluster in k8s.ray_cluster_specs(obj):
+        groups = [("head", cluster["headGroupSpec"])] + [
+            (g["groupName"], g) for g in cluster.get("workerGroupSpecs", [])]
+        for name, group in groups:
+            labels = group["template"].get("metadata", {}).get("labels", {})
+            out.append((f"{k8s.obj_id(obj)}:{name}", labels))
+    if obj["kind"] in {"Deployment", "StatefulSet", "Job"}:
+        labels = obj["spec"]["template"].get("metadata", {}).get("labels", {})
+        out.append((f"{k8s.obj_id(obj)}:pod", labels))
+    return out
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    assert set(selector) <= {"matchLabels"}, selector  # matchExpressions: not used here
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def _platform(overlay: str) -> tuple[list[dict], list[tuple[str, dict]]]:
+    """An overlay's objects with its jobs' objects, and the labels of all their pods."""
+    objs = list(k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay))
+    objs += k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay / "jobs")
+    return objs, [p for o in objs for p in _pod_labels(o)]
+
+
+def _policies(objs) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o["spec"] for o in objs if o["kind"] == "NetworkPolicy"}
+
+
+def _matched(selector: dict, pods) -> set[str]:
+    return {where.split(":")[0] for where, labels in pods if _selects(selector, labels)}
+
+
+RAY_POD_OWNERS = {"RayCluster/raylane", "RayService/raylane-serve", "RayJob/raylane-train",
+                  "RayJob/raylane-continuous-training", "RayCronJob/raylane-retrain",
+                  "RayCronJob/raylane-continuous-training"}
+FUTURE_CONSOLE = {"matchLabels": {"app.kubernetes.io/name": "raylane-console"}}
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_network_policies_select_pods_that_exist(overlay):
+    objs, pods = _platform(overlay)
+    policies = _policies(objs)
+    assert set(policies) == {"postgres", "mlflow", "ray", "serve-http"}
+    for name, spec in policies.items():
+        assert _matched(spec["podSelector"], pods), f"{name}: selects no pod"
+        for rule in spec.get("ingress", []):
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer or peer["podSelector"] in ({}, FUTURE_CONSOLE):
+                    continue  # other namespaces (the operator), the namespace, the console
+                assert _matched(peer["podSelector"], pods), f"{name}: {peer} matches no pod"
+        for rule in spec.get("egress", []):
+            for peer in rule.get("to", []):
+                assert _matched(peer["podSelector"], pods), f"{name}: {peer} matches no pod"
+    # every Ray pod (head and workers, every kind) is under the Ray policy
+    ray_pods = [(w, labels) for w, labels in pods if w.split(":")[0] in RAY_POD_OWNERS]
+    assert {w.split(":")[0] for w, _ in ray_pods} == RAY_POD_OWNERS
+    assert all(_selects(policies["ray"]["podSelector"], labels) for _, labels in ray_pods)
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_postgres_only_client_is_mlflow(overlay):
+    objs, pods = _platform(overlay)
+    policies = _policies(objs)
+    pg = policies["postgres"]
+    assert _matched(pg["podSelector"], pods) == {"StatefulSet/postgres"}
+    assert set(pg["policyTypes"]) == {"Ingress", "Egress"}
+    (rule,) = pg["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [5432]
+    assert {o for peer in rule["from"] for o in _matched(peer["podSelector"], pods)} == {
+        "Deployment/mlflow"}
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])  # this namespace only
+    # no other policy opens PostgreSQL's pods (policies add up)
+    pg_labels = next(labels for w, labels in pods if w.startswith("StatefulSet/postgres"))
+    assert [n for n, s in policies.items() if _selects(s["podSelector"], pg_labels)] == [
+        "postgres"]
+    # and its egress is DNS only
+    assert [p["port"] for r in pg["egress"] for p in r["ports"]] == [53, 53]
+    assert all("to" not in r for r in pg["egress"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_mlflow_admits_ray_pods_the_console_and_the_account_job_only(overlay):
+    objs, pods = _platform(overlay)
+    policies = _policies(objs)
+    ml = policies["mlflow"]
+    assert _matched(ml["podSelector"], pods) == {"Deployment/mlflow"}
+    (rule,) = ml["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [5000]
+    assert all(set(peer) == {"podSelector"} for peer in rule["from"])
+    assert FUTURE_CONSOLE in [p["podSelector"] for p in rule["from"]]
+    clients = {o for peer in rule["from"] for o in _matched(peer["podSelector"], pods)}
+    assert clients == RAY_POD_OWNERS | {"Job/mlflow-accounts"}, clients
+    # MLflow itself reaches PostgreSQL and DNS only
+    assert {k8s.obj_id(o) for r in ml["egress"] for peer in r.get("to", [])
+            for o in objs if any(_selects(peer["podSelector"], lab) for _, lab in _pod_labels(o))
+            } == {"StatefulSet/postgres"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_ray_dashboard_only_from_the_namespace_and_serve_http_open(overlay):
+    objs, pods = _platform(overlay)
+    policies = _policies(objs)
+    ray = policies["ray"]
+    assert ray["policyTypes"] == ["Ingress"]
+    for rule in ray["ingress"]:
+        for peer in rule["from"]:
+            if "namespaceSelector" in peer:  # from other namespaces: the operator, 8265 only
+                assert peer["podSelector"] == {
+                    "matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
+                assert [p["port"] for p in rule["ports"]] == [8265]
+            else:
+                assert peer == {"podSelector": {}}
+    serve = policies["serve-http"]
+    assert _matched(serve["podSelector"], pods) == {"RayService/raylane-serve"}
+    (rule,) = serve["ingress"]
+    assert "from" not in rule and [p["port"] for p in rule["ports"]] == [8000]
+
+
+def _secret_env(container: dict) -> dict[str, str]:
+    return {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def test_serving_reads_with_the_reader_account_and_jobs_write_with_the_writer():
+    seen = set()
+    for _, obj in RAY:
+        want = "mlflow-reader" if obj["kind"] == "RayService" else "mlflow-writer"
+        for where, c in k8s.ray_containers(obj):
+            refs = _secret_env(c)
+            assert refs.get("MLFLOW_TRACKING_USERNAME") == want, where
+            assert refs.get("MLFLOW_TRACKING_PASSWORD") == want, where
+            seen.add(want)
+    assert seen == {"mlflow-reader", "mlflow-writer"}
+    for _, obj in ALL:  # no account password as a literal anywhere
+        for where, c in k8s.containers(obj):
+            literal = {e["name"] for e in c.get("env", []) if "value" in e}
+            assert not literal & {"MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD",
+                                  "POSTGRES_PASSWORD"}, where
+
+
+def test_the_account_job_runs_the_library_with_secrets_only():
+    from raylane.deploy import mlflow_accounts
+
+    for overlay in OVERLAY_IDS:
+        job = by_id(overlay, "Job/mlflow-accounts")["spec"]["template"]["spec"]
+        (c,) = job["containers"]
+        assert c["command"] == ["python", "-m", mlflow_accounts.__name__]
+        refs = _secret_env(c)
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert refs["MLFLOW_TRACKING_USERNAME"] == refs["MLFLOW_TRACKING_PASSWORD"] == (
+            "mlflow-admin")
+        fake = {k: "x" if "READER" in k else "y" for k in refs}  # what the Job's env provides
+        fake["RAYLANE_MLFLOW_READER_USERNAME"] = "r"
+        accounts = mlflow_accounts.accounts_from_env(fake)
+        assert [a.permission for a in accounts] == ["EDIT", "READ"]
+        assert refs["RAYLANE_MLFLOW_WRITER_PASSWORD"] == "mlflow-writer"
+        assert refs["RAYLANE_MLFLOW_READER_PASSWORD"] == "mlflow-reader"
+
+
+_URI_WITH_CREDENTIALS = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+
+
+def command_line_leaks(obj: dict, secret_values: set[str]) -> list[str]:
+    """Passwords or credentialed URIs on a command line: container command/args, exec probes,
+    a RayJob's entrypoint, rayStartParams."""
+    lines = []
+    for where, c in k8s.containers(obj):
+        lines += [(where, str(a)) for a in c.get("command", []) + c.get("args", [])]
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            lines += [(where, str(a)) for a in c.get(probe, {}).get("exec", {}).get("command", [])]
+    spec = obj.get("spec", {})
+    job = spec.get("jobTemplate", spec) if obj["kind"] == "RayCronJob" else spec
+    if obj["kind"] in {"RayJob", "RayCronJob"}:
+        lines.append((k8s.obj_id(obj), job.get("entrypoint", "")))
+    for cluster in k8s.ray_cluster_specs(obj):
+        for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+            lines += [(k8s.obj_id(obj), f"{k}={v}") for k, v in group["rayStartParams"].items()]
+    leaks = []
+    for where, text in lines:
+        if (_URI_WITH_CREDENTIALS.search(text) or "password" in text.lower()
+                or any(v and v in text for v in secret_values)):
+            leaks.append(f"{where}: {text}")
+    return leaks
+
+
+def _secret_values() -> set[str]:
+    """Passwords and keys of the Secrets the overlays render (dev's)."""
+    import base64
+
+    values = set()
+    for _, obj in ALL:  # the secret parts (not user or database names) of the rendered Secrets
+        if obj["kind"] == "Secret":
+            items = {k: base64.b64decode(v).decode() for k, v in obj.get("data", {}).items()}
+            items |= obj.get("stringData", {})
+            values |= {v for k, v in items.items() if re.search("PASSWORD|SECRET", k)}
+    return values
+
+
+@pytest.mark.parametrize("ident,obj", ALL, ids=[i for i, _ in ALL])
+def test_no_password_on_a_command_line(ident, obj):
+    assert command_line_leaks(obj, _secret_values()) == [], ident
+
+
+def test_the_command_line_scan_finds_leaks():
+    secrets = _secret_values()
+    assert "mlflow-dev-only" in secrets  # the dev database password is one of them
+    dep = copy.deepcopy(by_id("dev", "Deployment/mlflow"))
+    assert command_line_leaks(dep, secrets) == []
+    dep["spec"]["template"]["spec"]["containers"][0]["args"].append(
+        "--backend-store-uri=postgresql://mlflow:s3cret@postgres:5432/mlflow")
+    assert command_line_leaks(dep, secrets)
+    job = copy.deepcopy(by_id("dev", "Job/mlflow-accounts"))
+    job["spec"]["template"]["spec"]["containers"][0]["command"] += ["--pw", "trainer-dev-only"]
+    assert command_line_leaks(job, secrets)

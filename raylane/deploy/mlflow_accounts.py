@@ -1,0 +1,155 @@
+"""The MLflow accounts of the Kubernetes platform, created idempotently through the basic-auth
+app's REST API (``mlflow server --app-name basic-auth``).
+
+Two accounts besides the admin:
+
+- the *writer* (training, continuous training, monitoring jobs and the RayCluster ``raylane``):
+  EDIT on every experiment and registered model: create runs, register versions, move
+  ``champion``;
+- the *reader* (the RayService's replicas): READ on every experiment and registered model: resolve
+  ``champion`` and download the version's artifacts, nothing else.
+
+The auth config ships ``default_permission = NO_PERMISSIONS``: any other account sees nothing
+until granted. Running this again resets both passwords to the given ones (so rotating a Secret and
+re-running the Job rotates the password) and the grants to the levels above.
+
+Credentials come from the environment only (never the command line)::
+
+    MLFLOW_TRACKING_URI                          the server
+    MLFLOW_TRACKING_USERNAME / _PASSWORD         the admin (used by MLflow's own client)
+    RAYLANE_MLFLOW_WRITER_USERNAME / _PASSWORD   the writer account
+    RAYLANE_MLFLOW_READER_USERNAME / _PASSWORD   the reader account
+
+    python -m raylane.deploy.mlflow_accounts [--wait-s 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Wildcard grants: they hold for experiments and models created later, by anyone.
+RESOURCES = (("experiment", "*"), ("registered_model", "*"))
+WRITER_PERMISSION = "EDIT"
+READER_PERMISSION = "READ"
+
+
+@dataclass(frozen=True)
+class Account:
+    """One non-admin account and the permission it gets on every resource in RESOURCES."""
+
+    username: str
+    password: str
+    permission: str
+
+    def __repr__(self) -> str:  # never print a password
+        return f"Account({self.username!r}, permission={self.permission!r})"
+
+
+def accounts_from_env(env: Mapping[str, str] = os.environ) -> list[Account]:
+    """The writer and reader accounts named in the environment (see the module docstring)."""
+    out = []
+    for role, permission in (("WRITER", WRITER_PERMISSION), ("READER", READER_PERMISSION)):
+        user = env.get(f"RAYLANE_MLFLOW_{role}_USERNAME", "")
+        password = env.get(f"RAYLANE_MLFLOW_{role}_PASSWORD", "")
+        if not user or not password:
+            raise ValueError(f"RAYLANE_MLFLOW_{role}_USERNAME and _PASSWORD must both be set")
+        out.append(Account(user, password, permission))
+    if out[0].username == out[1].username:
+        raise ValueError("the writer and reader accounts must differ")
+    return out
+
+
+def wait_for_server(tracking_uri: str, timeout_s: float) -> None:
+    """Block until ``<tracking_uri>/health`` answers 200 (it needs no credentials)."""
+    deadline = time.monotonic() + timeout_s
+    url = tracking_uri.rstrip("/") + "/health"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"MLflow at {tracking_uri} did not answer within {timeout_s}s")
+        time.sleep(2)
+
+
+def _already_exists(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") == "RESOURCE_ALREADY_EXISTS"
+
+
+def ensure_user(client, account: Account) -> str:
+    """Create the user, or reset its password if it exists. Returns "created" or "updated"."""
+    try:
+        client.create_user(account.username, account.password)
+        return "created"
+    except Exception as exc:  # RestException from the server
+        if not _already_exists(exc):
+            raise
+    client.update_user_password(account.username, account.password)
+    return "updated"
+
+
+def ensure_grant(client, username: str, resource_type: str, resource_id: str,
+                 permission: str) -> None:
+    """Make ``username``'s grant on the resource exactly ``permission``."""
+    try:
+        client.grant_user_permission(username, resource_type, resource_id, permission)
+        return
+    except Exception as exc:
+        if not _already_exists(exc):
+            raise
+    # The grant API refuses duplicates: replace the existing grant (whatever its level).
+    client.revoke_user_permission(username, resource_type, resource_id)
+    client.grant_user_permission(username, resource_type, resource_id, permission)
+
+
+def setup_accounts(tracking_uri: str, accounts: list[Account]) -> list[str]:
+    """Create/refresh ``accounts`` and their grants; the admin's credentials come from
+    MLFLOW_TRACKING_USERNAME/PASSWORD. Returns one log line per action."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    client = AuthServiceClient(tracking_uri)
+    log = []
+    for account in accounts:
+        log.append(f"user {account.username}: {ensure_user(client, account)}")
+        for resource_type, resource_id in RESOURCES:
+            ensure_grant(client, account.username, resource_type, resource_id, account.permission)
+            log.append(f"  {account.permission} on {resource_type} {resource_id}")
+    return log
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--wait-s", type=float, default=300.0,
+                        help="how long to wait for the server to answer /health")
+    args = parser.parse_args(argv)
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not tracking_uri.startswith(("http://", "https://")):
+        print("MLFLOW_TRACKING_URI must be the server's http(s) address", file=sys.stderr)
+        return 2
+    if not (os.environ.get("MLFLOW_TRACKING_USERNAME")
+            and os.environ.get("MLFLOW_TRACKING_PASSWORD")):
+        print("MLFLOW_TRACKING_USERNAME/PASSWORD (the admin) must be set", file=sys.stderr)
+        return 2
+    try:
+        accounts = accounts_from_env()
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    wait_for_server(tracking_uri, args.wait_s)
+    for line in setup_accounts(tracking_uri, accounts):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
