@@ -6,9 +6,10 @@ against the champion and promote it only if it wins.
         --predictions <prediction log dir or URI> --new-data <path, glob or URI> \
         [--labels <table of prediction_id + label>] [--force] [--set key=value ...]
 
-Unset, --predictions, --new-data and --labels default to $RAYLANE_PREDICTION_LOG_URI (else
-$RAYLANE_PREDICTION_LOG, the serving side's), $RAYLANE_NEW_DATA_URI and $RAYLANE_LABELS_URI: the
-KubeRay jobs set them from the ConfigMap raylane-continuous-training.
+Unset, --predictions, --new-data and --labels default to $RAYLANE_PREDICTION_LOG (where the
+serving replicas log: the KubeRay jobs read the platform's ConfigMap raylane-prediction-log, as the
+RayService does), $RAYLANE_NEW_DATA_URI and $RAYLANE_LABELS_URI (ConfigMap
+raylane-continuous-training).
 
 Exit codes: 0 done (whatever the decision), 2 bad config or data, 3 failed ONNX parity check,
 130 / 143 stopped by SIGINT / SIGTERM.
@@ -29,7 +30,7 @@ from raylane.export import ParityError
 
 # Each option's environment variables, first set (and non-empty) wins.
 ENV_DEFAULTS = {
-    "predictions": ("RAYLANE_PREDICTION_LOG_URI", "RAYLANE_PREDICTION_LOG"),
+    "predictions": ("RAYLANE_PREDICTION_LOG",),
     "new_data": ("RAYLANE_NEW_DATA_URI",),
     "labels": ("RAYLANE_LABELS_URI",),
 }

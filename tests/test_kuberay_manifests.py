@@ -364,11 +364,33 @@ def test_continuous_training_runs_the_training_cluster_with_the_log_locations():
         assert ct["entrypoint"].startswith("python -m ray_jobs.continuous_training --config ")
         cluster = copy.deepcopy(ct["rayClusterSpec"])
         head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
-        assert head.pop("envFrom") == [{"configMapRef": {"name": "raylane-continuous-training"}}]
+        assert head["envFrom"].pop() == {"configMapRef": {"name": "raylane-continuous-training"}}
         assert cluster == objs["RayJob/raylane-train"]["spec"]["rayClusterSpec"], overlay
         data = objs["ConfigMap/raylane-continuous-training"]["data"]
-        assert {names[0] for names in ENV_DEFAULTS.values()} == set(data)
-        assert "://" in data["RAYLANE_PREDICTION_LOG_URI"]
+        assert {names[0] for option, names in ENV_DEFAULTS.items()
+                if option != "predictions"} == set(data)
+
+
+def test_every_job_pod_reads_the_prediction_log_where_the_service_writes_it():
+    """The monitor and CT read the log with Ray Data on every node: each job pod (head and
+    workers) gets the ConfigMap and keys the RayService's pods log with."""
+    from ray_jobs.continuous_training import ENV_DEFAULTS
+
+    platform = k8s.render_overlay(k8s.OVERLAYS[0])
+    service = next(o for o in platform if o["kind"] == "RayService")
+    service_env = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
+        "containers"][0]["envFrom"]
+    log_map = next(o for o in platform if o["kind"] == "ConfigMap"
+                   and o["metadata"]["name"] == "raylane-prediction-log")
+    assert ENV_DEFAULTS["predictions"][0] in log_map["data"]
+    for overlay in k8s.JOB_OVERLAYS:
+        objs = {k8s.obj_id(o): o for o in k8s.render_overlay(overlay)}
+        for job in ("RayJob/raylane-train", "RayJob/raylane-continuous-training"):
+            cluster = objs[job]["spec"]["rayClusterSpec"]
+            pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+            for pod in pods:
+                env_from = pod["template"]["spec"]["containers"][0]["envFrom"]
+                assert env_from[:2] == service_env[:2], (overlay, job)
 
 
 def test_rayjob_rules():

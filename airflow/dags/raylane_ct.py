@@ -10,7 +10,7 @@ Settings (DAG params; defaults from the environment of the Airflow worker):
 
     ray_address   $RAYLANE_RAY_ADDRESS    Ray dashboard URL, e.g. http://127.0.0.1:8265
     config        $RAYLANE_CT_CONFIG      pipeline config, relative to the repo
-    predictions   $RAYLANE_PREDICTION_LOG_URI   prediction log (the monitor's input)
+    predictions   $RAYLANE_PREDICTION_LOG prediction log (the monitor's input)
     new_data      $RAYLANE_NEW_DATA_URI   newly labelled rows
     labels        $RAYLANE_LABELS_URI     labels for logged predictions (prediction_id + label)
     overrides     $RAYLANE_CT_SET         config overrides, "key=value key=value"
@@ -158,7 +158,7 @@ with DAG(
         "ray_address": Param(_env("RAYLANE_RAY_ADDRESS", "http://127.0.0.1:8265"), type="string"),
         "config": Param(_env("RAYLANE_CT_CONFIG", "tune_configs/credit_xgboost.yaml"),
                         type="string"),
-        "predictions": Param(_env("RAYLANE_PREDICTION_LOG_URI"), type="string"),
+        "predictions": Param(_env("RAYLANE_PREDICTION_LOG"), type="string"),
         "new_data": Param(_env("RAYLANE_NEW_DATA_URI"), type="string"),
         "labels": Param(_env("RAYLANE_LABELS_URI"), type="string"),
         "overrides": Param(_env("RAYLANE_CT_SET"), type="string"),
