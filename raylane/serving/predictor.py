@@ -142,7 +142,41 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, (UnsafeModelError, WarmupError, ModelNotFoundError, DecodeError,
                         ValidationError, OrtFail, OrtInvalidGraph, OrtInvalidProtobuf)):
         return "permanent"
+    if any(_missing(link) for link in chain):
+        return "permanent"  # the version's artifacts are gone: retrying cannot bring them back
     return "unknown"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A stable reason for a failed load, without the exception's text (which may hold hosts,
+    paths or credentials): ``artifact_missing``, ``model_not_found``, ``warmup_failed``,
+    ``unsafe_model`` or ``load_failed``."""
+    if isinstance(exc, WarmupError):
+        return "warmup_failed"
+    if isinstance(exc, UnsafeModelError):
+        return "unsafe_model"
+    if failure_kind(exc) == "transient":
+        return "load_failed"
+    if isinstance(exc, ModelNotFoundError):
+        return "model_not_found"
+    link: BaseException | None = exc
+    for _ in range(20):  # the cause chain, bounded
+        if link is None:
+            break
+        if _missing(link):
+            return "artifact_missing"
+        link = link.__cause__ or link.__context__
+    return "load_failed"
+
+
+def _missing(exc: BaseException) -> bool:
+    """The artifact store has no such file (a local store's MlflowException, a proxied
+    store's HTTP 404)."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code == 404
+    if isinstance(exc, MlflowException):
+        return exc.get_http_status_code() == 404
+    return isinstance(exc, FileNotFoundError)
 
 
 def _transient(exc: BaseException) -> bool:
@@ -281,6 +315,7 @@ class ModelHolder:
         self.last_error = {
             "model_uri": uri,
             "version": version,
+            "reason": failure_reason(exc),
             "error": f"{type(exc).__name__}: {exc}",
             "at": time.time(),
             "kept_version": self.current.version if self.current else None,

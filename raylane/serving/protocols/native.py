@@ -87,8 +87,8 @@ class ColumnMetadata(BaseModel):
 class LoadError(BaseModel):
     model_uri: str | None
     version: str | None
-    reason: str = Field(description="load_failed, warmup_failed or unsafe_model (details are "
-                        "in the replica's log).")
+    reason: str = Field(description="load_failed, warmup_failed, unsafe_model, model_not_found "
+                        "or artifact_missing (details are in the replica's log).")
     at: float | None
     kept_version: str | None
 
