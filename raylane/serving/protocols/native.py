@@ -110,7 +110,8 @@ class ModelMetadata(BaseModel):
     )
     load_status: dict[str, Any] = Field(
         description="state (current, retrying, gave_up), pending_version, attempts, "
-        "last_load_error (kind: exception type), next_retry_at."
+        "last_load_error (kind: exception type), next_retry_at, registry (reachable, since, "
+        "last_error: whether the model registry answers the replica's polls)."
     )
 
 
