@@ -12,6 +12,7 @@ app, called in-process through ASGI on the replica's event loop while it polls.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 
@@ -108,6 +109,11 @@ def test_predictions_go_on_while_the_registry_is_down_and_polling_resumes(server
         async def unreachable() -> bool:
             return (await registry())["reachable"] is False
 
+        def gauge_is(value: int):
+            async def check() -> bool:
+                return bool(gauge) and gauge[-1] == value
+            return check
+
         async def serving_v2() -> bool:
             return (await http.get("/healthz")).json()["model_version"] == v2
 
@@ -119,14 +125,15 @@ def test_predictions_go_on_while_the_registry_is_down_and_polling_resumes(server
         out["noticed_s"] = await until(unreachable, "the registry reported unreachable")
         out["down"] = await registry()
         out["down_health"] = (await http.get("/healthz")).json()
-        out["down_gauge"] = gauge[-1]
+        await until(gauge_is(0), "the gauge reported unreachable", timeout=10)
         # meanwhile someone moves the champion (in the store the server will read again)
         set_alias(mlflow_client(store), "credit", "champion", v2)
         await asyncio.sleep(2)  # more polls fail; predictions carry on
         out["during"] = sum(traffic.statuses.values())
         await asyncio.to_thread(server.start)
         out["swapped_s"] = await until(serving_v2, "the champion moved during the outage")
-        out["up"], out["up_gauge"] = await registry(), gauge[-1]
+        out["up"] = await registry()
+        await until(gauge_is(1), "the gauge reported reachable", timeout=10)
         await asyncio.sleep(0.5)
         await traffic.stop()
         await http.aclose()
@@ -138,9 +145,52 @@ def test_predictions_go_on_while_the_registry_is_down_and_polling_resumes(server
     assert out["during"] > 100 and set(traffic.versions) == {v1, v2}
     down = out["down"]
     assert down["reachable"] is False and down["last_error"] == "transient: ConnectionError"
-    assert down["since"] is not None and out["down_gauge"] == 0
+    assert down["since"] is not None
     assert out["down_health"]["status"] == "ok" and out["down_health"]["model_version"] == v1
     assert out["up"]["reachable"] is True and out["up"]["last_error"] is None
-    assert out["up_gauge"] == 1
     print(f"outage noticed in {out['noticed_s']:.1f}s; new champion {out['swapped_s']:.1f}s "
           f"after the restart began; {sum(traffic.statuses.values())} requests, all 200")
+
+
+def test_a_replica_started_while_the_registry_is_down_serves_once_it_returns(server):
+    """Real Ray Serve: the deployment neither serves nor fails while MLflow is down (its replica
+    keeps retrying its first load, starting), and runs and answers once MLflow is back."""
+    from ray import serve
+
+    from raylane.serving.app import ModelServer
+
+    trained = ss.train("credit", n_estimators=10)
+    v1 = ss.register_raw(server.url, "credit", trained.onnx_bytes, trained.schema, trained.X)
+    server.stop()
+    fail_fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    with ss.ray_serve() as base:
+        app = ModelServer.options(
+            user_config=ss.settings(server.url, URI), num_replicas=1,
+            ray_actor_options={"num_cpus": 0.5, "runtime_env": {"env_vars": fail_fast}},
+        ).bind()
+        # serve.run returns once the application runs: here, only after MLflow is back
+        deploying = threading.Thread(target=serve.run, daemon=True, kwargs={
+            "target": app, "name": "faults", "route_prefix": "/"})
+        deploying.start()
+        # 25 s of a registry that refuses connections: the replica waits, starting (a start
+        # that raised would count as failed: after three, Serve gives the deployment up)
+        deadline, seen = time.monotonic() + 25, set()
+        while time.monotonic() < deadline:
+            state = serve.status().applications.get("faults")
+            status = state.status if state else "NONE"
+            seen.add(getattr(status, "value", status))
+            assert status in ("NOT_STARTED", "DEPLOYING", "NONE"), (status, state)
+            assert ss.replica_count("faults") == 0
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"{base}/healthz", timeout=5).raise_for_status()
+            time.sleep(1)
+        assert deploying.is_alive()
+        server.start()
+        ss.wait_running("faults", timeout=180)
+        deploying.join(timeout=60)
+        health = httpx.get(f"{base}/healthz", timeout=10).json()
+        meta = httpx.get(f"{base}/metadata", timeout=10).json()
+        serve.delete("faults")
+    assert health["status"] == "ok" and health["model_version"] == v1
+    assert meta["load_status"]["registry"]["reachable"] is True
+    assert "DEPLOYING" in seen
