@@ -34,7 +34,7 @@ class Replica:
     housekeeping_period_s = 0.5
     # a first load that failed transiently (registry down) is retried after these seconds,
     # doubling from the first up to the second
-    first_load_backoff_s = (1.0, 30.0)
+    first_load_backoff_s = (1.0, 10.0)
 
     def __init__(
         self, telemetry: ServingTelemetry | None = None, fetch: Fetch = load_registered_model,
