@@ -142,7 +142,56 @@ def failure_kind(exc: BaseException) -> str:
     if isinstance(exc, (UnsafeModelError, WarmupError, ModelNotFoundError, DecodeError,
                         ValidationError, OrtFail, OrtInvalidGraph, OrtInvalidProtobuf)):
         return "permanent"
+    if any(_missing(link) for link in chain):
+        return "permanent"  # the version's artifacts are gone: retrying cannot bring them back
     return "unknown"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A stable reason for a failed load, without the exception's text (which may hold hosts,
+    paths or credentials): ``artifact_missing``, ``model_not_found``, ``warmup_failed``,
+    ``unsafe_model`` or ``load_failed``."""
+    if isinstance(exc, WarmupError):
+        return "warmup_failed"
+    if isinstance(exc, UnsafeModelError):
+        return "unsafe_model"
+    if failure_kind(exc) == "transient":
+        return "load_failed"
+    if isinstance(exc, ModelNotFoundError):
+        return "model_not_found"
+    link: BaseException | None = exc
+    for _ in range(20):  # the cause chain, bounded
+        if link is None:
+            break
+        if _missing(link):
+            return "artifact_missing"
+        link = link.__cause__ or link.__context__
+    return "load_failed"
+
+
+def _missing(exc: BaseException) -> bool:
+    """The artifact store has no such file (a local store's MlflowException, a proxied
+    store's HTTP 404)."""
+    if isinstance(exc, requests.HTTPError) and exc.response is not None:
+        return exc.response.status_code == 404
+    if isinstance(exc, MlflowException):
+        return exc.get_http_status_code() == 404
+    return isinstance(exc, FileNotFoundError)
+
+
+def transient_cause(exc: BaseException | None) -> str:
+    """The type name of the first transient error in the cause chain that is not a wrapper
+    (ModelNotFoundError, MlflowException), e.g. ``ConnectionError``."""
+    link, found = exc, None
+    for _ in range(20):
+        if link is None:
+            break
+        if _transient(link):
+            found = found or link
+            if not isinstance(link, (ModelNotFoundError, MlflowException)):
+                return type(link).__name__
+        link = link.__cause__ or link.__context__
+    return type(found or exc).__name__
 
 
 def _transient(exc: BaseException) -> bool:
@@ -188,6 +237,8 @@ class ModelHolder:
         self.last_error: dict | None = None
         self.pending: PendingLoad | None = None
         self._gave_up: set[tuple[str, str]] = set()  # (uri, version) known bad: not retried
+        # whether the last registry call got an answer; since when; the last transient failure
+        self.registry: dict = {"reachable": None, "since": None, "last_error": None}
         self._on_load = on_load or (lambda name, version, outcome: None)
         self._fetch = fetch
         self.resolve = resolve
@@ -205,6 +256,7 @@ class ModelHolder:
             current = self.current
             if current is not None:
                 version = self.resolve(uri, tracking_uri)
+                self._registry_answered(None)
                 if current.uri == uri and current.version == version:
                     self.pending = None  # the alias is back on what we serve
                     if current.threads == threads:
@@ -218,11 +270,13 @@ class ModelHolder:
             else:
                 new = open_model(self._fetch(uri, tracking_uri), uri, threads)
         except Exception as exc:
+            self._registry_answered(exc)
             if self.current is None:
                 self._record_failure(uri, None, exc)
                 raise
             self._record_failure(uri, version, exc)
             return False
+        self._registry_answered(None)
         outcome = "loaded" if self.current is None else "swapped"
         old = self.current
         self.current = new  # atomic for the event loop: later requests use the new model
@@ -251,7 +305,23 @@ class ModelHolder:
             "attempts": p.attempts if p else 0,
             "last_load_error": p.reason if p else None,
             "next_retry_at": p.next_retry_at if p else None,
+            "registry": dict(self.registry),
         }
+
+    def _registry_answered(self, exc: BaseException | None) -> None:
+        """Track whether the registry answers: a transient failure (refused connection,
+        timeout, 5xx) marks it unreachable; an answer (even a refusal) reachable again."""
+        kind = None if exc is None else failure_kind(exc)
+        if kind == "unknown":
+            return
+        reachable = kind != "transient"
+        if reachable and self.registry["reachable"] is True:
+            return
+        since = self.registry["since"]
+        if self.registry["reachable"] is not reachable:
+            since = self._clock()
+        self.registry = {"reachable": reachable, "since": since, "last_error":
+                         None if reachable else f"transient: {transient_cause(exc)}"}
 
     def _attempt_allowed(self, uri: str, version: str) -> bool:
         if (uri, version) in self._gave_up:
@@ -281,6 +351,7 @@ class ModelHolder:
         self.last_error = {
             "model_uri": uri,
             "version": version,
+            "reason": failure_reason(exc),
             "error": f"{type(exc).__name__}: {exc}",
             "at": time.time(),
             "kept_version": self.current.version if self.current else None,

@@ -14,7 +14,14 @@ from typing import Any
 
 from raylane.model_store import load_registered_model
 from raylane.serving.dataplane import DataPlane
-from raylane.serving.predictor import Fetch, ModelHolder, Resolve, registry_version
+from raylane.serving.predictor import (
+    Fetch,
+    ModelHolder,
+    Resolve,
+    failure_kind,
+    registry_version,
+    transient_cause,
+)
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
 
@@ -25,6 +32,9 @@ class Replica:
     """A replica's model holder, data plane and background housekeeping."""
 
     housekeeping_period_s = 0.5
+    # a first load that failed transiently (registry down) is retried after these seconds,
+    # doubling from the first up to the second
+    first_load_backoff_s = (1.0, 10.0)
 
     def __init__(
         self, telemetry: ServingTelemetry | None = None, fetch: Fetch = load_registered_model,
@@ -49,16 +59,34 @@ class Replica:
         """
         settings = ServingSettings.model_validate(user_config or {})
         async with self._swap_lock:
-            await asyncio.to_thread(
-                self.holder.ensure, settings.model_uri, settings.resolved_tracking_uri(),
-                settings.intra_op_threads,
-            )
+            await self._load(settings)
             old_log = self.plane.configure(settings)
         if old_log is not None:
             await asyncio.to_thread(old_log.flush)
         self.configured()
         if self._housekeeping is None or self._housekeeping.done():
             self._start_housekeeping()
+
+    async def _load(self, s: ServingSettings) -> None:
+        """Serve what ``s.model_uri`` points at. Without a model yet, a transient failure (the
+        registry is down) is retried with backoff until the model loads: the replica stays
+        starting, so Ray Serve sends it no traffic, instead of failing (after three failed
+        starts Ray Serve gives the deployment up). Any other first-load failure raises."""
+        delay, cap = self.first_load_backoff_s
+        while True:
+            try:
+                await asyncio.to_thread(
+                    self.holder.ensure, s.model_uri, s.resolved_tracking_uri(),
+                    s.intra_op_threads,
+                )
+                return
+            except Exception as exc:
+                if self.holder.current is not None or failure_kind(exc) != "transient":
+                    raise
+                log.warning("raylane: no model yet and the registry is unreachable (%s); "
+                            "retrying in %.0fs", transient_cause(exc), delay)
+            await asyncio.sleep(delay)
+            delay = min(cap, delay * 2)
 
     def configured(self) -> None:
         """Called after each reconfigure (the deployment binds its routes here)."""

@@ -12,6 +12,8 @@ Aggregated in the replica and recorded every half second (:meth:`ServingTelemetr
 - ``raylane_model_load_failed_attempts{model_name}``: failed attempts at loading the version the
   model URI points at (0: it is served); ``raylane_model_load_gave_up{model_name}``: 1 when
   that version is given up (it cannot load; only a new version or a restart changes that).
+- ``raylane_registry_reachable{model_name}``: 1 while the model registry answers the replica's
+  polls, 0 after a transient failure (refused connection, timeout, 5xx) until it answers again.
 - ``raylane_housekeeping_errors_total{step}``: failures of the replica's background steps
   (telemetry, prediction_log, load_status, registry_poll; restart: the task had ended).
 - ``raylane_prediction_log_dropped_rows_total``: sampled rows the prediction log could not keep
@@ -87,6 +89,12 @@ class ServingTelemetry:
             "raylane_model_load_gave_up",
             description="1 when the version the model URI points at cannot load and is not "
             "retried (the replica serves an older one).",
+            tag_keys=("model_name",),
+        )
+        self.registry_reachable = Gauge(
+            "raylane_registry_reachable",
+            description="1 while the model registry answers this replica's polls, 0 while it "
+            "is unreachable (the served model stays).",
             tag_keys=("model_name",),
         )
         self.housekeeping_errors = Counter(
@@ -168,6 +176,9 @@ class ServingTelemetry:
         tags = {"model_name": name}
         self.load_failed_attempts.set(status["attempts"], tags)
         self.load_gave_up.set(1 if status["state"] == "gave_up" else 0, tags)
+        reachable = (status.get("registry") or {}).get("reachable")
+        if reachable is not None:
+            self.registry_reachable.set(1 if reachable else 0, tags)
 
     def housekeeping_failed(self, step: str) -> None:
         self.housekeeping_errors.inc(1, {"step": step})

@@ -179,7 +179,9 @@ def test_a_transient_failure_is_retried_with_backoff_until_the_version_loads(fla
     clock.now = holder.status()["next_retry_at"]
     assert holder.ensure(URI, None) is True and holder.current.version == "2"
     assert holder.status() == {"state": "current", "model_uri": URI, "pending_version": None,
-                               "attempts": 0, "last_load_error": None, "next_retry_at": None}
+                               "attempts": 0, "last_load_error": None, "next_retry_at": None,
+                               "registry": {"reachable": True, "since": clock.now,
+                                            "last_error": None}}
     assert holder.last_error is None and reg.fetched == ["1", "2", "2", "2", "2"]
     assert [o for _, _, o in loads] == ["loaded", "failed", "failed", "failed", "swapped"]
 

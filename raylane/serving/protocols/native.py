@@ -87,8 +87,8 @@ class ColumnMetadata(BaseModel):
 class LoadError(BaseModel):
     model_uri: str | None
     version: str | None
-    reason: str = Field(description="load_failed, warmup_failed or unsafe_model (details are "
-                        "in the replica's log).")
+    reason: str = Field(description="load_failed, warmup_failed, unsafe_model, model_not_found "
+                        "or artifact_missing (details are in the replica's log).")
     at: float | None
     kept_version: str | None
 
@@ -110,7 +110,8 @@ class ModelMetadata(BaseModel):
     )
     load_status: dict[str, Any] = Field(
         description="state (current, retrying, gave_up), pending_version, attempts, "
-        "last_load_error (kind: exception type), next_retry_at."
+        "last_load_error (kind: exception type), next_retry_at, registry (reachable, since, "
+        "last_error: whether the model registry answers the replica's polls)."
     )
 
 
