@@ -25,6 +25,20 @@ QUICK = ["--set", "tune.num_samples=3", "--set", "tune.max_concurrent_trials=1",
          "--set", "model.params.n_estimators=40", "--set", "model.search_space.n_estimators=40"]
 
 
+def ray_job_submit(cmd: list[str], cwd: Path, env: dict | None = None
+                   ) -> tuple[subprocess.CompletedProcess, str]:
+    """Run a `ray job submit` command line; retried while the dashboard answers before its job
+    agent has registered ("No available agent"). The process and its whole output."""
+    env = env if env is not None else {**os.environ, "RAY_AUTH_MODE": "token"}
+    for _ in range(20):
+        out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        log = out.stdout + out.stderr
+        if "No available agent" not in log:
+            break
+        time.sleep(3)
+    return out, log
+
+
 def job_args(tmp_path: Path, tracking_uri: str, experiment: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ray_jobs.train_pipeline", "--config",
             str(ROOT / "tune_configs" / "credit_xgboost.yaml"),

@@ -4,12 +4,11 @@ run it (the README's Continuous training section)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import time
 
 import pandas as pd
 import pytest
 from conftest import BIN, CREDIT_CSV, ROOT
+from job_support import ray_job_submit
 from test_ray_job import ray_head  # noqa: F401 - the fixture
 
 from raylane.tracking import mlflow_client
@@ -35,13 +34,7 @@ def test_ray_job_submit_runs_continuous_training_forced(ray_head, tmp_path):  # 
               "--set", f"mlflow.tracking_uri={uri}",
               "--set", f"tune.storage_path={tmp_path / 'ray_results'}"]
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    for _ in range(20):  # the dashboard answers before its job agent has registered
-        out = subprocess.run(submit, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=600)
-        log = out.stdout + out.stderr
-        if "No available agent" not in log:
-            break
-        time.sleep(3)
+    out, log = ray_job_submit(submit, tmp_path, env)
     assert out.returncode == 0, log[-4000:]
     assert "Raylane continuous training" in log and "trigger          forced" in log
     client = mlflow_client(uri)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import time
 
 import pytest
 import serving_support as ss
 from conftest import BIN, ROOT
+from job_support import ray_job_submit
 from test_ray_job import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 
 from raylane.evaluation import GateResult
@@ -50,13 +49,7 @@ def test_ray_job_submit_runs_the_monitor(ray_head, tmp_path):  # noqa: F811
               "--set", "mlflow.registered_model=credit-job",
               "--set", "monitoring.triggers.min_rows=100"]
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    for _ in range(20):  # the dashboard answers before its job agent has registered
-        out = subprocess.run(submit, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=600)
-        log = out.stdout + out.stderr
-        if "No available agent" not in log:
-            break
-        time.sleep(3)
+    out, log = ray_job_submit(submit, tmp_path, env)
     assert out.returncode == 0, log[-4000:]
     assert f"monitor: {len(X)} rows of credit-job v1" in log
     body = json.loads(report.read_text())

@@ -13,7 +13,15 @@ import time
 
 import pytest
 from conftest import BIN, ROOT, free_port, wait_http
-from job_support import Job, assert_clean_stop, job_args, ray_tmpdir, run_job, runs
+from job_support import (
+    Job,
+    assert_clean_stop,
+    job_args,
+    ray_job_submit,
+    ray_tmpdir,
+    run_job,
+    runs,
+)
 from mlflow import MlflowClient
 
 pytestmark = pytest.mark.slow
@@ -67,13 +75,7 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
          *FAST, "--set", f"mlflow.tracking_uri={mlflow_server}",
          "--set", "mlflow.registered_model=credit-job",
          "--set", f"tune.storage_path={tmp_path / 'ray_results'}"]
-    for _ in range(20):  # the dashboard answers before its job agent has registered
-        out = subprocess.run(submit, cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=600)
-        log = out.stdout + out.stderr
-        if "No available agent" not in log:
-            break
-        time.sleep(3)
+    out, log = ray_job_submit(submit, tmp_path, env)
     assert out.returncode == 0, log[-4000:]
     assert "Raylane training summary" in log
     assert re.search(r"succeeded", log)
@@ -89,13 +91,7 @@ def submit(ray_head: str, cwd, *job: str) -> tuple[subprocess.CompletedProcess, 
            "--runtime-env", str(ROOT / "ray_jobs" / "runtime_env.yaml"), "--",
            "python", "-m", "ray_jobs.train_pipeline", "--config",
            "tune_configs/credit_xgboost.yaml", *FAST, *job]
-    for _ in range(20):  # the dashboard answers before its job agent has registered
-        out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-        log = out.stdout + out.stderr
-        if "No available agent" not in log:
-            break
-        time.sleep(3)
-    return out, log
+    return ray_job_submit(cmd, cwd, env)
 
 
 def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_path):
