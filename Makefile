@@ -10,16 +10,16 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: install demo serve serve-stop test test-fast bench clean airflow-install
+.PHONY: install demo serve serve-stop console test test-fast bench clean airflow-install
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip uv
-	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev]"
+	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev,console]"
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev,bench]"
+	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev,console,bench]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,6 +38,9 @@ demo: install  ## tune, track, export and register on the bundled credit dataset
 
 serve: install  ## a local Ray with the RayService's cluster env, serving the champion `make demo` registered
 	$(PY) -m raylane.deploy.local start
+
+console: install  ## the Streamlit console against the local stack (RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS)
+	$(PY) -m streamlit run console/app.py --server.headless true --browser.gatherUsageStats false
 
 serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, nothing else)
 	$(PY) -m raylane.deploy.local stop

@@ -1,0 +1,5 @@
+"""Placeholder: filled in by its branch before merge."""
+
+import streamlit as st
+
+st.title("predict")
