@@ -36,6 +36,12 @@ SERVING_ENV = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",  # gRPC data plane, no user-code thread, frozen GC
     "RAY_worker_niceness": "0",  # replicas at normal priority (Ray's default for workers: 15)
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",  # no per-request ingress metrics parsed in Python
+    # Replay on another replica a request whose replica closed the connection without answering
+    # (SIGKILL, OOM kill, node loss): Ray's default is conn-failure only, so the requests in
+    # flight on a dead replica failed (a 5xx or a dropped client connection). Predictions are
+    # idempotent. At most 2 replays: a request that itself crashes replicas takes down <= 3.
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    "RAY_SERVE_HAPROXY_RETRIES": "2",
 }
 DEFAULT_STATE = Path(f"/tmp/raylane-serve-{os.getuid()}")  # short: unix sockets cap at ~100 chars
 DEFAULT_CONFIG = Path("serve/config.yaml")

@@ -63,3 +63,12 @@ def test_stop_ends_the_processes_of_its_state_dir_and_nothing_else(tmp_path):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def test_haproxy_replays_requests_a_dead_replica_never_answered():
+    """Ray's default (``conn-failure``) replays only requests never sent: the requests in flight
+    on a replica that dies (SIGKILL, OOM, node loss) failed. ``empty-response`` replays those on
+    another replica (``option redispatch`` is in Ray's template); a bounded number of times."""
+    policy = local.SERVING_ENV["RAY_SERVE_HAPROXY_RETRY_ON"].split()
+    assert {"conn-failure", "empty-response"} <= set(policy)
+    assert 1 <= int(local.SERVING_ENV["RAY_SERVE_HAPROXY_RETRIES"]) <= 3
