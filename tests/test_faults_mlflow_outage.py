@@ -19,6 +19,7 @@ from collections import Counter
 import httpx
 import pytest
 import serving_support as ss
+import yaml
 from test_trial_logging_outage import Server
 
 from raylane.registry import set_alias
@@ -29,14 +30,18 @@ from raylane.tracking import mlflow_client
 
 pytestmark = pytest.mark.slow
 URI = "models:/credit@champion"
+# the replicas' MLflow client settings, as serve/config.yaml gives them (runtime_env)
+(_APP,) = yaml.safe_load((ss.ROOT / "serve" / "config.yaml").read_text())["applications"]
+REPLICA_ENV = _APP["runtime_env"]["env_vars"]
+NOTICE_S = 25  # a poll while the registry is down returns (fails) within this
 
 
 @pytest.fixture()
 def server(tmp_path, monkeypatch):
     # a registry call fails in seconds while the server is down (MLflow's client would retry
-    # for minutes by default; the replica's own polling is the retry)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    # for minutes by default; the replica's own polling is the retry): the serving env does it
+    for key, value in REPLICA_ENV.items():
+        monkeypatch.setenv(key, value)
     srv = Server(tmp_path)
     srv.start()
     try:
@@ -146,6 +151,7 @@ def test_predictions_go_on_while_the_registry_is_down_and_polling_resumes(server
     down = out["down"]
     assert down["reachable"] is False and down["last_error"] == "transient: ConnectionError"
     assert down["since"] is not None
+    assert out["noticed_s"] < NOTICE_S, out  # the poll in flight gave up in seconds
     assert out["down_health"]["status"] == "ok" and out["down_health"]["model_version"] == v1
     assert out["up"]["reachable"] is True and out["up"]["last_error"] is None
     print(f"outage noticed in {out['noticed_s']:.1f}s; new champion {out['swapped_s']:.1f}s "
@@ -162,7 +168,7 @@ def test_a_replica_started_while_the_registry_is_down_serves_once_it_returns(ser
     trained = ss.train("credit", n_estimators=10)
     v1 = ss.register_raw(server.url, "credit", trained.onnx_bytes, trained.schema, trained.X)
     server.stop()
-    fail_fast = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    fail_fast = dict(REPLICA_ENV)
     with ss.ray_serve() as base:
         app = ModelServer.options(
             user_config=ss.settings(server.url, URI), num_replicas=1,
