@@ -1,7 +1,7 @@
 """Fault: one of two replicas is SIGKILLed under 64 connections of one-row traffic.
 
 Budget (issue 10): at most 0.1% of the requests fail, timeouts included, as the client counts
-them over the whole run (the kill ~5 s into 30 s of load, the replacement coming up inside it);
+them over the whole run (the kill ~5 s into 25 s of load, the replacement coming up inside it);
 the killed replica comes back (a new replica process, two replicas RUNNING, both in HAProxy's
 backend) and the traffic after recovery is 100% OK.
 
@@ -39,7 +39,7 @@ from raylane.deploy import local
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
 ROOT = Path(__file__).resolve().parents[1]
-CONNECTIONS, DURATION_S, KILL_AT_S, TIMEOUT_S, AFTER_S = 64, 30, 5, 5, 8
+CONNECTIONS, DURATION_S, KILL_AT_S, TIMEOUT_S, AFTER_S = 64, 25, 5, 5, 5
 BUDGET = 0.001
 DASHBOARD = f"http://127.0.0.1:{local.DASHBOARD_PORT}"
 CLI_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
@@ -91,15 +91,19 @@ def running_replicas() -> int:
 
 
 def replica_servers(state: Path) -> list[dict]:
-    """HAProxy's rows for the replicas (not the backup Python proxy), from its admin socket."""
-    (sock_path,) = state.glob("*/admin.sock")
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(5)
-        s.connect(str(sock_path))
-        s.sendall(b"show stat\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
+    """HAProxy's rows for the replicas (not the backup Python proxy), from its admin socket;
+    none while a reload replaces the socket."""
+    try:
+        (sock_path,) = state.glob("*/admin.sock")
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(sock_path))
+            s.sendall(b"show stat\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except (OSError, ValueError):
+        return []
     rows = csv.DictReader(io.StringIO(data.decode().lstrip("# ")))
     return [r for r in rows if r["svname"] not in ("FRONTEND", "BACKEND") and r["bck"] == "0"
             and r["pxname"] not in ("stats", "prometheus", "default_backend")]
@@ -154,8 +158,11 @@ def test_sigkill_one_of_two_replicas_under_load(tmp_path):
         try:
             time.sleep(KILL_AT_S)
             # kill while both replicas hold requests (HAProxy: current sessions on each server)
-            wait_for(lambda: all(int(r["scur"]) > 0 for r in replica_servers(state)),
-                     "requests in flight on both replicas", 10)
+            def both_busy() -> bool:
+                rows = replica_servers(state)
+                return len(rows) == 2 and all(int(r["scur"]) > 0 for r in rows)
+
+            wait_for(both_busy, "requests in flight on both replicas", 10)
             victim = min(before)
             os.kill(victim, signal.SIGKILL)
             out, _ = load.communicate(timeout=DURATION_S + 60)
@@ -173,6 +180,7 @@ def test_sigkill_one_of_two_replicas_under_load(tmp_path):
         wait_for(recovered, "a replacement replica RUNNING and UP in HAProxy", 120)
         after_out, _ = wrk(AFTER_S).communicate(timeout=AFTER_S + 60)
         after = wrk_counts(after_out)
+        wait_for(lambda: len(replica_servers(state)) == 2, "HAProxy's stats", 10)
         served = {r["svname"]: int(r["stot"]) for r in replica_servers(state)}
     finally:
         assert local.stop(state) == 0
