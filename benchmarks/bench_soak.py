@@ -9,7 +9,7 @@ and errors (non-2xx, socket errors incl. timeouts); every ~10 s the RSS and USS 
 replica processes (found with Ray's state API), the HAProxy manager actor, the haproxy process and
 the Serve controller are sampled with psutil.
 
-    python -m benchmarks.bench_soak --minutes 10     # `make bench-soak`; ~13 minutes on 2 cores
+    python -m benchmarks.bench_soak --minutes 10     # `make bench-soak`; ~12 minutes on 2 cores
     python -m benchmarks.bench_soak --minutes 1 --out /tmp/soak.json
 
 Writes ``benchmarks/results/soak-<date>.json`` and a plot next to it (``--out`` moves both).
@@ -36,8 +36,10 @@ from benchmarks.bench_serve import ROOT, ensure_wrk, free_port, run_wrk, train_a
 from raylane.deploy import local
 
 REPLICA_CLASS = "ServeReplica:"  # ServeReplica:<app>:<deployment>
-ACTOR_ROLES = {"HAProxyManager": "proxy_manager", "ProxyActor": "proxy_manager",
+ACTOR_ROLES = {"HAProxyManager": "haproxy_manager", "ProxyActor": "proxy_actor",
                "ServeController": "controller"}
+ROLES = ("replica", "haproxy", "haproxy_manager", "proxy_actor", "controller", "gcs_server",
+         "raylet")
 DAEMONS = {"haproxy": "haproxy", "gcs_server": "gcs_server", "raylet": "raylet"}
 MIB = 2**20
 
@@ -119,10 +121,12 @@ def _series(samples: list[dict], role: str) -> dict[int, list[tuple[float, float
     return out
 
 
-def memory_growth(samples: list[dict], role: str, end_s: float, window: float = 60.0) -> dict:
+def memory_growth(samples: list[dict], role: str, end_s: float, window: float = 60.0,
+                  settle_s: float = 120.0) -> dict:
     """Per process of ``role`` seen under load: mean RSS/USS in its first ``window`` s under load
     vs the last ``window`` s of the run, the difference, and a least-squares slope over its
-    samples after that first window (MiB per 10 minutes)."""
+    samples from ``settle_s`` after its first one (MiB per 10 minutes): a replica's first
+    prediction-log flush (``flush_interval_s``: 60) adds its write buffers once, not per minute."""
     out = {}
     under_load = [s for s in samples if 0 < s["t"] <= end_s]
     for pid, points in _series(under_load, role).items():
@@ -136,7 +140,7 @@ def memory_growth(samples: list[dict], role: str, end_s: float, window: float = 
             entry[f"{k}_last_mib"] = round(float(v[last].mean()), 2) if last.any() else None
             entry[f"{k}_growth_mib"] = (round(entry[f"{k}_last_mib"] - entry[f"{k}_first_mib"], 2)
                                         if last.any() else None)
-            tail = t >= first_t + window
+            tail = t >= first_t + settle_s
             entry[f"{k}_slope_mib_per_10min"] = (
                 round(float(np.polyfit(t[tail], v[tail], 1)[0]) * 600, 2)
                 if tail.sum() >= 3 else None)
@@ -163,9 +167,7 @@ def summarize(segments: list[dict], samples: list[dict], end_s: float) -> dict:
                            max(s["p99_ms"] for s in segments)],
         "replicas_alive_min_max": [min(alive, default=0), max(alive, default=0)],
         "replica_states_end": samples[-1]["replica_states"] if samples else {},
-        "memory": {role: memory_growth(samples, role, end_s)
-                   for role in ("replica", "proxy_manager", "haproxy", "controller",
-                                "gcs_server", "raylet")},
+        "memory": {role: memory_growth(samples, role, end_s) for role in ROLES},
     }
 
 
@@ -188,7 +190,8 @@ def plot(result: dict, path: Path) -> None:
     ax_mem.set_ylabel("MiB")
     ax_mem.set_title("Serve replica memory (RSS faint, USS solid)")
     ax_mem.legend(fontsize=7, ncol=4)
-    roles = (("replica", "-"), ("proxy_manager", "-."), ("haproxy", ":"), ("controller", "--"))
+    roles = (("replica", "-"), ("haproxy_manager", "-."), ("proxy_actor", "-."), ("haproxy", ":"),
+             ("controller", "--"))
     color = 0
     for role, style in roles:
         for pid, points in sorted(_series(samples, role).items()):
@@ -276,7 +279,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="results JSON (default benchmarks/results/soak-<date>.json); the "
                         "plot is written beside it as .png")
+    parser.add_argument("--replot", type=Path, metavar="JSON",
+                        help="recompute the summary and the plot of a results JSON, no run")
     args = parser.parse_args()
+    if args.replot:
+        result = json.loads(args.replot.read_text())
+        result["summary"] = summarize(result["segments"], result["samples"],
+                                      result["segments"][-1]["end_s"])
+        args.replot.write_text(json.dumps(result, indent=2, default=str))
+        plot(result, args.replot.with_suffix(".png"))
+        print(json.dumps(result["summary"], indent=2))
+        return
     out = args.out or ROOT / "benchmarks" / "results" / f"soak-{time.strftime('%Y-%m-%d')}.json"
     n_segments = max(1, round(args.minutes * 60 / args.segment_s))
 
@@ -303,6 +316,7 @@ def main() -> None:
         if local.start(config, setup["uri"], state_dir, timeout=300) != 0:
             raise SystemExit("could not start serving (see above)")
         t0 = time.monotonic()
+        result["load_started_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
         sampler = Sampler(dashboard, state_dir, t0, args.sample_s)
         sampler.sample()  # t = 0: idle, before the first request
         sampler.start()
