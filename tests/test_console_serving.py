@@ -81,7 +81,7 @@ def test_predict_form_from_metadata_and_answer(console_env):
     assert metrics["Model version"] == console_env.version
     ids = [m.value for m in at.markdown if m.value.startswith("Prediction id")]
     assert ids and len(ids[0].split("`")[1]) == 32
-    assert at.get("arrow_vega_lite_chart"), "no probability chart"
+    assert at.get("vega_lite_chart"), "no probability chart"
 
 
 def test_predict_shows_the_service_rejection_at_its_field(console_env):
