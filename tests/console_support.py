@@ -192,6 +192,12 @@ def stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
             pass
 
 
+def settled(page, timeout_ms: int = 60_000) -> None:
+    """Until Streamlit's script run is over (no skeletons, no stale elements left)."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
+                           timeout=timeout_ms)
+
+
 def chromium_path() -> str | None:
     """Debian's Chromium, if installed."""
     return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")

@@ -18,6 +18,7 @@ from console_support import (
     browser_page,
     chromium_path,
     console_stack,
+    settled,
     streamlit_app,
     wait_metrics,
     wait_serve_api,
@@ -166,7 +167,7 @@ def test_console_in_a_real_browser(stack, tmp_path):
             browser.goto(f"{url}/{path}")
             heading = browser.locator("h1").first
             heading.wait_for()
-            browser.get_by_text("Running...").wait_for(state="hidden")
+            settled(browser)
             assert heading.inner_text().strip().lower() == title.lower(), path
             assert browser.locator("[data-testid='stException']").count() == 0, path
             if path not in ("", "score_file"):
@@ -175,12 +176,13 @@ def test_console_in_a_real_browser(stack, tmp_path):
         # Predict: fill in the form, submit, read the answer
         browser.goto(url)
         browser.get_by_role("button", name="Predict").wait_for()
-        income = browser.get_by_label("Income")
+        income = browser.get_by_label("Income", exact=True)
         income.fill("180")
         income.press("Tab")
         browser.get_by_role("button", name="Predict").click()
         answer = browser.get_by_test_id("stMetric").filter(has_text="Prediction")
         answer.wait_for()
+        settled(browser)
         assert answer.locator("[data-testid='stMetricValue']").inner_text() in {"good", "bad"}
         version = browser.get_by_test_id("stMetric").filter(has_text="Model version")
         assert version.locator("[data-testid='stMetricValue']").inner_text() == stack.version
@@ -193,9 +195,11 @@ def test_console_in_a_real_browser(stack, tmp_path):
         browser.get_by_role("button", name="Score").click()
         download_button = browser.get_by_role("button", name="Download applicants_scored.csv")
         download_button.wait_for(timeout=60_000)
+        settled(browser)
         with browser.expect_download() as info:
             download_button.click()
         scored = pd.read_csv(info.value.path())
+        settled(browser)
         browser.screenshot(path=SCREENSHOTS / "score_file.png", full_page=True)
     assert len(scored) == 40
     assert scored["prediction"].isin(["good", "bad"]).all()

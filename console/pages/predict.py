@@ -116,7 +116,7 @@ with right:
                 color=alt.condition(alt.datum["class"] == str(answer.predictions[0]),
                                     alt.value("#1f77b4"), alt.value("#b0c4de")),
                 tooltip=["class", alt.Tooltip("probability:Q", format=".1%")],
-            ).properties(height=40 * len(probs) + 20)
-            st.altair_chart(chart, width="stretch")
+            )
+            st.altair_chart(chart, width="stretch", height=36 * len(probs) + 50)
     elif not errors:
         st.info("Fill in the form and press **Predict**.", icon=":material/arrow_back:")
