@@ -58,7 +58,7 @@ with left, st.form("predict"):
             if f.kind == "categorical" and f.categories:
                 options = ([None] if f.nullable else []) + list(f.categories)
                 values[f.name] = st.selectbox(
-                    label, options, key=key, help=f.help or None,
+                    label, options, index=1 if f.nullable else 0, key=key, help=f.help or None,
                     format_func=lambda v: "(missing)" if v is None else str(v))
             elif f.kind == "categorical":
                 values[f.name] = st.text_input(label, key=key, help=f.help or None,
@@ -77,7 +77,8 @@ with left, st.form("predict"):
             if f.name in errors:
                 st.error(errors[f.name], icon=":material/error:")
     submitted = st.form_submit_button("Predict", type="primary", icon=":material/send:")
-    st.caption("* required (the model was trained without missing values there)")
+    st.caption("Inputs marked \\* are required (the model was trained without missing values "
+               "there).")
 
 if submitted:
     record = record_from_form(fields, values)
