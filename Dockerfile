@@ -22,12 +22,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 raylane ./raylane
 COPY --chown=1000:100 ray_jobs ./ray_jobs
-RUN pip install --no-cache-dir . "psycopg2-binary==2.9.13" \
- && python -c "import ray, raylane, ray_jobs, psycopg2, flask_wtf; assert ray.__version__ == '2.60.0', ray.__version__"
+RUN pip install --no-cache-dir ".[console]" "psycopg2-binary==2.9.13" \
+ && python -c "import ray, raylane, ray_jobs, psycopg2, flask_wtf, streamlit, altair; assert ray.__version__ == '2.60.0', ray.__version__"
 
 # What the job and the service read at run time, relative to WORKDIR (the RayJob entrypoint is
 # `python -m ray_jobs.train_pipeline --config tune_configs/credit_xgboost.yaml`, run from here).
 COPY --chown=1000:100 tune_configs ./tune_configs
 COPY --chown=1000:100 serve ./serve
+COPY --chown=1000:100 console ./console
 # The bundled samples only (see .dockerignore): small, and what the shipped configs train on.
 COPY --chown=1000:100 data/credit_data.csv data/diamonds_sample.csv ./data/

@@ -49,7 +49,14 @@ test-fast: install  ## ruff + tests/unit: no Ray, no servers, well under a minut
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests/unit
 
-test: install  ## ruff, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
+# The console's browser test drives Debian's Chromium (Playwright's own browser downloads are not
+# reachable everywhere); installed once, as root or with sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(VENV)/.chromium: | $(VENV)/.installed
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+	touch $@
+
+test: install $(VENV)/.chromium  ## ruff, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests/unit
 	$(PY) -m pytest -q --ignore=tests/unit

@@ -58,7 +58,7 @@ def test_installs_the_package_and_only_the_db_driver():
     installs = re.findall(r"pip install ([^&]+)", runs)
     assert len(installs) == 1
     args = [a for a in installs[0].split() if not a.startswith("-")]
-    assert args == [".", '"psycopg2-binary==2.9.13"'], args
+    assert args == ['".[console]"', '"psycopg2-binary==2.9.13"'], args
 
 
 def _dockerignored(path: str, patterns: list[str]) -> bool:
@@ -95,7 +95,7 @@ def test_dockerignore_keeps_state_out():
 def test_entry_points_exist_in_the_image():
     """What the manifests run inside the image: the job module, the Serve app package, mlflow."""
     copied = {p.split()[-1].removeprefix("./") for op, p in instructions() if op == "COPY"}
-    assert {"raylane", "ray_jobs", "tune_configs", "serve"} <= copied
+    assert {"raylane", "ray_jobs", "tune_configs", "serve", "console"} <= copied
     assert (REPO / "ray_jobs" / "train_pipeline.py").is_file()
     assert (REPO / "raylane" / "serving" / "__init__.py").is_file()
     assert "import ray, raylane, ray_jobs, psycopg2" in DOCKERFILE

@@ -230,7 +230,10 @@ def test_secret_references_resolve(overlay):
             refs |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
                      if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs, "expected Secret references"
-    assert refs <= secrets | external, refs - secrets
+    # the token Secrets the KubeRay operator generates for token-auth RayClusters (their name)
+    generated = {o["metadata"]["name"] for o in objs if o["kind"] == "RayCluster"
+                 and o["spec"].get("authOptions", {}).get("mode") == "token"}
+    assert refs <= secrets | external | generated, refs - secrets
     if overlay == "dev":
         assert len(secrets) == 5 and {"prediction-log-s3", *MLFLOW_ACCOUNT_SECRETS} <= secrets
         assert {s for s in secrets if s.startswith("mlflow-postgres-")}
@@ -478,7 +481,7 @@ def _matched(selector: dict, pods) -> set[str]:
 RAY_POD_OWNERS = {"RayCluster/raylane", "RayService/raylane-serve", "RayJob/raylane-train",
                   "RayJob/raylane-continuous-training", "RayCronJob/raylane-retrain",
                   "RayCronJob/raylane-continuous-training"}
-FUTURE_CONSOLE = {"matchLabels": {"app.kubernetes.io/name": "raylane-console"}}
+CONSOLE = {"matchLabels": {"app.kubernetes.io/name": "raylane-console"}}
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_IDS)
@@ -490,8 +493,8 @@ def test_network_policies_select_pods_that_exist(overlay):
         assert _matched(spec["podSelector"], pods), f"{name}: selects no pod"
         for rule in spec.get("ingress", []):
             for peer in rule.get("from", []):
-                if "namespaceSelector" in peer or peer["podSelector"] in ({}, FUTURE_CONSOLE):
-                    continue  # other namespaces (the operator), the namespace, the console
+                if "namespaceSelector" in peer or peer["podSelector"] == {}:
+                    continue  # other namespaces (the operator), the whole namespace
                 assert _matched(peer["podSelector"], pods), f"{name}: {peer} matches no pod"
         for rule in spec.get("egress", []):
             for peer in rule.get("to", []):
@@ -532,9 +535,10 @@ def test_mlflow_admits_ray_pods_the_console_and_the_account_job_only(overlay):
     (rule,) = ml["ingress"]
     assert [p["port"] for p in rule["ports"]] == [5000]
     assert all(set(peer) == {"podSelector"} for peer in rule["from"])
-    assert FUTURE_CONSOLE in [p["podSelector"] for p in rule["from"]]
+    assert CONSOLE in [p["podSelector"] for p in rule["from"]]
     clients = {o for peer in rule["from"] for o in _matched(peer["podSelector"], pods)}
-    assert clients == RAY_POD_OWNERS | {"Job/mlflow-accounts"}, clients
+    assert clients == RAY_POD_OWNERS | {"Job/mlflow-accounts", "Deployment/raylane-console"}, (
+        clients)
     # MLflow itself reaches PostgreSQL and DNS only
     assert {k8s.obj_id(o) for r in ml["egress"] for peer in r.get("to", [])
             for o in objs if any(_selects(peer["podSelector"], lab) for _, lab in _pod_labels(o))

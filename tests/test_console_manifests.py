@@ -1,0 +1,91 @@
+"""The console on Kubernetes: one Deployment + Service in the base, wired to the services the
+other manifests define (names and ports cross-checked), read-only MLflow account, health probes
+on Streamlit's /_stcore/health, the image carries what it runs. (Schema validity, resources,
+security contexts and the command-line scan: tests/test_kuberay_manifests.py, for every object.)
+"""
+
+from __future__ import annotations
+
+import k8s_support as k8s
+import pytest
+import yaml
+
+from raylane.console.settings import ConsoleSettings
+
+OVERLAYS = [p.name for p in k8s.OVERLAYS]
+
+
+def objects(overlay: str) -> dict[str, dict]:
+    return {k8s.obj_id(o): o for o in k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)}
+
+
+def service_url(svc: dict, port_name: str | None = None) -> str:
+    (port,) = [p for p in svc["spec"]["ports"] if port_name in (None, p.get("name"))]
+    return f"http://{svc['metadata']['name']}:{port['port']}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_console_is_wired_to_the_platforms_services(overlay):
+    objs = objects(overlay)
+    dep = objs["Deployment/raylane-console"]
+    pod = dep["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]
+               if "secretKeyRef" in e.get("valueFrom", {})}
+    # the model service: the serve Service KubeRay makes for the RayService, Serve's port
+    rayservice = objs["RayService/raylane-serve"]
+    serve_port = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["http_options"]["port"]
+    assert env["RAYLANE_SERVE_URL"] == (
+        f"http://{rayservice['metadata']['name']}-serve-svc:{serve_port}")
+    # MLflow: its Service, with the read-only account
+    assert env["MLFLOW_TRACKING_URI"] == service_url(objs["Service/mlflow"])
+    assert secrets["MLFLOW_TRACKING_USERNAME"]["name"] == "mlflow-reader"
+    assert secrets["MLFLOW_TRACKING_PASSWORD"]["name"] == "mlflow-reader"
+    # Ray: the jobs cluster's head (Jobs API) and the serving cluster's (Serve REST API), the
+    # dashboard port their head pods expose; the token of the jobs cluster (KubeRay's Secret)
+    cluster = objs["RayCluster/raylane"]
+    head_ports = {p["name"]: p["containerPort"] for p in
+                  cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert env["RAY_ADDRESS"] == f"http://raylane-head-svc:{head_ports['dashboard']}"
+    assert env["RAYLANE_SERVE_DASHBOARD"] == (
+        f"http://{rayservice['metadata']['name']}-head-svc:{head_ports['dashboard']}")
+    assert secrets["RAY_AUTH_TOKEN"] == {"name": cluster["metadata"]["name"], "key": "auth_token",
+                                         "optional": True}
+    assert cluster["spec"]["authOptions"]["mode"] == "token"
+    # what the console reads them as
+    settings = ConsoleSettings.from_env({k: v for k, v in env.items() if v is not None})
+    assert settings.serve_url == env["RAYLANE_SERVE_URL"]
+    assert settings.ray_address == env["RAY_ADDRESS"]
+    assert str(settings.serve_config).endswith("serve/config.yaml")
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_console_runs_streamlit_with_probes_and_its_service(overlay):
+    objs = objects(overlay)
+    dep = objs["Deployment/raylane-console"]
+    pod = dep["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    assert c["command"] == ["streamlit", "run", "console/app.py"]
+    assert (k8s.REPO / "console" / "app.py").is_file()
+    assert "--server.port=8501" in c["args"] and "--server.headless=true" in c["args"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8501}]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/_stcore/health", "port": "http"}, probe
+    # the image is the project image, as every other pod's in this overlay
+    mlflow_image = objs["Deployment/mlflow"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert c["image"] == mlflow_image
+    # the Service selects exactly the console's pods, on its port
+    svc = objs["Service/raylane-console"]
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert all(pod["metadata"]["labels"][k] == v for k, v in svc["spec"]["selector"].items())
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8501, "targetPort": "http"}]
+    assert svc["spec"].get("type", "ClusterIP") == "ClusterIP"  # reached by port-forward
+    # the label MLflow's NetworkPolicy admits
+    assert pod["metadata"]["labels"]["app.kubernetes.io/name"] == "raylane-console"
+
+
+def test_the_image_carries_the_console():
+    dockerfile = (k8s.REPO / "Dockerfile").read_text()
+    assert "COPY --chown=1000:100 console ./console" in dockerfile
+    assert '".[console]"' in dockerfile and "streamlit" in dockerfile
