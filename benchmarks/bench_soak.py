@@ -257,9 +257,10 @@ def soak_config(tmp: Path, port: int) -> Path:
 def autoscaling_events(state_dir: Path) -> list[str]:
     """The Serve controller's up/downscaling decisions and resource warnings, from its log."""
     keys = ("Upscaling", "Downscaling", "resources")
-    return [line.strip()[:300] for log in state_dir.glob("session_*/logs/serve/controller_*.log")
-            for line in log.read_text(errors="replace").splitlines()
-            if any(k in line for k in keys)]
+    lines = [line.strip()[:300] for log in state_dir.glob("session_*/logs/serve/controller_*.log")
+             for line in log.read_text(errors="replace").splitlines()
+             if any(k in line for k in keys)]
+    return list(dict.fromkeys(lines))  # Ray's session_latest link lists each log twice
 
 
 def prediction_log_rows(directory: Path) -> int:
