@@ -195,11 +195,14 @@ def restore_tuner(config: PipelineConfig, data: PreparedData, run_dir: Path) -> 
 
 
 class StopCallback(tune.Callback):
-    """Lets a stop reach Tune (see :mod:`raylane.stops`), and the test-only ``trial`` hold.
+    """Lets a stop reach Tune (see :mod:`raylane.stops`), and the test-only trial holds.
 
     A signal that arrives before Tune has installed its SIGUSR1 handler is forwarded at the next
     step. The ``trial`` hold waits at the first result of a trial started after another one
-    finished, so a test can stop a search that is surely running with a finished trial.
+    finished, so a test can stop a search that is surely running with a finished trial;
+    ``trials_done_<n>`` waits at the first result after ``n`` trials finished (a second point
+    in the same search). While the driver waits, the trial that reported waits too (Tune takes
+    its next result only then): it is surely running.
     """
 
     def __init__(self) -> None:
@@ -214,6 +217,7 @@ class StopCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result, **info) -> None:
         if self.completed >= 1:
             stops.hold("trial")
+        stops.hold(f"trials_done_{self.completed}")
 
 
 def run_search(tuner: tune.Tuner) -> tune.ResultGrid:

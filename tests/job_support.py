@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import CREDIT_CSV, ROOT
+import pytest
+from conftest import BIN, CREDIT_CSV, ROOT, free_port, wait_http
 from mlflow import MlflowClient
 
 # A small, quick search: three trials one after another, none stopped early.
@@ -77,8 +79,9 @@ class Job:
     """One run of the training job with its output in ``log``."""
 
     def __init__(self, args: list[str], cwd: Path, log: Path, hold: str = "",
-                 hold_dir: Path | None = None, ray_dir: Path | None = None):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                 hold_dir: Path | None = None, ray_dir: Path | None = None,
+                 env: dict[str, str] | None = None):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         env.pop("RAY_ADDRESS", None)
         if hold:
             env.update(RAYLANE_TEST_HOLD=hold, RAYLANE_TEST_HOLD_DIR=str(hold_dir))
@@ -100,6 +103,10 @@ class Job:
             assert self.proc.poll() is None, f"job exited before {name}:\n{self.text()[-4000:]}"
             assert time.monotonic() < deadline, f"job never reached {name}:\n{self.text()[-4000:]}"
             time.sleep(0.2)
+
+    def release(self, name: str) -> None:
+        """Let the job go on from hold point ``name``."""
+        (self.hold_dir / f"{name}.go").touch()
 
     def wait(self, timeout: float = 300) -> int:
         try:
@@ -144,3 +151,47 @@ def runs(client: MlflowClient, experiment: str, role: str | None = None) -> list
     if role is None:  # the job's parent runs
         found = [r for r in found if r.data.tags.get("raylane.role") != "trial"]
     return found
+
+
+@pytest.fixture()
+def ray_head(tmp_path: Path) -> Iterator[str]:
+    """A real `ray start --head` in its own process group, stopped by the test alone; its
+    dashboard URL. Nothing of it may outlive the test.
+
+    Its own temp dir (short: unix socket paths are capped): `ray start` writes the cluster's
+    address to ``<temp dir>/ray_current_cluster``, and a SIGTERM'd `ray start --block` never
+    removes it. In the default /tmp/ray it would send a later `ray.init()` / `serve run` to
+    this dead cluster."""
+    port, dash = free_port(), free_port()
+    temp_dir = Path(tempfile.mkdtemp(prefix="rl-job-", dir="/tmp"))
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
+         "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
+         # own agent ports: another Ray on this machine may hold the defaults (52365)
+         f"--dashboard-agent-listen-port={free_port()}",
+         f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"],
+        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True, cwd=tmp_path,
+        env={**os.environ,
+             # as with an activated virtualenv: the job's `python` is the one Ray runs on
+             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+             # On SIGTERM `ray start --block` first drains its node (for Serve on KubeRay) through
+             # the GCS, which the process-group SIGTERM below has already stopped: it would wait
+             # out the whole drain timeout (30 s) before stopping its processes.
+             "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+    )
+    url = f"http://127.0.0.1:{dash}"
+    try:
+        wait_http(f"{url}/api/version", timeout=120)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        left = ray_processes(temp_dir, wait=30)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"the Ray head left processes running: {left}"

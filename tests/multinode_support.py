@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
+from conftest import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -167,3 +170,105 @@ def _original_address_funcs():
 
 
 _ORIGINAL_ADDRESS_FUNCS = _original_address_funcs()
+
+
+@contextmanager
+def two_node_cluster(tracking_uri: str, scratch: Path, system_config: dict | None = None):
+    """A head with 0 CPUs (GCS, dashboard, job drivers; never trials, as the manifest's head) and
+    one worker node with 2 CPUs, started from ``scratch`` (not the repo), with
+    MLFLOW_TRACKING_URI on every node. Yields a dict: ``cluster`` (its
+    :class:`ray.cluster_utils.Cluster`), ``dashboard`` (URL), ``head`` / ``worker`` (node ids),
+    ``worker_node``, ``disks`` (the nodes' temp dirs' parent), ``env`` (the nodes' env vars).
+
+    Each node gets its own temp dir (session, logs, runtime-env cache, spill), as each pod has its
+    own disk. Sharing one would let the worker's runtime-env agent delete the uploaded working
+    dir the driver on the head runs in, once the trials that used it end (seen: the job then
+    fails in Tune with FileNotFoundError from os.getcwd()). Short paths: Unix sockets live there.
+    """
+    from ray.cluster_utils import Cluster
+
+    disks = Path(tempfile.mkdtemp(prefix="rlmn-", dir="/tmp"))
+    env = node_env(tracking_uri)
+    dashboard_port = free_port()
+    cluster = None
+    head_args = {
+        "num_cpus": 0, "gcs_server_port": free_port(), "include_dashboard": True,
+        "dashboard_port": dashboard_port, "env_vars": env, "temp_dir": str(disks / "head"),
+        # own agent ports: another Ray on the machine may hold the defaults, and then the job
+        # agent never registers ("No available agent")
+        "dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port(),
+    }
+    if system_config:
+        head_args["_system_config"] = system_config
+    address_file = own_address_file(disks / "head")
+    address_file.__enter__()
+    try:
+        with chdir(scratch):
+            for attempt in range(2):  # a loaded shared machine can be slow to start a node
+                try:
+                    cluster = Cluster(initialize_head=True, head_node_args=head_args)
+                    worker = add_worker(cluster, env, disks / "worker")
+                    break
+                except TimeoutError:
+                    if cluster is not None:
+                        cluster.shutdown()
+                        cluster = None
+                    if attempt:
+                        raise
+        cluster.wait_for_nodes(timeout=60)
+        dashboard = f"http://{cluster.head_node.webui_url}"
+        wait_http(f"{dashboard}/api/version", timeout=60)
+        yield {"cluster": cluster, "dashboard": dashboard, "head": cluster.head_node.node_id,
+               "worker": worker.node_id, "worker_node": worker, "disks": disks, "env": env}
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+        address_file.__exit__(None, None, None)
+        shutil.rmtree(disks, ignore_errors=True)
+
+
+def add_worker(cluster, env: dict[str, str], temp_dir: Path, num_cpus: int = 2):
+    """Another worker node (its own temp dir, as its own pod); returns its Ray ``Node``."""
+    return cluster.add_node(num_cpus=num_cpus, env_vars=env, temp_dir=str(temp_dir),
+                            dashboard_agent_listen_port=free_port(),
+                            metrics_export_port=free_port())
+
+
+def node_processes(node) -> list[int]:
+    """Pids of one node's live processes: its raylet and all its descendants (workers, agents; a
+    worker's ``ray::`` title hides its command line), and whatever names the node's session
+    dir. Nothing of other nodes: each node of :func:`two_node_cluster` has its own temp dir."""
+    from ray._private import ray_constants
+
+    raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    found = {raylet} | set(session_processes(node.get_session_dir_path()))
+    grew = True
+    while grew:
+        more = {pid for pid, ppid in parents.items() if ppid in found} - found
+        found |= more
+        grew = bool(more)
+    return sorted(p for p in found if Path(f"/proc/{p}").exists() and not _zombie(p))
+
+
+def kill_node(node) -> list[int]:
+    """SIGKILL every process of one node at once, as when its machine or pod dies; waits until
+    they are gone (zombies aside: their parent reaps them). Returns the pids killed."""
+    pids = node_processes(node)
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if Path(f"/proc/{p}").exists() and not _zombie(p)]
+    assert not alive, f"node processes survived SIGKILL: {alive}"
+    return pids

@@ -11,7 +11,7 @@ import subprocess
 import pandas as pd
 import pytest
 from conftest import CREDIT_CSV, ROOT
-from test_ray_job import ray_head  # noqa: F401 - the fixture
+from job_support import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 
 from raylane.tracking import mlflow_client
 

@@ -8,8 +8,10 @@ import os
 import pandas as pd
 import pytest
 from conftest import BIN, CREDIT_CSV, ROOT
-from job_support import ray_job_submit
-from test_ray_job import ray_head  # noqa: F401 - the fixture
+from job_support import (
+    ray_head,  # noqa: F401 - the fixture: a real `ray start --head`
+    ray_job_submit,
+)
 
 from raylane.tracking import mlflow_client
 

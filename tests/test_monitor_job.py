@@ -9,8 +9,10 @@ import os
 import pytest
 import serving_support as ss
 from conftest import BIN, ROOT
-from job_support import ray_job_submit
-from test_ray_job import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
+from job_support import (
+    ray_head,  # noqa: F401 - the fixture: a real `ray start --head`
+    ray_job_submit,
+)
 
 from raylane.evaluation import GateResult
 from raylane.monitoring.reference import reference_sample

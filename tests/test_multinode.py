@@ -64,11 +64,11 @@ from mlflow import MlflowClient
 from multinode_support import (
     BIN,
     chdir,
-    node_env,
     own_address_file,
     run_cli,
     serve_applications,
     tail,
+    two_node_cluster,
     wait_serve_running,
 )
 from process_state import driver_state
@@ -100,8 +100,6 @@ ENTRYPOINT = ["python", "-m", "ray_jobs.train_pipeline",
 def cluster(tmp_path_factory, mlflow_server):
     """Head (0 CPUs, like the manifest's head) + one worker node (2 CPUs), started from an
     unrelated directory, with MLFLOW_TRACKING_URI on every node."""
-    from ray.cluster_utils import Cluster
-
     if not sys.platform.startswith("linux"):
         pytest.skip("multi-node Ray on one machine is tested on Linux")
     # the nodes below are spawned from this process: nothing an earlier module left may leak in
@@ -109,58 +107,8 @@ def cluster(tmp_path_factory, mlflow_server):
     if left:
         pytest.fail(f"an earlier test left process state behind: {left}", pytrace=False)
     scratch = tmp_path_factory.mktemp("multinode-nodes")
-    # Each node gets its own temp dir (session, logs, runtime-env cache, spill), as each pod has its
-    # own disk. Sharing one would let the worker's runtime-env agent delete the uploaded working
-    # dir the driver on the head runs in, once the trials that used it end (seen: the job then
-    # fails in Tune with FileNotFoundError from os.getcwd()). Short paths: Unix sockets live there.
-    disks = Path(tempfile.mkdtemp(prefix="rlmn-", dir="/tmp"))
-    env = node_env(mlflow_server)
-    dashboard_port = free_port()
-    cluster = None
-    address_file = own_address_file(disks / "head")
-    address_file.__enter__()
-    try:
-        with chdir(scratch):
-            for attempt in range(2):  # a loaded shared machine can be slow to start a node
-                try:
-                    cluster = Cluster(initialize_head=True, head_node_args={
-                        "num_cpus": 0, "gcs_server_port": free_port(), "include_dashboard": True,
-                        "dashboard_port": dashboard_port, "env_vars": env,
-                        "temp_dir": str(disks / "head"),
-                        # own agent ports: another Ray on the machine may hold the defaults, and
-                        # then the job agent never registers ("No available agent")
-                        "dashboard_agent_listen_port": free_port(),
-                        "metrics_export_port": free_port(),
-                    })
-                    worker = cluster.add_node(num_cpus=2, env_vars=env,
-                                              temp_dir=str(disks / "worker"),
-                                              dashboard_agent_listen_port=free_port(),
-                                              metrics_export_port=free_port())
-                    break
-                except TimeoutError:
-                    if cluster is not None:
-                        cluster.shutdown()
-                        cluster = None
-                    if attempt:
-                        raise
-        cluster.wait_for_nodes(timeout=60)
-        dashboard = f"http://{cluster.head_node.webui_url}"
-        from conftest import wait_http
-
-        wait_http(f"{dashboard}/api/version", timeout=60)
-        yield {
-            "cluster": cluster,
-            "dashboard": dashboard,
-            "head": cluster.head_node.node_id,
-            "worker": worker.node_id,
-            "worker_node": worker,
-            "mlflow": mlflow_server,
-        }
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
-        address_file.__exit__(None, None, None)
-        shutil.rmtree(disks, ignore_errors=True)
+    with two_node_cluster(mlflow_server, scratch) as nodes:
+        yield {**nodes, "mlflow": mlflow_server}
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,15 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
 import pytest
-from conftest import BIN, ROOT, free_port, wait_http
+from conftest import BIN, ROOT
 from job_support import (
     Job,
     assert_clean_stop,
     job_args,
+    ray_head,  # noqa: F401 - the fixture: a real `ray start --head`
     ray_job_submit,
     ray_tmpdir,
     run_job,
@@ -32,42 +32,7 @@ FAST = [
 ]
 
 
-@pytest.fixture()
-def ray_head(tmp_path):
-    """A real `ray start --head` in its own process group, stopped by the test alone.
-
-    Its own temp dir (short: unix socket paths are capped): `ray start` writes the cluster's
-    address to ``<temp dir>/ray_current_cluster``, and a SIGTERM'd `ray start --block` never
-    removes it. In the default /tmp/ray it would send a later `ray.init()` / `serve run` to
-    this dead cluster."""
-    port, dash = free_port(), free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rl-job-", dir="/tmp")
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
-         "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
-         # own agent ports: another Ray on this machine may hold the defaults (52365)
-         f"--dashboard-agent-listen-port={free_port()}",
-         f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"],
-        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True, cwd=tmp_path,
-        # as with an activated virtualenv: the job's `python` is the one Ray runs on
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-    )
-    url = f"http://127.0.0.1:{dash}"
-    try:
-        wait_http(f"{url}/api/version", timeout=120)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
+def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):  # noqa: F811
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     submit = [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(ROOT),
          "--runtime-env", str(ROOT / "ray_jobs" / "runtime_env.yaml"), "--",
@@ -83,18 +48,18 @@ def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
     assert client.get_model_version_by_alias("credit-job", "champion") is not None
 
 
-def submit(ray_head: str, cwd, *job: str) -> tuple[subprocess.CompletedProcess, str]:
+def submit(address: str, cwd, *job: str) -> tuple[subprocess.CompletedProcess, str]:
     """`ray job submit` of the training job as the README's cluster example does it."""
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(ROOT),
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
            "--runtime-env", str(ROOT / "ray_jobs" / "runtime_env.yaml"), "--",
            "python", "-m", "ray_jobs.train_pipeline", "--config",
            "tune_configs/credit_xgboost.yaml", *FAST, *job]
     return ray_job_submit(cmd, cwd, env)
 
 
-def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_path):
+def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_path):  # noqa: F811
     """Without a tracking URI the store would be written into Ray's temporary copy of the
     working dir: the job refuses before any work, saying how to set it. The README's example
     (an absolute SQLite path) keeps the runs and the model outside it."""

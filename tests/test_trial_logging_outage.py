@@ -4,52 +4,16 @@ process is stopped during the search and started again on the same port and stor
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-from conftest import BIN, free_port, wait_http
+from mlflow_server_support import Server
 from ray.tune.experiment import Trial
 
 from raylane.tracking import ensure_experiment, mlflow_client, mlflow_globals_restored, parent_run
 from raylane.trial_logging import BatchedMLflowLoggerCallback
 
 pytestmark = pytest.mark.slow
-
-
-class Server:
-    """One `mlflow server` on a fixed port and store, that can be stopped and started again."""
-
-    def __init__(self, home: Path):
-        self.home, self.port = home, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = open(self.home / "server.log", "a")  # noqa: SIM115 - the child holds it
-        self.proc = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
-             "--artifacts-destination", str(self.home / "artifacts"), "--serve-artifacts",
-             "--workers", "1"],
-            cwd=self.home, stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        )
-        log.close()
-        wait_http(f"{self.url}/health", timeout=120)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture()
