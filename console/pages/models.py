@@ -80,7 +80,7 @@ top[3].metric("Newest", f"v{latest.version}",
               help=f"registered {latest.registered:%Y-%m-%d %H:%M} UTC")
 
 st.dataframe(
-    table.drop(columns=["run_id"]), hide_index=True, use_container_width=True,
+    table.drop(columns=["run_id"]), hide_index=True, width="stretch",
     column_config={
         "version": st.column_config.NumberColumn("version", format="v%d"),
         "registered": st.column_config.DatetimeColumn("registered (UTC)",
@@ -159,9 +159,9 @@ try:
         da, db = detail(URI, NAME, a, USER), detail(URI, NAME, b, USER)
         metrics, params = reg.compare(da, db)
         st.markdown("##### Metrics")
-        st.dataframe(metrics, hide_index=True, use_container_width=True)
+        st.dataframe(metrics, hide_index=True, width="stretch")
         st.markdown("##### Parameters")
-        st.dataframe(params, hide_index=True, use_container_width=True)
+        st.dataframe(params, hide_index=True, width="stretch")
         st.markdown("##### Feature importance (permutation, holdout)")
         for col, d in ((left, da), (right, db)):
             png = image(URI, d.run_id, USER) if d.run_id and not d.run_missing else None
