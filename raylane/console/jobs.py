@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SEARCH_PLOT = "plots/search_progress.png"
 EXCLUDED_SUFFIXES = ("-monitoring", "-ct")
 LOG_TAIL_LINES = 400
+AGENT_WAIT_TRIES = 15
 
 
 class RayUnreachable(Exception):
@@ -118,13 +120,19 @@ def submit(address: str, config: Path, overrides: list[str], who: str,
     """Validate, then submit the training job; its id. ConfigError before anything is sent."""
     validate(config, overrides)
     client = jobs_client(address)
-    try:
-        return client.submit_job(
-            entrypoint=entrypoint(config, overrides, root), runtime_env=runtime_env(root),
-            metadata={"raylane.console": "train", "raylane.config": config.name,
-                      "raylane.by": who})
-    except Exception as exc:
-        raise RayUnreachable(_short(exc)) from None
+    for attempt in range(AGENT_WAIT_TRIES):
+        try:
+            return client.submit_job(
+                entrypoint=entrypoint(config, overrides, root), runtime_env=runtime_env(root),
+                metadata={"raylane.console": "train", "raylane.config": config.name,
+                          "raylane.by": who})
+        except Exception as exc:
+            # a head that just started answers before its job agent registered
+            if "No available agent" in str(exc) and attempt + 1 < AGENT_WAIT_TRIES:
+                time.sleep(2)
+                continue
+            raise RayUnreachable(_short(exc)) from None
+    raise AssertionError("unreachable")
 
 
 @dataclass
