@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 
 from raylane.config import PipelineConfig
-from raylane.monitoring import plots
+from raylane.monitoring import distributions, plots
 from raylane.monitoring.drift import DatasetDrift
 from raylane.monitoring.report import RETRAIN, MonitorReport
 from raylane.tracking import RunLog
@@ -75,6 +75,10 @@ def log_report(client: MlflowClient, run_id: str, report: MonitorReport, until: 
               TAG_DECISION: report.decision,
               "raylane.monitor.drifted_columns": ",".join(body["drifted_columns"]) or "none"})
     run.json(body, "monitoring/report.json")
+    if drift is not None and drift.samples:  # any column's reference vs current, for the console
+        kinds = {c.name: c.kind for c in drift.columns}
+        run.json(distributions.shares({n: (kinds[n], *s) for n, s in drift.samples.items()
+                                       if n in kinds}), "monitoring/distributions.json")
     if drift is not None and drift.columns:
         run.figure(plots.drift_scores(drift.columns), "drift_scores")
         drifted = {n: (c.kind, *drift.samples[n]) for n in drift.drifted_columns
