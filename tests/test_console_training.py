@@ -13,7 +13,7 @@ import streamlit as st
 from conftest import CREDIT_CSV, ROOT
 from process_state import restored_environ
 from streamlit.testing.v1 import AppTest
-from test_ray_job import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
+from job_support import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 
 from raylane.console import jobs
 
