@@ -11,9 +11,9 @@ import time
 import pytest
 import streamlit as st
 from conftest import CREDIT_CSV, ROOT
+from job_support import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 from process_state import restored_environ
 from streamlit.testing.v1 import AppTest
-from job_support import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 
 from raylane.console import jobs
 
