@@ -88,5 +88,17 @@ def test_page_shows_drift_over_time_distributions_and_live_metrics(monitored):
         charts = at.get("vega_lite_chart")
         assert len(charts) == 3  # drift over time, reference vs current, live metrics
         assert at.selectbox(key="monitoring_run").value == second.run_id
+        at.selectbox(key="monitoring_column").set_value("Amount").run()
+        assert at.selectbox(key="monitoring_run").value == second.run_id  # the choice is kept
+        assert verdict(at) == "drifted"  # the shifted window
         at.selectbox(key="monitoring_run").set_value(first.run_id).run()
         assert not at.exception, at.exception
+        assert at.selectbox(key="monitoring_column").value == "Amount"
+        assert verdict(at) == "no drift"  # the control window: rows the model never saw
+
+
+def verdict(at: AppTest) -> str:
+    """The chosen column's verdict under the reference-vs-current chart."""
+    shown = [c.value for c in at.caption if "(threshold" in c.value]
+    assert len(shown) == 1, shown
+    return shown[0].rsplit(": ", 1)[1]

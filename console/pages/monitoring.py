@@ -94,7 +94,10 @@ try:
                            "jensenshannon) at or above it.")
 
     st.subheader("Reference vs current")
-    labels = {r.run_id: f"{r['window end']:%Y-%m-%d %H:%M} UTC  v{r.version}  {r.decision}"
+    # Unique labels: two reports in the same minute must not look alike (and Streamlit keeps a
+    # choice by its label).
+    labels = {r.run_id: f"{r['window end']:%Y-%m-%d %H:%M:%S} UTC  v{r.version}  {r.decision}  "
+                        f"drifted: {r['drifted columns'] or 'none'}  ({r.run_id[:8]})"
               for _, r in table.iterrows()}
     run_id = st.selectbox("Report", list(labels), format_func=labels.get,
                           key="monitoring_run")
