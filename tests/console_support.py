@@ -19,8 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from monitoring_history import monitoring_history
 from process_state import restored_environ
-from serving_support import ROOT, free_port, settings, tracking_uri_for, train, wait_running
+from serving_support import (
+    ROOT,
+    Trained,
+    free_port,
+    settings,
+    tracking_uri_for,
+    train,
+    wait_running,
+)
 
 from raylane.config import GatesConfig
 from raylane.evaluation import check_gates, evaluate
@@ -54,9 +63,10 @@ class ConsoleStack:
                 "RAYLANE_CONSOLE_TIMEOUT_S": "10"}
 
 
-def publish_credit(tracking_uri: str) -> str:
+def publish_credit(tracking_uri: str) -> tuple[str, Trained, bytes]:
     """Train and publish the credit model as the training job does, with its monitoring
-    reference profile (the Predict form's training ranges come from it). Its version."""
+    reference profile (the Predict form's training ranges come from it). Its version, the
+    trained model and its ONNX graph."""
     trained = train("credit", n_estimators=20)
     client = mlflow_client(tracking_uri)
     experiment_id = ensure_experiment(client, "console-tests")
@@ -67,7 +77,7 @@ def publish_credit(tracking_uri: str) -> str:
             gates=check_gates(evaluation, GatesConfig()), client=client, registered_model=MODEL,
             run_id=run_id, reference=reference_sample(trained.data.train, 300, 0),
         )
-    return str(published.version.version)
+    return str(published.version.version), trained, published.onnx_bytes
 
 
 @contextmanager
@@ -80,7 +90,7 @@ def console_stack(tmp: Path, metadata_categories: int = 50) -> Iterator[ConsoleS
     from raylane.serving.app import ModelServer
 
     tracking_uri = tracking_uri_for(tmp)
-    version = publish_credit(tracking_uri)
+    version, trained, onnx_bytes = publish_credit(tracking_uri)
     serve_config = tmp / "serve.yaml"
     serve_config.write_text(
         "applications:\n- name: raylane\n  import_path: raylane.serving.app:app\n"
@@ -103,6 +113,11 @@ def console_stack(tmp: Path, metadata_categories: int = 50) -> Iterator[ConsoleS
                                           ray_actor_options={"num_cpus": 0.5}).bind(),
                       name=APP, route_prefix="/", blocking=False)
             wait_running(APP)
+            # Two monitoring reports (clean with labels, then Amount shifted) for the
+            # Monitoring page.
+            (tmp / "monitoring").mkdir()
+            monitoring_history(tmp / "monitoring", tracking_uri, MODEL, "console-tests",
+                               trained, onnx_bytes)
             yield ConsoleStack(f"http://127.0.0.1:{port}", tracking_uri,
                                f"http://127.0.0.1:{dashboard_port}",
                                f"http://127.0.0.1:{metrics_port}/metrics", version, serve_config)
@@ -131,18 +146,22 @@ def wait_serve_api(dashboard: str, timeout: float = 90) -> None:
     raise TimeoutError(f"{dashboard}: Serve REST API did not list {APP} in {timeout:.0f}s")
 
 
-def wait_metrics(metrics_url: str, name: str, timeout: float = 60) -> None:
-    """Until the node's metrics agent exports ``name`` (Ray reports every few seconds)."""
+def wait_metrics(metrics_url: str, name: str, timeout: float = 60, at_least: float = 0) -> None:
+    """Until the node's metrics agent exports ``name`` with its series summing to ``at_least``
+    (Ray reports every few seconds, so one export may hold only part of the traffic sent)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             text = httpx.get(metrics_url, timeout=5).text
-            if any(line.startswith((name, f"ray_{name}")) for line in text.splitlines()):
+            values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                      if line.startswith((f"{name}{{", f"ray_{name}{{", f"{name} ",
+                                          f"ray_{name} "))]
+            if values and sum(values) >= at_least:
                 return
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError, IndexError):
             pass
         time.sleep(1)
-    raise TimeoutError(f"{metrics_url}: no {name} in {timeout:.0f}s")
+    raise TimeoutError(f"{metrics_url}: no {name} >= {at_least} in {timeout:.0f}s")
 
 
 # ---------------------------------------------------------------- the console as a process

@@ -6,35 +6,21 @@ writer, once of rows the model never trained on (with labels) and once with `Amo
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
 
-import pandas as pd
 import pytest
 import serving_support as ss
+from monitoring_history import monitoring_history
 from process_state import restored_environ
 from streamlit.testing.v1 import AppTest
 
-from raylane.config import load_config
 from raylane.evaluation import GateResult
-from raylane.monitoring import run_monitor
 from raylane.monitoring.reference import reference_sample
-from raylane.onnx_model import OnnxModel
 from raylane.publishing import publish
-from raylane.serving.prediction_log import PredictionLog
 from raylane.tracking import ensure_experiment, mlflow_client, parent_run
 
 pytestmark = pytest.mark.slow
 PAGE = str(ss.ROOT / "console" / "pages" / "monitoring.py")
 MODEL = "console-monitored"
-
-
-def write_log(directory, trained, model: OnnxModel, X: pd.DataFrame) -> pd.DataFrame:
-    """The service's writer logging ``X`` as answered; the logged rows (with their ids)."""
-    plog = PredictionLog(str(directory), sample_rate=1.0)
-    plog.record(MODEL, "1", trained.schema, model.feeds_from_frame(X), len(X),
-                model.predict_frame(X))
-    assert plog.flush()
-    return pd.read_parquet(directory)
 
 
 @pytest.fixture(scope="module")
@@ -47,29 +33,14 @@ def monitored(mlflow_server, tmp_path_factory):
             trained.pipeline, trained.schema, trained.data.holdout, metric=trained.metric,
             gates=GateResult(passed=True), client=client, registered_model=MODEL,
             run_id=run_id, reference=reference_sample(trained.data.train, 5000, seed=0))
-    model = OnnxModel(published.onnx_bytes, trained.schema)
-    start = datetime.now(UTC) - timedelta(minutes=1)
-    X = trained.data.holdout.X.reset_index(drop=True)
-    clean = write_log(tmp / "clean", trained, model, X)
-    shifted = X.assign(Amount=(X["Amount"] * 1.5).round())
-    write_log(tmp / "drift", trained, model, shifted)
-    labels = tmp / "labels.csv"
-    classes = trained.schema.class_labels
-    pd.DataFrame({"prediction_id": clean["prediction_id"],
-                  "label": [classes[i] for i in trained.data.holdout.y]}).to_csv(labels,
-                                                                                  index=False)
-    config = load_config(ss.ROOT / "tune_configs" / "credit_xgboost.yaml", [
-        f"mlflow.tracking_uri={mlflow_server}", f"mlflow.registered_model={MODEL}",
-        "mlflow.experiment=console", "monitoring.triggers.min_rows=100",
-        "monitoring.triggers.min_labelled_rows=50"])
     import ray
 
     with restored_environ():
         os.environ.pop("RAY_ADDRESS", None)
         ray.init(num_cpus=1, include_dashboard=False, address="local")
         try:
-            first = run_monitor(config, str(tmp / "clean"), labels=str(labels), since=start)
-            second = run_monitor(config, str(tmp / "drift"), since=start)
+            first, second = monitoring_history(tmp, mlflow_server, MODEL, "console", trained,
+                                               published.onnx_bytes)
         finally:
             ray.shutdown()
     assert second.to_dict()["drifted_columns"] == ["Amount"]

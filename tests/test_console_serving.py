@@ -131,7 +131,8 @@ def test_service_page_replicas_traffic_and_rejections(console_env):
         httpx.post(f"{console_env.serve_url}/predict",
                    json={"records": credit_rows(2).drop(columns="Status").to_dict("records")})
     httpx.post(f"{console_env.serve_url}/predict", json={"records": []})  # 400 empty_batch
-    wait_metrics(console_env.metrics_url, "raylane_rejected_requests_total")
+    wait_metrics(console_env.metrics_url, "raylane_rejected_requests_total", at_least=1)
+    wait_metrics(console_env.metrics_url, "raylane_predictions_total", at_least=5)
     at = page("service").run()
     no_exception(at)
     assert not at.error, [e.value for e in at.error]
@@ -170,6 +171,9 @@ def test_console_in_a_real_browser(stack, tmp_path):
             settled(browser)
             assert heading.inner_text().strip().lower() == title.lower(), path
             assert browser.locator("[data-testid='stException']").count() == 0, path
+            if path == "monitoring":  # the stack's two reports, drawn
+                browser.get_by_text("Latest decision").wait_for()
+                assert browser.locator("[data-testid='stVegaLiteChart']").count() >= 2
             if path not in ("", "score_file"):
                 browser.screenshot(path=SCREENSHOTS / f"{path or 'predict'}.png", full_page=True)
 
