@@ -4,7 +4,6 @@ Reads RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS and RAYLANE_MODEL (def
 stack `make demo` and `make serve` start).
 """
 
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -12,10 +11,6 @@ import streamlit as st
 from raylane.console import ui
 
 PAGES = Path(__file__).parent / "pages"
-# A page waits seconds, not minutes, for an MLflow server that is down (MLflow retries for
-# minutes by default); the page then says so.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 st.set_page_config(page_title="Raylane", page_icon=":material/query_stats:", layout="wide")
 

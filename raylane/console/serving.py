@@ -259,24 +259,27 @@ def training_ranges(profile_summary: dict | None) -> dict[str, Range]:
     return out
 
 
-def reference_summary(tracking_uri: str, name: str, version: str) -> dict | None:
+def reference_summary(tracking_uri: str, name: str, version: str,
+                      timeout_s: float = 10.0) -> dict | None:
     """The version's monitoring reference ``summary.json`` from MLflow (per-column training
     summaries), or None: no profile, or MLflow not reachable (the form then has no ranges)."""
     import tempfile
 
+    from raylane.console.registry_access import quick
     from raylane.monitoring.reference import REFERENCE_TAG, SUMMARY_FILE
     from raylane.tracking import mlflow_client
 
     try:
-        client = mlflow_client(tracking_uri)
-        uri = (client.get_model_version(name, version).tags or {}).get(REFERENCE_TAG)
-        if not uri or not uri.startswith("runs:/"):
-            return None
-        run_id, _, path = uri.removeprefix("runs:/").partition("/")
-        with tempfile.TemporaryDirectory(prefix="raylane-console-") as tmp:
-            local = client.download_artifacts(run_id, f"{path}/{SUMMARY_FILE}", tmp)
-            with open(local) as f:
-                return json.load(f)
+        with quick(timeout_s):
+            client = mlflow_client(tracking_uri)
+            uri = (client.get_model_version(name, version).tags or {}).get(REFERENCE_TAG)
+            if not uri or not uri.startswith("runs:/"):
+                return None
+            run_id, _, path = uri.removeprefix("runs:/").partition("/")
+            with tempfile.TemporaryDirectory(prefix="raylane-console-") as tmp:
+                local = client.download_artifacts(run_id, f"{path}/{SUMMARY_FILE}", tmp)
+                with open(local) as f:
+                    return json.load(f)
     except Exception:  # best effort: ranges are a help, the form works without them
         return None
 
