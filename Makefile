@@ -45,8 +45,9 @@ console: install  ## the Streamlit console against the local stack (RAYLANE_SERV
 serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, nothing else)
 	$(PY) -m raylane.deploy.local stop
 
-test-fast: install  ## ruff + tests/unit: no Ray, no servers, well under a minute
+test-fast: install  ## ruff, the package layers, tests/unit: no Ray, no servers
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests/unit
 
 # The console's browser test drives Debian's Chromium (Playwright's own browser downloads are not
@@ -56,8 +57,9 @@ $(VENV)/.chromium: | $(VENV)/.installed
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	touch $@
 
-test: install $(VENV)/.chromium  ## ruff, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
+test: install $(VENV)/.chromium  ## ruff, the package layers, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests/unit
 	$(PY) -m pytest -q --ignore=tests/unit
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import CREDIT_CSV, ROOT
 from job_support import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 
-from raylane.tracking import mlflow_client
+from raylane.tracking.runs import mlflow_client
 
 pytestmark = pytest.mark.slow
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"

@@ -17,15 +17,15 @@ from process_state import restored_environ
 
 from raylane.config import load_config
 from raylane.continuous import run_continuous_training
-from raylane.data import infer_schema, split_data
-from raylane.families import get_family
-from raylane.judging import score_graph
-from raylane.metrics import METRICS
-from raylane.model_store import load_version
-from raylane.onnx_model import OnnxModel
-from raylane.pipeline import run_pipeline
-from raylane.tracking import mlflow_client
-from raylane.training import fit_model, model_output
+from raylane.data.read import infer_schema, split_data
+from raylane.model.families import get_family
+from raylane.model.metrics import METRICS
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.store import load_version
+from raylane.release.judging import score_graph
+from raylane.tracking.runs import mlflow_client
+from raylane.training.fit import fit_model, model_output
+from raylane.training.job import run_pipeline
 
 pytestmark = pytest.mark.slow
 

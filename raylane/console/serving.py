@@ -267,7 +267,7 @@ def reference_summary(tracking_uri: str, name: str, version: str,
 
     from raylane.console.registry_access import quick
     from raylane.monitoring.reference import REFERENCE_TAG, SUMMARY_FILE
-    from raylane.tracking import mlflow_client
+    from raylane.tracking.runs import mlflow_client
 
     try:
         with quick(timeout_s):
