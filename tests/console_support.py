@@ -81,7 +81,7 @@ def publish_credit(tracking_uri: str) -> tuple[str, Trained, bytes]:
 
 
 @contextmanager
-def console_stack(tmp: Path, metadata_categories: int = 50) -> Iterator[ConsoleStack]:
+def console_stack(tmp: Path, metadata_categories: int = 0) -> Iterator[ConsoleStack]:
     """MLflow (SQLite) with the credit model as champion, served by Ray Serve on a fresh local
     Ray with its dashboard; everything stopped on exit."""
     import ray
