@@ -4,7 +4,6 @@ the CT run, the training run and the model version link to each other."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -142,8 +141,6 @@ def test_a_better_challenger_is_promoted_and_every_step_links_up(
     assert definition["judging_rows"] == int(version.tags["raylane.judging.rows"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("raylane.monitoring") is None,
-                    reason="raylane.monitoring (the monitor, issue 11 part 2) is not merged yet")
 def test_drifted_traffic_triggers_retraining_linked_to_the_monitoring_run(
         tmp_path, sqlite_uri, split_credit):
     """Predictions logged by the serving code on drifted inputs -> the monitor says retrain ->
