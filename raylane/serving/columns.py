@@ -56,6 +56,11 @@ def decode_json(body: bytes) -> Any:
         raise RequestError(
             f"malformed JSON: {exc}", field="body", reason="malformed_json"
         ) from None
+    except RecursionError:
+        raise RequestError(
+            "malformed JSON: arrays or objects nested too deeply", field="body",
+            reason="malformed_json",
+        ) from None
 
 
 def check_rows(n: int, max_rows: int, field: str) -> None:
@@ -71,12 +76,66 @@ def check_rows(n: int, max_rows: int, field: str) -> None:
         )
 
 
+def check_json_size(body: bytes, max_rows: int, width: int) -> None:
+    """Refuse, before parsing, a JSON body with more objects, arrays or values than a request of
+    ``max_rows`` rows of ``width`` columns can hold in any protocol's layout.
+
+    Parsed, every ``{}`` costs ~60 bytes and every value a pointer at least (2 MB of ``[{},...]``
+    is 50 MB of Python objects); counting bytes is C-speed. Brackets and commas inside strings
+    count too, so the bounds leave room for several per value.
+    """
+    cells = (max_rows + 4) * (width + 1)
+    containers = body.count(b"{") + body.count(b"[")
+    if containers > 2 * cells + 256:
+        raise RequestError(
+            f"body: {containers} JSON objects and arrays is more than a request of at most "
+            f"{max_rows} rows of {width} columns holds; send fewer rows per request",
+            field="body", reason="too_many_rows",
+        )
+    values = body.count(b",")
+    if values > 4 * cells + 256:
+        raise RequestError(
+            f"body: {values} JSON values is more than a request of at most {max_rows} rows of "
+            f"{width} columns holds; send fewer rows per request",
+            field="body", reason="too_many_rows",
+        )
+
+
+def check_columns(columns: list[str], schema: FeatureSchema, field: str) -> None:
+    """A list of column names (a split's ``columns``, a CSV header): no more names than the
+    model has features, no name twice (found in one pass), exactly the model's columns."""
+    width = len(schema.feature_names)
+    if len(columns) > width:
+        raise RequestError(
+            f"{field}: {len(columns)} names, but the model has {width} columns "
+            f"{schema.feature_names}",
+            field=field,
+            reason="too_many_columns",
+        )
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for c in columns:
+        if c in seen:
+            dupes.add(c)
+        seen.add(c)
+    if dupes:
+        raise RequestError(
+            f"{field}: duplicate column(s) {sorted(dupes)}", field=field,
+            reason="duplicate_column",
+        )
+    check_names(columns, schema, field)
+
+
 def check_names(given: list[str] | Any, schema: FeatureSchema, field: str) -> None:
     """Exactly the model's columns: report missing and unknown ones by name."""
     expected = schema.feature_names
     names = set(given)
+    known = set(expected)
     missing = [c for c in expected if c not in names]
-    unknown = sorted(str(c) for c in names if c not in set(expected))
+    surplus = [c for c in names if c not in known]
+    unknown = sorted(str(c) for c in surplus[:10])
+    if len(surplus) > 10:
+        unknown.append(f"... and {len(surplus) - 10} more")
     if missing:
         raise RequestError(
             f"{field}: missing column(s) {missing}; the model expects {expected}",
@@ -402,13 +461,7 @@ def columns_from_split(columns: Any, data: Any, schema: FeatureSchema, max_rows:
             f"{prefix}columns: expected a list of column names", field=f"{prefix}columns",
             reason="wrong_type",
         )
-    if len(set(columns)) != len(columns):
-        dupes = sorted({c for c in columns if columns.count(c) > 1})
-        raise RequestError(
-            f"{prefix}columns: duplicate column(s) {dupes}", field=f"{prefix}columns",
-            reason="duplicate_column",
-        )
-    check_names(columns, schema, f"{prefix}columns")
+    check_columns(columns, schema, f"{prefix}columns")
     if not isinstance(data, list):
         raise RequestError(
             f"{prefix}data: expected a list of rows (lists of values)", field=f"{prefix}data",
@@ -431,6 +484,12 @@ def columns_from_split(columns: Any, data: Any, schema: FeatureSchema, max_rows:
 
 def columns_from_columnar(inputs: Any, schema: FeatureSchema, max_rows: int, field: str):
     """``{column: [values]}`` to ``({column: values}, n)``."""
+    width = len(schema.feature_names)
+    if len(inputs) > width:
+        raise RequestError(
+            f"{field}: {len(inputs)} columns, but the model has {width} "
+            f"{schema.feature_names}", field=field, reason="too_many_columns",
+        )
     check_names(list(inputs), schema, field)
     n = None
     for name in schema.feature_names:

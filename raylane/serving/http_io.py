@@ -12,7 +12,9 @@ from starlette.responses import Response
 
 from raylane.serving.columns import RequestError, orjson
 
-JSON_TYPES = {"", "application/json", "text/json", "application/x-www-form-urlencoded"}
+# As MLflow's scoring server: JSON or CSV only. A missing type, text/plain or a form encoding is a
+# 415, so a web page cannot post a prediction from a browser without a CORS preflight.
+JSON_TYPE = "application/json"
 
 
 def dumps(obj: Any) -> bytes:
@@ -72,10 +74,12 @@ async def read_body(request: Request, limit: int, csv_ok: bool = False) -> tuple
     """The body within ``limit`` bytes; (body, is_csv). Raises 413/415 RequestErrors."""
     media = media_type(request)
     is_csv = csv_ok and media == "text/csv"
-    if not is_csv and media not in JSON_TYPES and not media.endswith("+json"):
+    if not is_csv and media != JSON_TYPE and not (media.startswith("application/")
+                                                   and media.endswith("+json")):
         expected = "application/json or text/csv" if csv_ok else "application/json"
+        what = f"content type {media!r}" if media else "a body without a content type"
         raise RequestError(
-            f"content type {media!r} is not supported; expected {expected}",
+            f"{what} is not supported; expected {expected}",
             status=415, field="Content-Type", reason="unsupported_media_type",
         )
     length = request.headers.get("content-length")

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import FeatureSchema
-from raylane.serving.columns import Feeds, RequestError, decode_json
+from raylane.serving.columns import Feeds, RequestError, check_json_size, decode_json
 from raylane.serving.dataplane import DataPlane, not_ready
 from raylane.serving.http_io import json_response, read_body
 from raylane.serving.prediction_ids import new_prediction_ids
@@ -110,6 +110,7 @@ async def answer(
             obj = None
             feeds, n = parse_bytes(body, model.schema, limits.max_rows)  # type: ignore[misc]
         else:
+            check_json_size(body, limits.max_rows, len(model.schema.feature_names))
             obj = decode_json(body)
             feeds, n = parse(obj, model.schema, limits.max_rows)
         pred = await plane.infer(model, feeds, n)

@@ -27,6 +27,7 @@ from raylane.model.schema import FeatureSchema
 from raylane.serving.columns import (
     Feeds,
     RequestError,
+    check_columns,
     check_rows,
     columns_from_columnar,
     columns_from_records,
@@ -135,20 +136,45 @@ def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds,
     reader = csv.reader(io.StringIO(text))
     try:
         header = next(reader, None)
-        rows = [(reader.line_num, row) for row in reader if row]
+        if header is None:
+            raise RequestError("CSV body: expected a header row", field="body",
+                               reason="empty_body")
+        check_columns(header, schema, "csv.columns")  # before any row is read
+        converted = _csv_rows(reader, header, plan_for(schema).bounds, max_rows)
     except csv.Error as exc:
         raise RequestError(f"CSV body: line {reader.line_num}: {exc}", field="body",
                            reason="malformed_csv") from None
-    if header is None:
-        raise RequestError("CSV body: expected a header row", field="body", reason="empty_body")
-    check_rows(len(rows), max_rows, "csv.data")
-    plan = plan_for(schema)
-    parsers = [_cell_parser(plan.bounds, name) for name in header]
-    converted = []
-    for i, (line, row) in enumerate(rows):
+    check_rows(len(converted), max_rows, "csv.data")
+    columns, n = columns_from_split(header, converted, schema, max_rows, "csv")
+    return feeds_from_columns(columns, schema, n), n
+
+
+def _csv_rows(reader: Any, header: list[str], bounds: dict, max_rows: int) -> list[list]:
+    """The rows under ``header``, numeric cells parsed; read one at a time and stopped at the
+    first row (or blank line) over ``max_rows``."""
+    parsers = [_cell_parser(bounds, name) for name in header]
+    converted: list[list] = []
+    blank = 0
+    for row in reader:
+        if not row:
+            blank += 1
+            if blank > max_rows:
+                raise RequestError(
+                    f"CSV body: more than {max_rows} blank lines", field="body",
+                    reason="malformed_csv",
+                )
+            continue
+        i = len(converted)
+        if i == max_rows:
+            raise RequestError(
+                f"csv.data: more than {max_rows} rows is over the limit of {max_rows} rows per "
+                "request; split the batch",
+                field="csv.data",
+                reason="too_many_rows",
+            )
         if len(row) != len(header):
             raise RequestError(
-                f"CSV row {i} (line {line}): {len(row)} cells, but the header has "
+                f"CSV row {i} (line {reader.line_num}): {len(row)} cells, but the header has "
                 f"{len(header)} ({', '.join(header)})",
                 field=f"csv row {i}",
                 reason="wrong_shape",
@@ -168,8 +194,7 @@ def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds,
                     reason="wrong_type",
                 ) from None
         converted.append(out)
-    columns, n = columns_from_split(header, converted, schema, max_rows, "csv")
-    return feeds_from_columns(columns, schema, n), n
+    return converted
 
 
 def _cell_parser(bounds: dict, name: str):

@@ -12,8 +12,6 @@ an extra output tensor would change the outputs a client asked for.
 
 from __future__ import annotations
 
-import itertools
-import math
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -41,13 +39,12 @@ from raylane.serving.protocols.base import (
     error_body,
     require_object,
 )
-
-V2_NUMERIC = {
-    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-    "FP16", "FP32", "FP64",
-}
-V2_DATATYPES = V2_NUMERIC | {"BYTES"}
-
+from raylane.serving.protocols.v2_tensors import (
+    V2_NUMERIC,
+    Tensor,
+    check_parameters,
+    check_tensor,
+)
 
 # ---------------------------------------------------------------- OpenAPI models
 
@@ -123,63 +120,6 @@ class Ready(BaseModel):
 # ---------------------------------------------------------------- parsing and responses
 
 
-def _flatten(data: Any) -> list:
-    while data and isinstance(data[0], list):
-        data = list(itertools.chain.from_iterable(data))
-    return data
-
-
-def _v2_input(inp: Any, i: int) -> tuple[str, str, list[int], list]:
-    field = f"inputs[{i}]"
-    if not isinstance(inp, dict):
-        raise RequestError(f"{field}: expected an object", field=field, reason="wrong_type")
-    for key in ("name", "datatype", "shape", "data"):
-        if key not in inp:
-            raise RequestError(
-                f"{field}: missing '{key}' (each input needs name, datatype, shape and data)",
-                field=f"{field}.{key}",
-                reason="missing_field",
-            )
-    if (inp.get("parameters") or {}).get("binary_data_size") is not None:
-        raise RequestError(
-            f"{field}: binary tensor data is not supported; send JSON tensors "
-            "(tritonclient: binary_data=False)",
-            field=f"{field}.parameters.binary_data_size",
-            reason="binary_tensor",
-        )
-    name, datatype, shape, data = inp["name"], inp["datatype"], inp["shape"], inp["data"]
-    if not isinstance(name, str):
-        raise RequestError(f"{field}.name: expected a string", field=f"{field}.name",
-                           reason="wrong_type")
-    if datatype not in V2_DATATYPES:
-        raise RequestError(
-            f"{field} {name!r}: datatype {datatype!r} is not one of {sorted(V2_DATATYPES)}",
-            field=name,
-            reason="wrong_type",
-        )
-    if not (isinstance(shape, list) and shape and all(type(d) is int and d >= 0 for d in shape)):
-        raise RequestError(
-            f"{field} {name!r}: shape must be a list of non-negative integers, got {shape!r}",
-            field=name,
-            reason="wrong_shape",
-        )
-    if not isinstance(data, list):
-        raise RequestError(
-            f"{field} {name!r}: data must be a list (flat or nested, row-major)",
-            field=name,
-            reason="wrong_type",
-        )
-    flat = _flatten(data)
-    if len(flat) != math.prod(shape):
-        raise RequestError(
-            f"{field} {name!r}: shape {shape} needs {math.prod(shape)} values, data has "
-            f"{len(flat)}",
-            field=name,
-            reason="wrong_shape",
-        )
-    return name, datatype, shape, flat
-
-
 def parse_v2(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
     """The model's inputs from an inference request; its requested outputs are checked too."""
     feeds, n = _parse_inputs(obj, schema, max_rows)
@@ -189,14 +129,22 @@ def parse_v2(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int
 
 def _parse_inputs(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
     body = require_object(obj, '"inputs"')
-    if "inputs" not in body or not isinstance(body["inputs"], list) or not body["inputs"]:
+    check_parameters(body.get("parameters"), "parameters")
+    tensors = body.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
         raise RequestError(
             "inputs: expected a non-empty list of tensors", field="inputs",
             reason="missing_field",
         )
-    inputs = [_v2_input(inp, i) for i, inp in enumerate(body["inputs"])]
+    width = len(schema.feature_names)
+    if len(tensors) > width:
+        raise RequestError(
+            f"inputs: {len(tensors)} tensors, but the model has {width} features (one input "
+            "per column, or one [N, F] tensor)", field="inputs", reason="too_many_columns",
+        )
+    inputs = [check_tensor(inp, i, max_rows, width) for i, inp in enumerate(tensors)]
     names = schema.feature_names
-    if len(inputs) == 1 and len(inputs[0][2]) == 2 and inputs[0][0] not in names:
+    if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].name not in names:
         return _v2_matrix(inputs[0], schema, max_rows)
     check_names([name for name, *_ in inputs], schema, "inputs")
     if len(inputs) != len(names):
@@ -236,7 +184,7 @@ def _parse_inputs(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds
     return feeds_from_columns(columns, schema, n or 0), n or 0
 
 
-def _v2_matrix(inp: tuple, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
+def _v2_matrix(inp: Tensor, schema: FeatureSchema, max_rows: int) -> tuple[Feeds, int]:
     name, datatype, shape, flat = inp
     if schema.categorical:
         raise RequestError(
@@ -286,9 +234,15 @@ def v2_requested_outputs(obj: dict, schema: FeatureSchema) -> list[str]:
     wanted = obj.get("outputs")
     if wanted is None:
         return available
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and "name" in o for o in wanted):
-        raise RequestError('outputs: expected a list of {"name": ...}', field="outputs",
-                           reason="wrong_type")
+    if not isinstance(wanted, list) or len(wanted) > len(available) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in wanted
+    ):
+        raise RequestError(
+            f'outputs: expected a list of at most {len(available)} {{"name": ...}} objects '
+            f"(names of {available})", field="outputs", reason="wrong_type",
+        )
+    for j, o in enumerate(wanted):
+        check_parameters(o.get("parameters"), f"outputs[{j}].parameters")
     names = [o["name"] for o in wanted]
     unknown = [o for o in names if o not in available]
     if unknown:
