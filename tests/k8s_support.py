@@ -245,3 +245,67 @@ def quantity(value: str | int | float) -> Fraction:
     if not m or m.group(2) not in _SUFFIX:
         raise ValueError(f"not a quantity: {value!r}")
     return Fraction(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+# --------------------------------------------------------------------------- operator rules
+
+_DELETION_ORDER = ("DeleteWorkers", "DeleteCluster", "DeleteSelf")
+
+
+def rayjob_operator_errors(spec: dict[str, Any],
+                           enabled_gates: frozenset[str] = frozenset({"RayJobDeletionPolicy"})
+                           ) -> list[str]:
+    """What KubeRay v1.7.0's RayJob validation (controllers/ray/utils/validation.go:
+    ValidateRayJobSpec, validateDeletionConfiguration, validateDeletionRules) says about a RayJob
+    spec: the rules the CRD schema does not carry. Empty when the operator accepts it."""
+    errs = []
+    shutdown = bool(spec.get("shutdownAfterJobFinishes"))
+    selector = bool(spec.get("clusterSelector"))
+    if spec.get("suspend") and not shutdown:
+        errs.append("suspend needs shutdownAfterJobFinishes")
+    if spec.get("ttlSecondsAfterFinished", 0) < 0:
+        errs.append("ttlSecondsAfterFinished < 0")
+    if not shutdown and spec.get("ttlSecondsAfterFinished", 0) > 0:
+        errs.append("ttlSecondsAfterFinished without shutdownAfterJobFinishes")
+    if not spec.get("rayClusterSpec") and not selector:
+        errs.append("one of rayClusterSpec or clusterSelector must be set")
+    strategy = spec.get("deletionStrategy")
+    if strategy is None:
+        return errs
+    if "RayJobDeletionPolicy" not in enabled_gates:
+        return [*errs, "deletionStrategy needs the RayJobDeletionPolicy feature gate"]
+    legacy = "onSuccess" in strategy or "onFailure" in strategy
+    rules = strategy.get("deletionRules") or []
+    if rules and shutdown:
+        errs.append("shutdownAfterJobFinishes and deletionRules are mutually exclusive")
+    if rules and legacy:
+        errs.append("legacy onSuccess/onFailure and deletionRules together")
+    if not rules and not legacy:
+        errs.append("deletionStrategy needs onSuccess and onFailure, or deletionRules")
+    autoscaling = bool((spec.get("rayClusterSpec") or {}).get("enableInTreeAutoscaling"))
+    ttls: dict[tuple[str, str], dict[str, int]] = {}
+    for i, rule in enumerate(rules):
+        cond, policy = rule.get("condition", {}), rule.get("policy")
+        kinds = [k for k in ("jobStatus", "jobDeploymentStatus") if k in cond]
+        if len(kinds) != 1:
+            errs.append(f"deletionRules[{i}]: exactly one of jobStatus, jobDeploymentStatus")
+            continue
+        if cond.get("ttlSeconds", 0) < 0:
+            errs.append(f"deletionRules[{i}]: ttlSeconds < 0")
+            continue
+        if selector and policy in {"DeleteCluster", "DeleteWorkers"}:
+            errs.append(f"deletionRules[{i}]: {policy} with clusterSelector")
+            continue
+        if autoscaling and policy == "DeleteWorkers":
+            errs.append(f"deletionRules[{i}]: DeleteWorkers with autoscaling")
+            continue
+        key = (kinds[0], cond[kinds[0]])
+        if policy in ttls.setdefault(key, {}):
+            errs.append(f"deletionRules[{i}]: duplicate rule for {policy} and {key}")
+            continue
+        ttls[key][policy] = cond.get("ttlSeconds", 0)
+    for key, by_policy in ttls.items():
+        seen = [by_policy[p] for p in _DELETION_ORDER if p in by_policy]
+        if seen != sorted(seen):
+            errs.append(f"{key}: TTLs must be DeleteWorkers <= DeleteCluster <= DeleteSelf")
+    return errs

@@ -50,8 +50,8 @@ def test_console_is_wired_to_the_platforms_services(overlay):
     assert env["RAY_ADDRESS"] == f"http://raylane-head-svc:{head_ports['dashboard']}"
     assert env["RAYLANE_SERVE_DASHBOARD"] == (
         f"http://{rayservice['metadata']['name']}-head-svc:{head_ports['dashboard']}")
-    assert secrets["RAY_AUTH_TOKEN"] == {"name": cluster["metadata"]["name"], "key": "auth_token",
-                                         "optional": True}
+    assert secrets["RAY_AUTH_TOKEN"] == {"name": cluster["spec"]["authOptions"]["secretName"],
+                                         "key": "auth_token"}
     assert cluster["spec"]["authOptions"]["mode"] == "token"
     # what the console reads them as
     settings = ConsoleSettings.from_env({k: v for k, v in env.items() if v is not None})

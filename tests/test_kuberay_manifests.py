@@ -214,7 +214,9 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
 
 # prod: these Secrets are created out of band (README: Run on Kubernetes)
 MLFLOW_ACCOUNT_SECRETS = ("mlflow-admin", "mlflow-writer", "mlflow-reader")
-PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", *MLFLOW_ACCOUNT_SECRETS)
+RAY_TOKEN_SECRET = "raylane-ray-token"
+PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", RAY_TOKEN_SECRET,
+                         *MLFLOW_ACCOUNT_SECRETS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_IDS)
@@ -230,12 +232,12 @@ def test_secret_references_resolve(overlay):
             refs |= {e["valueFrom"]["secretKeyRef"]["name"] for e in c.get("env", [])
                      if "secretKeyRef" in e.get("valueFrom", {})}
     assert refs, "expected Secret references"
-    # the token Secrets the KubeRay operator generates for token-auth RayClusters (their name)
-    generated = {o["metadata"]["name"] for o in objs if o["kind"] == "RayCluster"
-                 and o["spec"].get("authOptions", {}).get("mode") == "token"}
-    assert refs <= secrets | external | generated, refs - secrets
+    # the Ray token Secret every cluster names (authOptions.secretName)
+    refs |= {c["authOptions"]["secretName"] for o in objs for c in k8s.ray_cluster_specs(o)}
+    assert refs <= secrets | external, refs - secrets
     if overlay == "dev":
-        assert len(secrets) == 5 and {"prediction-log-s3", *MLFLOW_ACCOUNT_SECRETS} <= secrets
+        assert len(secrets) == 6 and {"prediction-log-s3", RAY_TOKEN_SECRET,
+                                      *MLFLOW_ACCOUNT_SECRETS} <= secrets
         assert {s for s in secrets if s.startswith("mlflow-postgres-")}
     else:  # every external Secret is named in the prod overlay's instructions
         text = (k8s.KUBERAY / "overlays" / "prod" / "kustomization.yaml").read_text()
@@ -303,7 +305,10 @@ def test_autoscaling_and_ray_start_params(ident, obj):
         assert cluster["workerGroupSpecs"], ident
         for group in cluster["workerGroupSpecs"]:
             lo, n, hi = group["minReplicas"], group.get("replicas", 0), group["maxReplicas"]
-            assert 0 <= lo <= n <= hi and hi > lo, f"{ident}:{group['groupName']}"
+            assert 0 <= lo <= n <= hi and hi >= 1, f"{ident}:{group['groupName']}"
+            # only the serve group's bounds may be equal: they are computed from Serve's
+            # (tests/test_kuberay_operator_rules.py), and its replicas then scale within the pods
+            assert hi > lo or group["groupName"] == "serve-workers", f"{ident}:{group['groupName']}"
             c = group["template"]["spec"]["containers"][0]
             # Ray's logical CPUs equal what the pod may use, so the autoscaler's arithmetic is real
             assert k8s.quantity(group["rayStartParams"]["num-cpus"]) == k8s.quantity(
@@ -364,7 +369,9 @@ def test_continuous_training_runs_the_training_cluster_with_the_log_locations():
         objs = {k8s.obj_id(o): o for o in k8s.render_overlay(overlay)}
         ct = objs["RayJob/raylane-continuous-training"]["spec"]
         assert objs["RayCronJob/raylane-continuous-training"]["spec"]["jobTemplate"] == ct
-        assert ct["entrypoint"].startswith("python -m ray_jobs.continuous_training --config ")
+        assert ct["entrypoint"].startswith(
+            "python -m raylane.deploy.lease continuous-training -- "
+            "python -m ray_jobs.continuous_training --config ")
         cluster = copy.deepcopy(ct["rayClusterSpec"])
         head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
         assert head["envFrom"].pop() == {"configMapRef": {"name": "raylane-continuous-training"}}
@@ -402,19 +409,14 @@ def test_rayjob_rules():
     jobs += [(i, o["spec"]["jobTemplate"]) for i, o in RAY if o["kind"] == "RayCronJob"]
     assert len(jobs) >= 3
     for ident, spec in jobs:
-        assert spec["entrypoint"].startswith(("python -m ray_jobs.train_pipeline --config ",
-                                              "python -m ray_jobs.continuous_training --config "))
-        if spec.get("ttlSecondsAfterFinished", 0) > 0:
-            assert spec.get("shutdownAfterJobFinishes") is True, ident
+        assert spec["entrypoint"].startswith((
+            "python -m ray_jobs.train_pipeline --config ",
+            "python -m raylane.deploy.lease continuous-training -- "
+            "python -m ray_jobs.continuous_training --config "))
+        assert k8s.rayjob_operator_errors(spec) == [], ident
         if "clusterSelector" in spec:
             assert "rayClusterSpec" not in spec, ident
-            assert not spec.get("shutdownAfterJobFinishes"), ident
             assert spec["clusterSelector"] == {"ray.io/cluster": "raylane"}
-        else:
-            assert spec["shutdownAfterJobFinishes"] is True, ident
-            assert spec["ttlSecondsAfterFinished"] > 0, ident
-    cron = [o for _, o in RAY if o["kind"] == "RayCronJob"]
-    assert cron and all(c["spec"]["suspend"] is True for c in cron)
 
 
 def test_dev_overlay_fits_a_laptop():
@@ -527,7 +529,7 @@ def test_postgres_only_client_is_mlflow(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_IDS)
-def test_mlflow_admits_ray_pods_the_console_and_the_account_job_only(overlay):
+def test_mlflow_admits_ray_pods_and_the_console_only(overlay):
     objs, pods = _platform(overlay)
     policies = _policies(objs)
     ml = policies["mlflow"]
@@ -537,8 +539,7 @@ def test_mlflow_admits_ray_pods_the_console_and_the_account_job_only(overlay):
     assert all(set(peer) == {"podSelector"} for peer in rule["from"])
     assert CONSOLE in [p["podSelector"] for p in rule["from"]]
     clients = {o for peer in rule["from"] for o in _matched(peer["podSelector"], pods)}
-    assert clients == RAY_POD_OWNERS | {"Job/mlflow-accounts", "Deployment/raylane-console"}, (
-        clients)
+    assert clients == RAY_POD_OWNERS | {"Deployment/raylane-console"}, clients
     # MLflow itself reaches PostgreSQL and DNS only
     assert {k8s.obj_id(o) for r in ml["egress"] for peer in r.get("to", [])
             for o in objs if any(_selects(peer["podSelector"], lab) for _, lab in _pod_labels(o))
@@ -554,9 +555,12 @@ def test_ray_dashboard_only_from_the_namespace_and_serve_http_open(overlay):
     for rule in ray["ingress"]:
         for peer in rule["from"]:
             if "namespaceSelector" in peer:  # from other namespaces: the operator, 8265 only
-                assert peer["podSelector"] == {
-                    "matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}
-                assert [p["port"] for p in rule["ports"]] == [8265]
+                selector = peer["podSelector"]["matchLabels"]
+                if selector == {"app.kubernetes.io/component": "kuberay-operator"}:
+                    assert [p["port"] for p in rule["ports"]] == [8265]
+                else:  # Prometheus: Ray's metrics ports only
+                    assert selector == {"app.kubernetes.io/name": "prometheus"}
+                    assert [p["port"] for p in rule["ports"]] == [8080, 44217, 44227]
             else:
                 assert peer == {"podSelector": {}}
     serve = policies["serve-http"]
@@ -587,16 +591,25 @@ def test_serving_reads_with_the_reader_account_and_jobs_write_with_the_writer():
                                   "POSTGRES_PASSWORD"}, where
 
 
-def test_the_account_job_runs_the_library_with_secrets_only():
+def _accounts_sidecar(overlay: str) -> dict:
+    pod = by_id(overlay, "Deployment/mlflow")["spec"]["template"]["spec"]
+    return next(c for c in pod["initContainers"] if c["name"] == "mlflow-accounts")
+
+
+def test_the_account_sidecar_runs_the_library_with_secrets_only():
+    """The accounts are made by a native sidecar of the MLflow pod (never a Job: its template is
+    immutable, and a kept Job failed the next apply with a new image), against that pod's own
+    server, and kept up to date with the Secrets."""
     from raylane.deploy import mlflow_accounts
 
     for overlay in OVERLAY_IDS:
-        job = by_id(overlay, "Job/mlflow-accounts")["spec"]["template"]["spec"]
-        (c,) = job["containers"]
-        assert c["command"] == ["python", "-m", mlflow_accounts.__name__]
+        c = _accounts_sidecar(overlay)
+        assert c["restartPolicy"] == "Always"  # a sidecar: it runs beside the server
+        assert c["command"][:3] == ["python", "-m", mlflow_accounts.__name__]
+        assert c["command"][3:5] == ["--every-s", "60"]
         refs = _secret_env(c)
         env = {e["name"]: e.get("value") for e in c["env"]}
-        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+        assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
         assert refs["MLFLOW_TRACKING_USERNAME"] == refs["MLFLOW_TRACKING_PASSWORD"] == (
             "mlflow-admin")
         fake = {k: "x" if "READER" in k else "y" for k in refs}  # what the Job's env provides
@@ -659,6 +672,6 @@ def test_the_command_line_scan_finds_leaks():
     dep["spec"]["template"]["spec"]["containers"][0]["args"].append(
         "--backend-store-uri=postgresql://mlflow:s3cret@postgres:5432/mlflow")
     assert command_line_leaks(dep, secrets)
-    job = copy.deepcopy(by_id("dev", "Job/mlflow-accounts"))
-    job["spec"]["template"]["spec"]["containers"][0]["command"] += ["--pw", "trainer-dev-only"]
-    assert command_line_leaks(job, secrets)
+    dep = copy.deepcopy(by_id("dev", "Deployment/mlflow"))
+    dep["spec"]["template"]["spec"]["initContainers"][-1]["command"] += ["--pw", "trainer-dev-only"]
+    assert command_line_leaks(dep, secrets)

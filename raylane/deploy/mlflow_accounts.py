@@ -10,22 +10,29 @@ Two accounts besides the admin:
   ``champion`` and download the version's artifacts, nothing else.
 
 The auth config ships ``default_permission = NO_PERMISSIONS``: any other account sees nothing
-until granted. Running this again resets both passwords to the given ones (so rotating a Secret and
-re-running the Job rotates the password) and the grants to the levels above.
+until granted. Running this again resets both passwords to the given ones and the grants to the
+levels above. With ``--every-s N`` it keeps running (the MLflow pod's sidecar on Kubernetes): it
+re-reads the accounts every N seconds and applies them again when they changed, so rotating a
+Secret (mounted as a file, which the kubelet updates in place) rotates the password.
 
-Credentials come from the environment only (never the command line)::
+Credentials come from the environment or from files, never the command line::
 
     MLFLOW_TRACKING_URI                          the server
     MLFLOW_TRACKING_USERNAME / _PASSWORD         the admin (used by MLflow's own client)
+    RAYLANE_MLFLOW_WRITER_CREDENTIALS            the writer account: a file in MLflow's credentials
+                                                 format ([mlflow] mlflow_tracking_username = ...,
+                                                 mlflow_tracking_password = ...), else
     RAYLANE_MLFLOW_WRITER_USERNAME / _PASSWORD   the writer account
+    RAYLANE_MLFLOW_READER_CREDENTIALS            the reader account (file), else
     RAYLANE_MLFLOW_READER_USERNAME / _PASSWORD   the reader account
 
-    python -m raylane.deploy.mlflow_accounts [--wait-s 300]
+    python -m raylane.deploy.mlflow_accounts [--wait-s 300] [--every-s 60]
 """
 
 from __future__ import annotations
 
 import argparse
+import configparser
 import os
 import sys
 import time
@@ -52,14 +59,32 @@ class Account:
         return f"Account({self.username!r}, permission={self.permission!r})"
 
 
+def read_credentials_file(path: str) -> tuple[str, str]:
+    """(username, password) from a file in MLflow's credentials format (~/.mlflow/credentials)."""
+    config = configparser.ConfigParser(interpolation=None)
+    if not config.read(path):
+        raise ValueError(f"{path}: no such credentials file")
+    section = config["mlflow"] if config.has_section("mlflow") else {}
+    user = section.get("mlflow_tracking_username", "")
+    password = section.get("mlflow_tracking_password", "")
+    if not user or not password:
+        raise ValueError(f"{path}: expected [mlflow] with mlflow_tracking_username and "
+                         "mlflow_tracking_password")
+    return user, password
+
+
 def accounts_from_env(env: Mapping[str, str] = os.environ) -> list[Account]:
     """The writer and reader accounts named in the environment (see the module docstring)."""
     out = []
     for role, permission in (("WRITER", WRITER_PERMISSION), ("READER", READER_PERMISSION)):
-        user = env.get(f"RAYLANE_MLFLOW_{role}_USERNAME", "")
-        password = env.get(f"RAYLANE_MLFLOW_{role}_PASSWORD", "")
+        if env.get(f"RAYLANE_MLFLOW_{role}_CREDENTIALS"):
+            user, password = read_credentials_file(env[f"RAYLANE_MLFLOW_{role}_CREDENTIALS"])
+        else:
+            user = env.get(f"RAYLANE_MLFLOW_{role}_USERNAME", "")
+            password = env.get(f"RAYLANE_MLFLOW_{role}_PASSWORD", "")
         if not user or not password:
-            raise ValueError(f"RAYLANE_MLFLOW_{role}_USERNAME and _PASSWORD must both be set")
+            raise ValueError(f"RAYLANE_MLFLOW_{role}_USERNAME and _PASSWORD must both be set "
+                             f"(or RAYLANE_MLFLOW_{role}_CREDENTIALS)")
         out.append(Account(user, password, permission))
     if out[0].username == out[1].username:
         raise ValueError("the writer and reader accounts must differ")
@@ -131,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wait-s", type=float, default=300.0,
                         help="how long to wait for the server to answer /health")
+    parser.add_argument("--every-s", type=float, default=None,
+                        help="keep running: re-read the accounts this often, apply them on change")
     args = parser.parse_args(argv)
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not tracking_uri.startswith(("http://", "https://")):
@@ -147,8 +174,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wait_for_server(tracking_uri, args.wait_s)
     for line in setup_accounts(tracking_uri, accounts):
-        print(line)
-    return 0
+        print(line, flush=True)
+    if args.every_s is None:
+        return 0
+    applied = accounts
+    while True:  # the sidecar: apply again only when a Secret changed (a grant is briefly
+        time.sleep(args.every_s)  # revoked while it is replaced)
+        try:
+            accounts = accounts_from_env()
+            if [(a.username, a.password) for a in accounts] != [
+                    (a.username, a.password) for a in applied]:
+                for line in setup_accounts(tracking_uri, accounts):
+                    print(line, flush=True)
+                applied = accounts
+        except Exception as exc:  # a half-rotated Secret or MLflow restarting: try again
+            print(f"accounts not applied: {exc}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
