@@ -10,6 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from raylane.locations import LocationError, check_location
 from raylane.model.families import FAMILIES, FAMILY_ALIASES, get_family
 from raylane.model.metrics import METRICS
 from raylane.model.schema import Task
@@ -313,10 +314,32 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> PipelineConfig:
+    """Validate ``raw``, then check every location it names against the operator's allowlist
+    (raylane/locations.py) before anything reads it."""
     try:
-        return PipelineConfig.model_validate(raw)
+        config = PipelineConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: invalid config\n" + format_errors(exc)) from None
+    problems = []
+    for field, location in config_locations(config).items():
+        try:
+            check_location(field, location)
+        except LocationError as exc:
+            problems.append(f"  {exc}")
+    if problems:
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(problems))
+    return config
+
+
+def config_locations(config: PipelineConfig) -> dict[str, str]:
+    """Every data or log location the config names, by its dotted key."""
+    named = {
+        "data.path": config.data.path,
+        "mlflow.tracking_uri": config.mlflow.tracking_uri,
+        "tune.storage_path": config.tune.storage_path,
+        "monitoring.model_uri": config.monitoring.model_uri,
+    }
+    return {field: value for field, value in named.items() if value is not None}
 
 
 def format_errors(exc: ValidationError) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 from raylane.config import PipelineConfig
 from raylane.continuous.inputs import new_labelled_rows
 from raylane.data.read import DataError
+from raylane.locations import LocationError, check_location
 from raylane.tracking import runs
 from raylane.training import interrupts
 
@@ -78,6 +79,13 @@ def run_continuous_training(
 
     if not force and not predictions and not monitoring_run_id:
         raise DataError("--predictions is required unless --force")
+    for option, location in (("--predictions", predictions), ("--new-data", new_data),
+                             ("--labels", labels), ("--report", report_path)):
+        if location:
+            try:
+                check_location(option, location)  # before anything reads or writes
+            except LocationError as exc:
+                raise DataError(str(exc)) from None
     client = runs.mlflow_client(config.tracking_uri)
     experiment = f"{config.mlflow.experiment}-ct"
     experiment_id = runs.ensure_experiment(client, experiment)

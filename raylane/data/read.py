@@ -7,12 +7,14 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 from sklearn.model_selection import train_test_split
 
+from raylane.locations import LocationError, check_location
 from raylane.model.schema import (
     MAX_RECORDED_CATEGORIES,
     MISSING_CATEGORY,
@@ -32,12 +34,19 @@ class DataError(ValueError):
     """The data does not fit the config; the message names the config key."""
 
 
-def read_table(path: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """Read CSV or Parquet from a local path or any fsspec URI (s3://, gs://, https://...)."""
+def read_table(path: str, columns: list[str] | None = None, field: str = "data.path"
+               ) -> pd.DataFrame:
+    """Read CSV or Parquet from a local path or an fsspec URI (s3://, gs://, https://...) the
+    operator's allowlist admits (raylane/locations.py); ``field`` names the option in errors."""
+    try:
+        check_location(field, path)
+    except LocationError as exc:
+        raise DataError(str(exc)) from None
     is_local = "://" not in path
     if is_local and not Path(path).exists():
-        raise DataError(f"data.path: file not found: {path!r}")
-    suffixes = Path(path.split("?")[0]).suffixes
+        raise DataError(f"{field}: file not found: {path!r}")
+    # The suffix of the path the reader opens: not of a query or fragment ("token#.csv").
+    suffixes = Path(path if is_local else urlsplit(path).path).suffixes
     try:
         if ".parquet" in suffixes or ".pq" in suffixes:
             return pd.read_parquet(path, columns=columns)
@@ -45,8 +54,8 @@ def read_table(path: str, columns: list[str] | None = None) -> pd.DataFrame:
             sep = "\t" if ".tsv" in suffixes else ","
             return pd.read_csv(path, usecols=columns, sep=sep)
     except (OSError, ValueError) as exc:
-        raise DataError(f"data.path: cannot read {path!r}: {exc}") from exc
-    raise DataError(f"data.path: expected a .csv, .tsv or .parquet file, got {path!r}")
+        raise DataError(f"{field}: cannot read {path!r}: {exc}") from exc
+    raise DataError(f"{field}: expected a .csv, .tsv or .parquet file, got {path!r}")
 
 
 def infer_task(target: pd.Series) -> Task:

@@ -8,6 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from raylane.data.read import DataError
+from raylane.locations import LocationError, check_location
 
 TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 
@@ -26,7 +27,12 @@ def table_files(spec: str) -> tuple[fsspec.AbstractFileSystem, list[str]]:
 
 def read_tables(spec: str, what: str, dtype: dict | None = None) -> pd.DataFrame:
     """Every CSV/TSV/Parquet table under ``spec``, concatenated; ``what`` names the option in
-    errors. ``dtype`` applies to CSV columns (e.g. ids read as strings)."""
+    errors. ``dtype`` applies to CSV columns (e.g. ids read as strings). ``spec`` must be a
+    location the operator's allowlist admits (raylane/locations.py)."""
+    try:
+        check_location(what, spec)
+    except LocationError as exc:
+        raise DataError(str(exc)) from None
     fs, files = table_files(spec)
     if not files:
         raise DataError(f"{what}: no .csv, .tsv or .parquet files at {spec!r}")

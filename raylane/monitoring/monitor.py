@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from raylane.config import PipelineConfig
+from raylane.locations import check_location
 from raylane.model.schema import FeatureSchema
 from raylane.model.store import load_version
 from raylane.monitoring import recording
@@ -37,6 +38,10 @@ def run_monitor(
     (the last report's end, or ``lookback_hours`` ago, else the start of the log); ``until``
     defaults to now and is recorded, so the next "since last report" starts there.
     """
+    for option, location in (("--predictions", predictions), ("--labels", labels),
+                             ("--report", report_path)):
+        if location:
+            check_location(option, location)  # before anything reads or writes
     mon = config.monitoring
     client = runs.mlflow_client(config.tracking_uri)
     uri = model_uri or mon.model_uri or f"models:/{config.mlflow.registered_model}@champion"
