@@ -10,8 +10,8 @@ import subprocess
 
 import pandas as pd
 import pytest
-from conftest import CREDIT_CSV, ROOT
-from job_support import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
+from support.jobs import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
+from support.paths import CREDIT_CSV, ROOT
 
 from raylane.tracking.runs import mlflow_client
 
