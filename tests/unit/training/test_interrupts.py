@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -80,3 +82,47 @@ def test_a_stop_ends_only_the_current_jobs_run(tmp_path, monkeypatch):
     assert interrupts.finish(interrupts.Stopped(signal.SIGTERM, "refit")) == 143
     assert client.get_run(first).info.status == "FINISHED"
     assert client.get_run(second).info.status == "KILLED"
+
+
+# A Ray worker as a stop finds it: Ray's SIGTERM handler (the one a worker's main loop installs),
+# and the signal arriving while a weakref callback runs (the garbage collector runs them anywhere).
+WORKER = """
+import os, signal, sys, time, weakref
+from ray._private.utils import set_sigterm_handler
+from ray._raylet import raise_sys_exit_with_custom_error_message
+
+def sigterm_handler(signum, frame):  # as ray._private.worker.Worker.main_loop installs it
+    raise_sys_exit_with_custom_error_message("The process receives a SIGTERM.", exit_code=1)
+
+set_sigterm_handler(sigterm_handler)
+if sys.argv[1] == "quiet":
+    from raylane.training import interrupts
+    interrupts.quiet_worker_stop()
+
+class Model:
+    pass
+
+def on_collected(ref):
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(100_000):  # the handler runs here, inside the callback
+        pass
+
+model = Model()
+ref = weakref.ref(model, on_collected)
+del model
+time.sleep(10)
+print("still running after the stop")
+"""
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_worker_stopped_inside_a_weakref_callback_exits_without_a_traceback(quiet):
+    """Without quiet_worker_stop the worker prints "Exception ignored ... SystemExit" and runs
+    on (what reached the job's output); with it, it exits 1 at once and prints nothing."""
+    out = subprocess.run([sys.executable, "-c", WORKER, "quiet" if quiet else "plain"],
+                         capture_output=True, text=True, timeout=60)
+    if quiet:
+        assert (out.returncode, out.stdout, out.stderr) == (1, "", ""), out
+    else:
+        assert "SystemExit" in out.stderr and "Traceback" in out.stderr, out
+        assert "still running" in out.stdout and out.returncode == 0
