@@ -3,11 +3,13 @@ check that the suite leaves nothing running (support/processes.py). Helpers: tes
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
-from support import processes
+from support import jobs, processes
+from support.environ import restored_environ
 from support.mlflow_server import MlflowServer
 from support.paths import ROOT
 
@@ -49,3 +51,33 @@ def mlflow_server(tmp_path_factory) -> str:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory) -> str:
+    """One real `ray start --head` for the session's job tests (`ray job submit`, the Jobs SDK);
+    its dashboard URL. Tests must not rely on the cluster being empty (``fresh_ray_head``)."""
+    with jobs.ray_head(tmp_path_factory.mktemp("ray-head")) as url:
+        yield url
+
+
+@pytest.fixture()
+def fresh_ray_head(tmp_path: Path) -> str:
+    """A `ray start --head` of the test's own: a cluster with no jobs yet."""
+    with jobs.ray_head(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray in this process for the module (2 CPUs, no dashboard), shut down after it,
+    with os.environ as it was (``ray.init`` exports variables later clusters would inherit)."""
+    import ray
+
+    with restored_environ():
+        os.environ.pop("RAY_ADDRESS", None)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()

@@ -10,7 +10,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-from support.jobs import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 from support.paths import CREDIT_CSV, ROOT
 
 from raylane.tracking.runs import mlflow_client
@@ -26,7 +25,7 @@ def airflow_env() -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
-def test_airflow_dag_monitor_branch_retrain_report(airflow_env, ray_head, tmp_path):  # noqa: F811
+def test_airflow_dag_monitor_branch_retrain_report(airflow_env, ray_head, tmp_path):
     new = tmp_path / "new.parquet"
     pd.read_csv(CREDIT_CSV).iloc[:600].to_parquet(new)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from mlflow import MlflowClient
 
 from support.net import free_port, wait_http
@@ -131,6 +130,7 @@ def assert_clean_stop(job: Job, code: int, where: str, resumable: bool) -> str:
     assert lines[0].startswith(f"stopped by SIG{'INT' if code == 130 else 'TERM'} during {where};")
     assert ("--resume to continue" in lines[0]) == resumable, lines[0]
     assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-4000:]
+    assert "Exception ignored" not in log, log[-4000:]
     return lines[0]
 
 
@@ -145,10 +145,11 @@ def runs(client: MlflowClient, experiment: str, role: str | None = None) -> list
     return found
 
 
-@pytest.fixture()
-def ray_head(tmp_path: Path) -> Iterator[str]:
-    """A real `ray start --head` in its own process group, stopped by the test alone; its
-    dashboard URL. Nothing of it may outlive the test.
+@contextmanager
+def ray_head(scratch: Path) -> Iterator[str]:
+    """A real `ray start --head` in its own process group (its log in ``scratch``); its
+    dashboard URL. Nothing of it may outlive the context (the ``ray_head`` fixtures of
+    tests/conftest.py: one for the session, one fresh for a test that needs an empty cluster).
 
     Its own temp dir (short: unix socket paths are capped): `ray start` writes the cluster's
     address to ``<temp dir>/ray_current_cluster``, and a SIGTERM'd `ray start --block` never
@@ -163,8 +164,8 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
          # own agent ports: another Ray on this machine may hold the defaults (52365)
          f"--dashboard-agent-listen-port={free_port()}",
          f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"],
-        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True, cwd=tmp_path,
+        stdout=open(scratch / "head.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True, cwd=scratch,
         env={**os.environ,
              # as with an activated virtualenv: the job's `python` is the one Ray runs on
              "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",

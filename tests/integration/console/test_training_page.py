@@ -12,7 +12,6 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 from support.environ import restored_environ
-from support.jobs import ray_head  # noqa: F401 - the fixture: a real `ray start --head`
 from support.paths import CREDIT_CSV, ROOT
 
 from raylane.console import jobs
@@ -30,7 +29,8 @@ def submit(at: AppTest, overrides: str) -> AppTest:
     return at
 
 
-def test_submit_a_training_job_and_follow_it(ray_head, mlflow_server, tmp_path):  # noqa: F811
+def test_submit_a_training_job_and_follow_it(fresh_ray_head, mlflow_server, tmp_path):
+    ray_head = fresh_ray_head
     with restored_environ():
         os.environ.update(MLFLOW_TRACKING_URI=mlflow_server, RAY_ADDRESS=ray_head)
         at = AppTest.from_file(PAGE, default_timeout=60).run()

@@ -8,7 +8,6 @@ import os
 import pandas as pd
 import pytest
 from support.jobs import (
-    ray_head,  # noqa: F401 - the fixture: a real `ray start --head`
     ray_job_submit,
 )
 from support.paths import BIN, CREDIT_CSV, ROOT
@@ -18,7 +17,7 @@ from raylane.tracking.runs import mlflow_client
 pytestmark = pytest.mark.slow
 
 
-def test_ray_job_submit_runs_continuous_training_forced(ray_head, tmp_path):  # noqa: F811
+def test_ray_job_submit_runs_continuous_training_forced(ray_head, tmp_path):
     new = tmp_path / "new"
     new.mkdir()
     frame = pd.read_csv(CREDIT_CSV)

@@ -8,8 +8,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
-from support.environ import restored_environ
 from support.paths import CREDIT_CSV, ROOT
 
 from raylane.config import load_config
@@ -17,17 +15,7 @@ from raylane.continuous import new_labelled_rows
 from raylane.data.read import DataError
 from raylane.training.job import load_data
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    with restored_environ():
-        ray.init(num_cpus=1, include_dashboard=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 
 def credit() -> pd.DataFrame:

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import ray
-from support.environ import restored_environ
 from support.paths import CREDIT_CSV, ROOT
 
 from raylane.config import load_config
@@ -26,7 +24,7 @@ from raylane.tracking.runs import mlflow_client
 from raylane.training.fit import fit_model, model_output
 from raylane.training.job import run_pipeline
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 # One fixed configuration per model (no search): the refit is exactly these parameters.
 GOOD = "{tree_method: hist, n_jobs: 1, n_estimators: 100, max_depth: 3, learning_rate: 0.1}"
@@ -34,16 +32,6 @@ GOOD = "{tree_method: hist, n_jobs: 1, n_estimators: 100, max_depth: 3, learning
 MEMORIZER = ("{tree_method: hist, n_jobs: 1, n_estimators: 300, max_depth: 10, "
              "learning_rate: 1.0, min_child_weight: 0.0, reg_lambda: 0.0}")
 WEAK = "{tree_method: hist, n_jobs: 1, n_estimators: 2, max_depth: 1, learning_rate: 0.05}"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    with restored_environ():  # ray.init exports RAY_USAGE_STATS_ENABLED=0; later clusters inherit
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 @pytest.fixture()

@@ -9,7 +9,6 @@ import os
 import pytest
 from support import serving as ss
 from support.jobs import (
-    ray_head,  # noqa: F401 - the fixture: a real `ray start --head`
     ray_job_submit,
 )
 from support.paths import BIN, ROOT
@@ -24,7 +23,7 @@ from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 pytestmark = pytest.mark.slow
 
 
-def test_ray_job_submit_runs_the_monitor(ray_head, tmp_path):  # noqa: F811
+def test_ray_job_submit_runs_the_monitor(ray_head, tmp_path):
     uri = ss.tracking_uri_for(tmp_path)
     trained = ss.train("credit", n_estimators=10, seed=0)
     client = mlflow_client(uri)

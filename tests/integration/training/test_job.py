@@ -6,8 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import ray
-from support.environ import restored_environ
 from support.paths import CREDIT_CSV, DIAMONDS_CSV, ROOT
 
 from raylane.config import load_config
@@ -18,7 +16,7 @@ from raylane.tracking.runs import mlflow_client
 from raylane.training.job import load_data, run_pipeline
 from raylane.training.summary import render
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 
 FAST_XGB = [
     "tune.num_samples=3",
@@ -27,16 +25,6 @@ FAST_XGB = [
     "model.search_space.n_estimators={type: qrandint, lower: 20, upper: 60, q: 10}",
     "model.report_every=10",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    with restored_environ():  # ray.init exports RAY_USAGE_STATS_ENABLED=0; later clusters inherit
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 def config_for(name: str, tmp_path, tracking_uri: str, *extra: str):

@@ -16,7 +16,6 @@ from support.jobs import (
     Job,
     assert_clean_stop,
     job_args,
-    ray_head,  # noqa: F401 - the fixture: a real `ray start --head`
     ray_job_submit,
     ray_tmpdir,
     run_job,
@@ -32,7 +31,7 @@ FAST = [
 ]
 
 
-def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):  # noqa: F811
+def test_ray_job_submit_runs_the_pipeline(ray_head, mlflow_server, tmp_path):
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     submit = [str(BIN / "ray"), "job", "submit", "--address", ray_head, "--working-dir", str(ROOT),
          "--runtime-env", str(ROOT / "ray_jobs" / "runtime_env.yaml"), "--",
@@ -59,7 +58,7 @@ def submit(address: str, cwd, *job: str) -> tuple[subprocess.CompletedProcess, s
     return ray_job_submit(cmd, cwd, env)
 
 
-def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_path):  # noqa: F811
+def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_path):
     """Without a tracking URI the store would be written into Ray's temporary copy of the
     working dir: the job refuses before any work, saying how to set it. The README's example
     (an absolute SQLite path) keeps the runs and the model outside it."""
