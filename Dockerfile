@@ -2,8 +2,9 @@
 # MLflow tracking server. Build:  docker build -t raylane:dev .
 #
 # The base tag must name the Ray release pinned in pyproject.toml (ray[...]==2.60.0) and the
-# Python the project tests on (3.11); `-cpu` is the Ubuntu-based CPU image. tests/test_dockerfile.py
-# and tests/test_kuberay_crosschecks.py fail if the tag, the pin and the manifests' rayVersion drift.
+# Python the project tests on (3.11); `-cpu` is the Ubuntu-based CPU image.
+# tests/integration/deploy/test_dockerfile.py and tests/test_kuberay_crosschecks.py fail if the
+# tag, the pin and the manifests' rayVersion drift.
 FROM rayproject/ray:2.60.0-py311-cpu
 
 # The rayproject/ray images already run as the non-root user `ray` (uid 1000, gid 100 "users");

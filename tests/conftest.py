@@ -1,51 +1,28 @@
-"""Shared fixtures: real MLflow stores (SQLite and a `mlflow server` process), free ports, data,
-and the session check that the suite leaves nothing running (tests/leftovers.py)."""
+"""Shared fixtures: real MLflow stores (SQLite and a `mlflow server` process) and the session
+check that the suite leaves nothing running (support/processes.py). Helpers: tests/support/."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-import leftovers
 import pytest
+from support import jobs, processes
+from support.environ import restored_environ
+from support.mlflow_server import MlflowServer
+from support.paths import ROOT
 
-SESSION = leftovers.mark_session()  # before any test starts a process: children inherit it
-ROOT = Path(__file__).resolve().parents[1]
-CREDIT_CSV = ROOT / "data" / "credit_data.csv"
-DIAMONDS_CSV = ROOT / "data" / "diamonds_sample.csv"
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not come up in {timeout:.0f}s")
+SESSION = processes.mark_session()  # before any test starts a process: children inherit it
 
 
 @pytest.fixture(scope="session", autouse=True)
 def leaves_nothing_behind():
     """Fail the run if, at its end, a process the suite started is still alive (Ray, HAProxy,
     MLflow/uvicorn servers, ...) or Ray's ``ray_current_cluster`` file names a cluster of ours."""
-    before = leftovers.snapshot(SESSION)
+    before = processes.snapshot(SESSION)
     yield
-    found = leftovers.leftovers(SESSION, before)
+    found = processes.leftovers(SESSION, before)
     if found:
         pytest.fail("the test session left behind:\n  " + "\n  ".join(found), pytrace=False)
 
@@ -54,7 +31,7 @@ def leaves_nothing_behind():
 def unit_tests_start_no_ray(request):
     """tests/unit/ is the fast loop: a test there must not leave a Ray instance up."""
     yield
-    if "unit" in request.path.relative_to(ROOT / "tests").parts[:-1]:
+    if request.path.is_relative_to(ROOT / "tests" / "unit"):
         ray = sys.modules.get("ray")
         assert ray is None or not ray.is_initialized(), "a unit test started Ray"
 
@@ -67,26 +44,40 @@ def sqlite_uri(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> str:
-    """A real `mlflow server` over HTTP with proxied artifacts, as a cluster would use."""
-    home = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(home / "server.log", "w")  # noqa: SIM115 - the server writes to it until teardown
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-         "--artifacts-destination", str(home / "artifacts"), "--serve-artifacts",
-         "--workers", "1"],
-        cwd=home, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )
-    url = f"http://127.0.0.1:{port}"
+    """A real `mlflow server` over HTTP with proxied artifacts, as a cluster would use; its URL."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        wait_http(f"{url}/health", timeout=90)
-        yield url
+        server.start()
+        yield server.url
     finally:
-        proc.terminate()
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory) -> str:
+    """One real `ray start --head` for the session's job tests (`ray job submit`, the Jobs SDK);
+    its dashboard URL. Tests must not rely on the cluster being empty (``fresh_ray_head``)."""
+    with jobs.ray_head(tmp_path_factory.mktemp("ray-head")) as url:
+        yield url
+
+
+@pytest.fixture()
+def fresh_ray_head(tmp_path: Path) -> str:
+    """A `ray start --head` of the test's own: a cluster with no jobs yet."""
+    with jobs.ray_head(tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray in this process for the module (2 CPUs, no dashboard), shut down after it,
+    with os.environ as it was (``ray.init`` exports variables later clusters would inherit)."""
+    import ray
+
+    with restored_environ():
+        os.environ.pop("RAY_ADDRESS", None)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            yield
+        finally:
+            ray.shutdown()

@@ -19,9 +19,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-import serving_support as ss
-from conftest import wait_http
 from mlflow.deployments import PredictionsResponse
+from support import serving as ss
+from support.net import wait_http
 
 from raylane.model.onnx_model import OnnxModel
 from raylane.serving.prediction_log import PredictionLog

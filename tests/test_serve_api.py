@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-import serving_support as ss
+from support import serving as ss
 
 from raylane.model.onnx_model import OnnxModel
 

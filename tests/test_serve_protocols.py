@@ -70,7 +70,7 @@ def test_v2_per_column_and_invocations_columnar():
 
 def test_settings_defaults_match_serve_config():
     import yaml
-    from serving_support import ROOT
+    from support.serving import ROOT
 
     cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
     (app,) = cfg["applications"]

@@ -10,7 +10,7 @@ from collections import Counter
 
 import httpx
 import pytest
-import serving_support as ss
+from support import serving as ss
 
 pytestmark = pytest.mark.slow
 

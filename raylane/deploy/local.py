@@ -18,15 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
-from contextlib import suppress
 from pathlib import Path
 
 import yaml
+
+from raylane.deploy import processes
 
 # The RAY_* environment of the RayService's Ray containers (kuberay/base/rayservice.yaml; a
 # cross-check test compares them). Read by the Serve controller, proxies and replicas, so it must
@@ -82,35 +82,9 @@ def _bin(name: str) -> str:
 
 def processes_of(state_dir: Path) -> list[int]:
     """Pids of live processes started for ``state_dir``: those naming it in their command line
-    or environment (Ray's daemons, HAProxy), and their descendants (Ray workers, whose titles
-    ``ray::...`` replace their command lines)."""
-    me, needle = os.getpid(), str(state_dir).encode()
-    parents: dict[int, int] = {}
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            cmd = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except (OSError, IndexError):
-            continue
-        if fields[0] == "Z":
-            continue
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        if needle in cmd or needle in environ:
-            found.add(pid)
-    for pid in parents:
-        seen, p = set(), parents[pid]
-        while p and p not in seen:
-            if p in found:
-                found.add(pid)
-                break
-            seen.add(p)
-            p = parents.get(p, 0)
-    return sorted(found)
+    or environment (Ray's daemons, HAProxy), and their descendants (Ray workers)."""
+    needle = str(state_dir).encode()
+    return sorted(processes.matching(lambda p: needle in p.cmdline or needle in p.environ))
 
 
 def _champion(model_uri: str, tracking_uri: str) -> str | None:
@@ -206,17 +180,7 @@ Stop it with: make serve-stop""")
 
 def stop(state_dir: Path, grace: float = 20.0) -> int:
     """SIGTERM, then SIGKILL, every process under ``state_dir``; then remove the directory."""
-    pids = processes_of(state_dir)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        for pid in pids:
-            with suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.2)
-            pids = processes_of(state_dir)
-        if not pids:
-            break
+    pids = processes.terminate(lambda: processes_of(state_dir), grace)
     if pids:
         print(f"still running: {pids}", file=sys.stderr)
         return 1

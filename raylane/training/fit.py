@@ -19,6 +19,7 @@ from raylane.data.read import PreparedData
 from raylane.model.families import Family, Growth, fit_once, get_family, model_output
 from raylane.model.metrics import METRICS, Metric
 from raylane.model.preprocessing import build_pipeline, build_preprocessor
+from raylane.training import interrupts
 
 Reporter = Callable[[dict[str, Any]], None]
 
@@ -100,5 +101,6 @@ def train_trial(
     """
     from ray import tune
 
+    interrupts.quiet_worker_stop()
     fit_model(data, get_family(family_name), params, METRICS[metric_name], seed,
               report=tune.report, report_every=report_every)

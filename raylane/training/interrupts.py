@@ -22,6 +22,7 @@ or it is stopped. Tests use them to signal at a known point without timing luck.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import os
@@ -176,6 +177,35 @@ def install() -> None:
             signal.signal(signum, _on_signal)
     if signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGUSR1, _on_usr1)
+
+
+def quiet_worker_stop() -> None:
+    """In a Ray worker (a trial): let a stop end it without a traceback in the job's output.
+
+    Ray stops a worker with SIGTERM, and its handler raises SystemExit. When the signal lands
+    inside a weakref callback or a ``__del__`` (the garbage collector runs them anywhere),
+    Python cannot propagate the exception: it prints "Exception ignored in ... SystemExit: 1"
+    with a traceback to the worker's stderr, which Ray forwards to the job's output, and the
+    worker runs on. Here such a SystemExit is not printed but raised again where it can
+    propagate: SIGTERM is sent again, so Ray's handler runs once the callback is over and the
+    worker exits as Ray asked. Every other unraisable exception is reported as before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "quiet_worker_stop", False):
+        return
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, SystemExit) and callable(
+                signal.getsignal(signal.SIGTERM)):
+            # Sent from another thread: the main thread runs the handler once this callback is
+            # over (sent from here, Python would run it at once, inside this hook; the low-level
+            # start does not wait for the thread, a wait would run it too).
+            with contextlib.suppress(RuntimeError):  # no new threads at interpreter exit
+                _thread.start_new_thread(os.kill, (os.getpid(), signal.SIGTERM))
+            return
+        previous(unraisable)
+
+    hook.quiet_worker_stop = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
 
 
 def requested() -> bool:

@@ -1,0 +1,119 @@
+"""A real `mlflow server` process: SQLite store and proxied artifacts under one directory, on a
+free port that stays its own, so a test can stop it and start it again (an outage, a restart)
+and clients configured with its URL carry on when it is back.
+
+``auth=True`` runs it as the Kubernetes platform does: ``--app-name basic-auth`` with the auth
+config kuberay ships (its SQLite path moved into the directory), the admin from the environment;
+:func:`run_account_setup` then makes the writer and reader accounts with
+raylane.deploy.mlflow_accounts (the account-setup Job's code), and :func:`as_user` gives a test
+the environment a pod gets from the credential Secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import yaml
+
+from support.environ import restored_environ
+from support.net import free_port, wait_http
+from support.paths import BIN, ROOT
+
+AUTH_CONFIGMAP = ROOT / "kuberay" / "base" / "mlflow-auth-configmap.yaml"
+ADMIN = ("admin", "admin-test-secret")
+WRITER = ("raylane-trainer", "writer-test-secret")
+READER = ("raylane-serving", "reader-test-secret")
+CREDS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def shipped_ini(db: Path) -> str:
+    """kuberay's basic_auth.ini with its user database at ``db``."""
+    ini = yaml.safe_load(AUTH_CONFIGMAP.read_text())["data"]["basic_auth.ini"]
+    assert "database_uri = sqlite:////mlflow/auth/basic_auth.db" in ini
+    return ini.replace("sqlite:////mlflow/auth/basic_auth.db", f"sqlite:///{db}")
+
+
+class MlflowServer:
+    """One `mlflow server` under ``home``; :meth:`start` and :meth:`stop` as often as needed."""
+
+    def __init__(self, home: Path, auth: bool = False):
+        self.home, self.auth, self.port = home, auth, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        cmd = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+               "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
+               "--artifacts-destination", str(self.home / "artifacts"), "--serve-artifacts",
+               "--workers", "1"]
+        if self.auth:
+            (self.home / "basic_auth.ini").write_text(shipped_ini(self.home / "auth.db"))
+            for key in CREDS:
+                env.pop(key, None)
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(self.home / "basic_auth.ini"),
+                       MLFLOW_AUTH_ADMIN_USERNAME=ADMIN[0], MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
+                       MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-flask-key")
+            cmd[2:2] = ["--app-name", "basic-auth"]
+        return cmd, env
+
+    def start(self, timeout: float = 120) -> None:
+        cmd, env = self._command()
+        with open(self.home / "server.log", "a") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(cmd, cwd=self.home, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
+        wait_http(f"{self.url}/health", timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def mlflow_server(home: Path, auth: bool = False) -> Iterator[MlflowServer]:
+    """A started :class:`MlflowServer`, stopped on exit."""
+    server = MlflowServer(home, auth=auth)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def run_account_setup(url: str, admin=ADMIN) -> subprocess.CompletedProcess:
+    """raylane.deploy.mlflow_accounts against ``url``: the writer and reader accounts."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url,
+           CREDS[0]: admin[0], CREDS[1]: admin[1],
+           "RAYLANE_MLFLOW_WRITER_USERNAME": WRITER[0], "RAYLANE_MLFLOW_WRITER_PASSWORD": WRITER[1],
+           "RAYLANE_MLFLOW_READER_USERNAME": READER[0], "RAYLANE_MLFLOW_READER_PASSWORD": READER[1]}
+    return subprocess.run([sys.executable, "-m", "raylane.deploy.mlflow_accounts", "--wait-s",
+                           "60"], env=env, capture_output=True, text=True, timeout=120)
+
+
+@contextmanager
+def as_user(user: tuple[str, str]) -> Iterator[None]:
+    """os.environ with ``user``'s credentials, as the Secrets give them to a pod."""
+    with restored_environ():
+        os.environ[CREDS[0]], os.environ[CREDS[1]] = user
+        yield
+
+
+def status_of(exc: BaseException) -> int | None:
+    """401 or 403 if ``exc`` says so, else None."""
+    text = str(exc)
+    for code in (401, 403):
+        if str(code) in text or ("PERMISSION_DENIED" in text and code == 403):
+            return code
+    return None

@@ -1,0 +1,77 @@
+"""The session check of tests/conftest.py (support/processes.py) sees what a run leaves
+behind, and only that."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from support import processes
+
+
+def _wait_gone(pid: int) -> None:
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _wait_exec(pid: int, program: bytes) -> None:
+    """Until the forked shell has exec'd ``program`` (``$!`` names the child before its exec)."""
+    for _ in range(200):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if f.read().startswith(program):
+                    return
+        except OSError:
+            return
+        time.sleep(0.05)
+
+
+def test_a_detached_process_of_the_session_is_a_leftover_until_it_exits(tmp_path, monkeypatch):
+    monkeypatch.setattr(processes, "CURRENT_CLUSTER", tmp_path / "ray_current_cluster")
+    marker = processes.mark_session()
+    before = processes.snapshot(marker)
+    # `sh` exits at once; the orphaned `sleep` keeps only the inherited environment marker,
+    # as `ray start` daemons and Serve's HAProxy do
+    pid_file = tmp_path / "pid"
+    subprocess.run(["sh", "-c", f"sleep 60 & echo $! > {pid_file}"], check=True)
+    pid = int(pid_file.read_text())
+    _wait_exec(pid, b"sleep")
+    try:
+        found = processes.leftovers(marker, before, grace=0)
+        assert any(f"process {pid}: sleep 60" in f for f in found), found
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    _wait_gone(pid)
+    assert not any(str(pid) in f for f in processes.leftovers(marker, before, grace=0))
+
+
+def test_processes_of_others_do_not_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(processes, "CURRENT_CLUSTER", tmp_path / "ray_current_cluster")
+    marker = processes.mark_session()
+    before = processes.snapshot(marker)
+    env = {k: v for k, v in os.environ.items() if k != processes.MARKER}
+    pid_file = tmp_path / "pid"
+    subprocess.run(["sh", "-c", f"sleep 60 & echo $! > {pid_file}"], check=True, env=env)
+    pid = int(pid_file.read_text())
+    try:
+        assert not any(str(pid) in f for f in processes.leftovers(marker, before, grace=0))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_stale_current_cluster_file_is_reported_and_removed(tmp_path, monkeypatch):
+    cluster_file = tmp_path / "ray_current_cluster"
+    monkeypatch.setattr(processes, "CURRENT_CLUSTER", cluster_file)
+    marker = processes.mark_session()
+    before = processes.snapshot(marker)
+    assert processes.leftovers(marker, before, grace=0) == []
+    cluster_file.write_text("127.0.0.1:1")  # no GCS listens there: a crashed cluster's file
+    found = processes.leftovers(marker, before, grace=0)
+    assert found and "is gone (127.0.0.1:1); removed" in found[0]
+    assert not cluster_file.exists()
