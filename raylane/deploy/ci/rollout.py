@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -36,6 +37,8 @@ import yaml
 
 RAYSERVICE = "raylane-serve"
 SERVE_SERVICE = "raylane-serve-serve-svc"
+IMAGE_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # Docker's tag grammar
+IMAGE_NAME = r"[a-z0-9][a-z0-9._/:-]*"  # lower case: registries refuse upper case
 # Application states Ray Serve reports that do not get better by waiting.
 FAILED_APP_STATES = {"DEPLOY_FAILED", "UNHEALTHY"}
 SAMPLE_REQUEST = {"records": [{
@@ -225,8 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.overlay / "kustomization.yaml").is_file():
         print(f"error: --overlay: {args.overlay} has no kustomization.yaml", file=sys.stderr)
         return 2
-    if ":" in args.image.rsplit("/", 1)[-1] or not args.tag:
-        print("error: --image is the name without a tag, --tag the tag", file=sys.stderr)
+    if ":" in args.image.rsplit("/", 1)[-1] or not re.fullmatch(IMAGE_NAME, args.image):
+        print(f"error: --image: expected an image name without a tag, got {args.image!r}",
+              file=sys.stderr)
+        return 2
+    if not re.fullmatch(IMAGE_TAG, args.tag):
+        print(f"error: --tag: expected a Docker tag ({IMAGE_TAG}), got {args.tag!r}",
+              file=sys.stderr)
         return 2
     request = json.loads(args.request.read_text()) if args.request else None
     try:
