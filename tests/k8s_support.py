@@ -309,3 +309,29 @@ def rayjob_operator_errors(spec: dict[str, Any],
         if seen != sorted(seen):
             errs.append(f"{key}: TTLs must be DeleteWorkers <= DeleteCluster <= DeleteSelf")
     return errs
+
+
+def secret_files(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """The files a container sees from Secret volumes: {path: (Secret name, key)}."""
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    out = {}
+    for mount in container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret is None:
+            continue
+        for item in secret.get("items", []):
+            out[f"{mount['mountPath'].rstrip('/')}/{item['path']}"] = (secret["secretName"],
+                                                                       item["key"])
+    return out
+
+
+def ray_pods(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(where, pod spec, Ray container) for every Ray head/worker template in ``obj``."""
+    out = []
+    for cluster in ray_cluster_specs(obj):
+        groups = [("head", cluster["headGroupSpec"])] + [
+            (g["groupName"], g) for g in cluster.get("workerGroupSpecs", [])]
+        for name, group in groups:
+            pod = group["template"]["spec"]
+            out.append((f"{obj_id(obj)}:{name}", pod, pod["containers"][0]))
+    return out

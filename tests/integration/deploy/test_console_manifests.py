@@ -38,10 +38,11 @@ def test_console_is_wired_to_the_platforms_services(overlay):
     serve_port = yaml.safe_load(rayservice["spec"]["serveConfigV2"])["http_options"]["port"]
     assert env["RAYLANE_SERVE_URL"] == (
         f"http://{rayservice['metadata']['name']}-serve-svc:{serve_port}")
-    # MLflow: its Service, with the read-only account
+    # MLflow: its Service, with the read-only account (a file: ~/.mlflow/credentials)
     assert env["MLFLOW_TRACKING_URI"] == service_url(objs["Service/mlflow"])
-    assert secrets["MLFLOW_TRACKING_USERNAME"]["name"] == "mlflow-reader"
-    assert secrets["MLFLOW_TRACKING_PASSWORD"]["name"] == "mlflow-reader"
+    files = k8s.secret_files(pod["spec"], c)
+    assert files["/home/ray/.mlflow/credentials"] == ("mlflow-reader", "credentials")
+    assert not secrets  # no credential in the environment
     # Ray: the jobs cluster's head (Jobs API) and the serving cluster's (Serve REST API), the
     # dashboard port their head pods expose; the token of the jobs cluster (KubeRay's Secret)
     cluster = objs["RayCluster/raylane"]
@@ -50,8 +51,8 @@ def test_console_is_wired_to_the_platforms_services(overlay):
     assert env["RAY_ADDRESS"] == f"http://raylane-head-svc:{head_ports['dashboard']}"
     assert env["RAYLANE_SERVE_DASHBOARD"] == (
         f"http://{rayservice['metadata']['name']}-head-svc:{head_ports['dashboard']}")
-    assert secrets["RAY_AUTH_TOKEN"] == {"name": cluster["spec"]["authOptions"]["secretName"],
-                                         "key": "auth_token"}
+    assert files[env["RAY_AUTH_TOKEN_PATH"]] == (cluster["spec"]["authOptions"]["secretName"],
+                                                 "auth_token")
     assert cluster["spec"]["authOptions"]["mode"] == "token"
     # what the console reads them as
     settings = ConsoleSettings.from_env({k: v for k, v in env.items() if v is not None})
