@@ -1,11 +1,11 @@
-"""Promotion: a registered challenger becomes champion only if it passes the gates and beats the
-current champion on the same holdout. The decision and its numbers are recorded on the version.
+"""Promotion: what was decided on a challenger, the current champion it is judged against
+(raylane/release/judging.py decides), and recording the decision on the version with the aliases.
 
-The champion is scored before anything is decided, and a champion that cannot be scored is one
-of three things: ``broken`` (its files were read but are not a raylane ONNX model: it may be
-replaced), ``incomparable`` (other task, classes or columns: it blocks promotion) or
-``unavailable`` (MLflow or the artifact store could not be reached, or answered with a server
-error: nothing is known about it, so promotion is refused until a rerun or a manual promotion).
+A champion that cannot be scored is one of three things: ``broken`` (its files were read but
+are not a raylane ONNX model: it may be replaced), ``incomparable`` (other task, classes or
+columns: it blocks promotion) or ``unavailable`` (MLflow or the artifact store could not be
+reached, or answered with a server error: nothing is known about it, so promotion is refused
+until a rerun or a manual promotion).
 """
 
 from __future__ import annotations
@@ -22,12 +22,10 @@ from mlflow.artifacts import download_artifacts
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from raylane.data.read import Split
 from raylane.model.metrics import Metric
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
 from raylane.model.store import ONNX_FILE, SCHEMA_METADATA_KEY
-from raylane.release.gates import GateResult
 from raylane.tracking.errors import is_transient
 from raylane.tracking.registry import CHALLENGER, CHAMPION, set_alias
 
@@ -72,22 +70,21 @@ def load_champion(
     ``broken`` (its files were fetched and do not load)."""
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as exc:
-        if exc.error_code in _NO_SUCH_ALIAS and not is_transient(exc):
-            return None, None, None
-        return None, None, _unavailable(f"the registry could not say which version of {name} "
-                                        f"is champion: {exc}")
     except Exception as exc:
-        return None, None, _unavailable(f"the registry could not say which version of {name} "
-                                        f"is champion: {exc}")
+        if isinstance(exc, MlflowException) and exc.error_code in _NO_SUCH_ALIAS \
+                and not is_transient(exc):
+            return None, None, None
+        return None, None, ChampionProblem(
+            "unavailable", f"the registry could not say which version of {name} is champion: "
+            f"{exc}")
     with tempfile.TemporaryDirectory(prefix="raylane-champion-") as tmp:
         try:  # reaching the registry and the artifact store: a failure says nothing of the model
             source = client.get_model_version_download_uri(champion.name, champion.version)
             local = Path(download_artifacts(artifact_uri=source, dst_path=tmp,
                                             tracking_uri=client.tracking_uri))
         except Exception as exc:
-            return champion, None, _unavailable(
-                f"champion v{champion.version} could not be fetched: {exc}")
+            return champion, None, ChampionProblem(
+                "unavailable", f"champion v{champion.version} could not be fetched: {exc}")
         try:  # the files are here: one that does not load is a broken champion
             mlmodel = yaml.safe_load((local / "MLmodel").read_text()) or {}
             theirs = FeatureSchema.model_validate((mlmodel.get("metadata") or {})[
@@ -102,71 +99,6 @@ def load_champion(
 UNAVAILABLE_ADVICE = ("promotion refused because the champion could not be compared. Rerun the "
                       "job once MLflow is reachable, or promote this version by hand (set the "
                       "'champion' alias)")
-
-
-def score_champion(
-    client: MlflowClient, name: str, holdout: Split, schema: FeatureSchema, metric: Metric,
-) -> tuple[ModelVersion | None, float | None, ChampionProblem | None]:
-    """The current champion, its score on this holdout (ONNX, no pickle), or why it has none."""
-    champion, model, problem = load_champion(client, name)
-    if model is None:
-        return champion, None, problem
-    theirs = model.schema
-    if theirs.task != schema.task or theirs.class_labels != schema.class_labels:
-        return champion, None, ChampionProblem(
-            "incomparable", f"champion v{champion.version} predicts other classes or a task")
-    missing = set(theirs.feature_names) - set(holdout.X.columns)
-    if missing:
-        return champion, None, ChampionProblem(
-            "incomparable", f"champion v{champion.version} needs columns {sorted(missing)}")
-    prediction = model.predict_frame(holdout.X[theirs.feature_names])
-    output = prediction.probabilities if schema.task == "classification" else prediction.values
-    return champion, metric(holdout.y, output), None
-
-
-def _unavailable(message: str) -> ChampionProblem:
-    return ChampionProblem("unavailable", message)
-
-
-def decide(
-    score: float, gates: GateResult, metric: Metric, champion_version: str | None,
-    champion_score: float | None, problem: ChampionProblem | None,
-) -> Decision:
-    """Promote when the gates passed and the challenger strictly beats a comparable champion.
-
-    No champion, or a broken one, does not block promotion (the problem is noted); a champion
-    for another task, classes or columns blocks it, and so does one that could not be reached:
-    without its score nothing says the challenger is better.
-    """
-    decision = Decision(promoted=False, score=score, reasons=list(gates.reasons),
-                        champion_version=champion_version, champion_score=champion_score)
-    if problem is not None and problem.kind == "unavailable":
-        decision.champion_unavailable = True
-        decision.reasons.append(f"{problem}; {UNAVAILABLE_ADVICE}")
-    elif problem is not None and problem.kind == "incomparable":
-        decision.reasons.append(f"{problem}; not comparable on this holdout")
-    elif problem is not None:
-        log.warning("%s; it does not block promotion", problem)
-        decision.notes.append(f"{problem} (replaced)")
-    if champion_score is not None and not metric.better(score, champion_score):
-        decision.reasons.append(
-            f"holdout {metric.name} {score:.4g} does not beat champion "
-            f"v{champion_version}'s {champion_score:.4g}"
-        )
-    decision.promoted = not decision.reasons
-    return decision
-
-
-def decide_for(
-    client: MlflowClient, name: str, score: float, gates: GateResult, holdout: Split,
-    schema: FeatureSchema, metric: Metric,
-) -> Decision:
-    """Score the current champion of ``name`` and decide on a challenger scoring ``score``;
-    nothing is written (the training job decides before it registers)."""
-    champion, champion_score, problem = score_champion(client, name, holdout, schema, metric)
-    return decide(score, gates, metric,
-                  str(champion.version) if champion is not None else None,
-                  champion_score, problem)
 
 
 def decision_tags(decision: Decision, metric: Metric) -> dict[str, str]:
@@ -189,14 +121,6 @@ def decision_tags(decision: Decision, metric: Metric) -> dict[str, str]:
     if decision.champion_unavailable:
         tags["raylane.decision.retry"] = "champion unavailable: rerun or promote by hand"
     return tags
-
-
-def failed_decision_tags(exc: BaseException) -> dict[str, str]:
-    """Tags for a version whose decision could not be made or recorded."""
-    return {"raylane.decision": "failed",
-            "raylane.decision.reasons": f"deciding on promotion failed ({type(exc).__name__}: "
-                                        f"{exc}); not promoted. Rerun the job, or promote this "
-                                        "version by hand (set the 'champion' alias)"}
 
 
 def record(client: MlflowClient, version: ModelVersion, decision: Decision,
@@ -227,21 +151,3 @@ def _tag_quietly(client: MlflowClient, version: ModelVersion, tags: dict[str, st
             client.set_model_version_tag(version.name, version.version, key, value)
     except Exception as exc:  # the original error is the one to raise
         log.error("could not tag %s v%s with %s: %s", version.name, version.version, tags, exc)
-
-
-def decide_and_record(
-    client: MlflowClient, version: ModelVersion, score: float, gates: GateResult,
-    holdout: Split, schema: FeatureSchema, metric: Metric,
-) -> Decision:
-    """Score the current champion, decide on promotion, move the aliases, tag the version.
-
-    For a version already registered: if deciding raises, the version is tagged
-    ``raylane.decision=failed`` with the error before it propagates.
-    """
-    try:
-        decision = decide_for(client, version.name, score, gates, holdout, schema, metric)
-    except BaseException as exc:
-        _tag_quietly(client, version, failed_decision_tags(exc))
-        raise
-    record(client, version, decision, metric)
-    return decision

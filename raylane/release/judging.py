@@ -122,17 +122,22 @@ def judge(
     except ValueError as exc:
         verdict.blocking.append(f"{tag} cannot be scored on the judging rows: {exc}")
         return verdict
-    if verdict.challenger_score is not None:
-        gain = verdict.challenger_score - verdict.champion_score
-        gain = gain if metric.mode == "max" else -gain
-        if not gain > judging.min_improvement:
-            verdict.blocking.append(
-                f"holdout {metric.name} {verdict.challenger_score:.4g} does not beat {tag}'s "
-                f"{verdict.champion_score:.4g}"
-                + (f" by more than {judging.min_improvement:g}" if judging.min_improvement else "")
-                + f" on {verdict.rows} rows neither trained on"
-            )
+    if verdict.challenger_score is not None and not beats(
+            metric, verdict.challenger_score, verdict.champion_score, judging.min_improvement):
+        verdict.blocking.append(
+            f"holdout {metric.name} {verdict.challenger_score:.4g} does not beat {tag}'s "
+            f"{verdict.champion_score:.4g}"
+            + (f" by more than {judging.min_improvement:g}" if judging.min_improvement else "")
+            + f" on {verdict.rows} rows neither trained on"
+        )
     return verdict
+
+
+def beats(metric: Metric, challenger: float, champion: float, min_improvement: float = 0.0) -> bool:
+    """True when ``challenger`` is better than ``champion`` by more than ``min_improvement``, in
+    ``metric``'s direction: a tie keeps the champion."""
+    gain = challenger - champion if metric.mode == "max" else champion - challenger
+    return gain > min_improvement
 
 
 def _incomparable(theirs: FeatureSchema, ours: FeatureSchema, rows: Split) -> str | None:

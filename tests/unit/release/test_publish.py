@@ -24,9 +24,10 @@ from raylane.model.families import get_family
 from raylane.model.metrics import METRICS, Metric
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.store import SCHEMA_METADATA_KEY, load_registered_model
-from raylane.release.decision import decide_and_record, decide_for
+from raylane.release.decision import Decision, record
 from raylane.release.export import ParityError
 from raylane.release.gates import GateResult
+from raylane.release.judging import JudgingSet, decision_from, judge
 from raylane.release.publish import publish
 from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 from raylane.training.fit import fit_model, model_output
@@ -243,18 +244,27 @@ def test_a_failure_while_deciding_registers_nothing(store, models):
     assert store.client.search_model_versions("name='undecided'") == []
 
 
-def test_a_version_whose_decision_fails_after_registration_is_tagged_failed(store, models):
+class AliasesRefused(MlflowClient):
+    """A registry that takes tags but fails while an alias moves, as a stop or a dropped
+    connection can land between the two."""
+
+    def set_registered_model_alias(self, name, alias, version):
+        raise KeyboardInterrupt
+
+
+def test_a_version_whose_aliases_cannot_be_moved_is_tagged_failed(store, models):
     trained = models["small"]
     publish_in_run(store, "late", trained)  # v1, the champion
     version = register_raw(store.uri, "late", trained.onnx_bytes, trained.schema, trained.X,
                            alias=None)
     mv = store.client.get_model_version("late", version)
-    with pytest.raises(IndexError):
-        decide_and_record(store.client, mv, 0.9, PASSED, trained.data.holdout, trained.schema,
-                          unreadable())
+    won = Decision(promoted=True, score=0.9, champion_version="1", champion_score=0.8)
+    with pytest.raises(KeyboardInterrupt):
+        record(AliasesRefused(store.uri), mv, won, trained.metric)
     tags = store.client.get_model_version("late", version).tags
     assert tags["raylane.decision"] == "failed"
-    assert "IndexError" in tags["raylane.decision.reasons"]
+    assert "moving the aliases failed (KeyboardInterrupt" in tags["raylane.decision.reasons"]
+    assert "passed the gates and beat the champion" in tags["raylane.decision.reasons"]
     assert aliases(store.client, "late") == {"champion": "1", "challenger": "1"}
 
 
@@ -293,7 +303,9 @@ def test_an_unreachable_registry_is_no_champion_to_replace(store, models, monkey
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     trained = models["big"]
     offline = MlflowClient(tracking_uri=store.uri, registry_uri=closed_port_url())
-    decision = decide_for(offline, "anything", 0.9, PASSED, trained.data.holdout,
-                          trained.schema, trained.metric)
+    challenger = OnnxModel(trained.onnx_bytes, trained.schema)
+    verdict = judge(offline, "anything", challenger, JudgingSet(rows=trained.data.holdout),
+                    trained.metric)
+    decision = decision_from(verdict, PASSED)
     assert not decision.promoted and decision.champion_unavailable
     assert "could not say which version of anything is champion" in decision.reasons[0]
