@@ -9,6 +9,9 @@ CONFIG ?= tune_configs/credit_xgboost.yaml
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 AIRFLOW_VENV ?= .venv-airflow
+# The console listens on loopback unless told otherwise (CONSOLE_ADDRESS=0.0.0.0 only behind a
+# login: RAYLANE_CONSOLE_AUTH=oidc, or an auth proxy; see docs/security.md).
+CONSOLE_ADDRESS ?= 127.0.0.1
 
 .PHONY: install demo serve serve-stop console test test-fast bench clean airflow-install
 
@@ -39,8 +42,9 @@ demo: install  ## tune, track, export and register on the bundled credit dataset
 serve: install  ## a local Ray with the RayService's cluster env, serving the champion `make demo` registered
 	$(PY) -m raylane.deploy.local start
 
-console: install  ## the Streamlit console against the local stack (RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS)
-	$(PY) -m streamlit run console/app.py --server.headless true --browser.gatherUsageStats false
+console: install  ## the Streamlit console on 127.0.0.1 against the local stack (RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS)
+	$(PY) -m streamlit run console/app.py --server.headless true --browser.gatherUsageStats false \
+		--server.address $(CONSOLE_ADDRESS)
 
 serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, nothing else)
 	$(PY) -m raylane.deploy.local stop

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from raylane.console import ui
+from raylane.console import identity, ui
 
 PAGES = Path(__file__).parent / "pages"
 
@@ -30,6 +30,7 @@ navigation = st.navigation({
 
 config = ui.settings()
 with st.sidebar:
+    identity.sign_in_box(identity.current())
     st.caption(f"Model **{config.registered_model}**  \nServing `{config.serve_url}`  \n"
                f"MLflow `{config.tracking_uri}`  \nRay `{config.ray_address}`")
 

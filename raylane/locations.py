@@ -6,8 +6,9 @@ so a location in it is untrusted input: ``data.path=https://attacker/x.csv`` poi
 reads the pod's secrets. Every location is checked here before anything reads it:
 
 - local paths (plain, ``file://``, ``sqlite:///``) must resolve, symlinks followed, under a local
-  root: the working directory, the temporary directory while no allowlist is set, and the local
-  directories the allowlist names;
+  root: the working directory, the project's ``data/`` directory (next to this package, in the
+  image and in a Ray job's working_dir), the temporary directory while no allowlist is set, and
+  the local directories the allowlist names;
 - any other URI (``http(s)://``, ``s3://``, ``postgresql://``...) must start with a listed prefix,
   on a path boundary; loopback HTTP is allowed only while no allowlist is set (a laptop);
 - URIs carry no fragment (``#.csv`` suffix tricks), user info or ``..`` segments.
@@ -36,6 +37,7 @@ TRUSTED_ENV = ("MLFLOW_TRACKING_URI", "RAYLANE_PREDICTION_LOG", "RAYLANE_NEW_DAT
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 # Registry references, resolved by MLflow against the tracking server (itself checked).
 REGISTRY_SCHEMES = ("models", "runs")
+PROJECT_DATA = Path(__file__).resolve().parents[1] / "data"
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
 
 
@@ -62,7 +64,7 @@ def policy_from_env(environ: Mapping[str, str] | None = None) -> LocationPolicy:
     """The operator's policy: ``RAYLANE_ALLOWED_LOCATIONS`` and the trusted environment."""
     environ = os.environ if environ is None else environ
     listed = [p for p in re.split(r"[,\s]+", environ.get(ENV_ALLOWED, "")) if p]
-    roots = [Path.cwd().resolve()]
+    roots = [Path.cwd().resolve(), PROJECT_DATA]
     prefixes: list[str] = []
     for entry in listed + [environ[v] for v in TRUSTED_ENV if environ.get(v)]:
         local = _local_path(entry)

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from raylane.console import ui
+from raylane.console import identity, ui
 from raylane.console import versions as reg
 from raylane.console.registry_access import (
     NotAllowed,
@@ -16,6 +16,7 @@ from raylane.console.registry_access import (
 config = ui.settings()
 NAME, URI, TIMEOUT = config.registered_model, config.tracking_uri, config.timeout_s
 USER = reg.operator_name()  # part of every cache key: other credentials, other answers
+WHO = identity.current()  # who promotes: recorded on the versions, never a typed name
 
 
 def client():
@@ -172,6 +173,8 @@ try:
 
     with tab_promote:
         writable, why_not = access(URI, NAME, USER)
+        if identity.refuse_anonymous(WHO, "promote or roll back"):
+            writable = False
         if not writable:
             st.warning(f"**Read-only.** {why_not}. Promoting needs MLflow credentials that may "
                        "write the registry (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
@@ -189,8 +192,8 @@ try:
                     format_func=lambda v: f"v{v}" + (" (roll back: the previous champion)"
                                                      if v == back else ""),
                     disabled=not writable)
-                who = st.text_input("Your name", value=reg.operator_name(), key="models_who",
-                                    disabled=not writable)
+                if writable:
+                    st.caption(f"Recorded as **{WHO.name}** ({WHO.mode}).")
                 why = st.text_area("Why", key="models_why", disabled=not writable,
                                    placeholder="e.g. v7 misprices new customers; back to v6")
                 sure = st.checkbox(f"Move `champion` from v{champion or '-'} to the version "
@@ -198,14 +201,15 @@ try:
                                    key="models_confirm", disabled=not writable)
                 go = st.form_submit_button("Move champion", type="primary",
                                            disabled=not writable)
-            if go:
+            if go and not WHO.anonymous:
                 if not sure:
                     st.error("Tick the confirmation first.")
                 else:
                     action = "rollback" if champion and int(target) < int(champion) else "promote"
                     try:
                         with mlflow_errors(TIMEOUT):
-                            prev = reg.promote(client(), NAME, target, who, why, action=action)
+                            prev = reg.promote(client(), NAME, target, str(WHO.name), why,
+                                              action=action)
                     except (reg.Refused, NotAllowed, NotFound) as exc:
                         st.error(f"Refused: {exc}", icon=":material/block:")
                     else:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from raylane.config import ConfigError
-from raylane.console import jobs, ui
+from raylane.console import identity, jobs, ui
 from raylane.console.registry_access import (
     NotAllowed,
     NotFound,
@@ -19,6 +19,7 @@ from raylane.console.versions import operator_name
 config = ui.settings()
 URI, RAY, TIMEOUT = config.tracking_uri, config.ray_address, config.timeout_s
 USER = operator_name()
+WHO = identity.current()  # who submits: recorded with the job, never a typed name
 STATUS = {"PENDING": ":gray-badge[pending]", "RUNNING": ":blue-badge[running]",
           "SUCCEEDED": ":green-badge[succeeded]", "FAILED": ":red-badge[failed]",
           "STOPPED": ":orange-badge[stopped]"}
@@ -67,34 +68,46 @@ except (NotFound, NotAllowed) as exc:
     st.warning(f"The tuning runs could not be read: {exc}")
 
 st.subheader("Start a training job")
+LIMITS = jobs.Limits.from_env()
 found = jobs.configs(config.tune_configs)
 if not found:
     st.warning(f"No configs in `{config.tune_configs}` (set RAYLANE_TUNE_CONFIGS).")
 else:
     with st.form("training_submit"):
         path = st.selectbox("Config", found, format_func=lambda p: p.name, key="training_config")
-        text = st.text_area("Overrides (`key=value`, one per line)", key="training_overrides",
-                            placeholder="tune.num_samples=8\nmodel.family=random_forest")
+        text = st.text_area(
+            "Search settings (`key=value`, one per line)", key="training_overrides",
+            placeholder="tune.num_samples=8\ntune.scheduler.type=fifo",
+            help="Only the search may be changed here: " + ", ".join(jobs.editable_keys())
+            + f". At most {LIMITS.max_samples} trials and a {LIMITS.max_time_budget_s:g} s "
+            "search; data, MLflow and storage are the config's.")
         check, go = st.columns(2)
         validate = check.form_submit_button("Check config")
-        submit = go.form_submit_button("Submit to Ray", type="primary")
-    if validate or submit:
+        submit = go.form_submit_button("Submit to Ray", type="primary", disabled=WHO.anonymous)
+    identity.refuse_anonymous(WHO, "submit training jobs")
+    if validate or (submit and not WHO.anonymous):
         try:
-            overrides = jobs.with_tracking(jobs.parse_overrides(text), URI)
+            overrides = jobs.bounded(path, jobs.parse_overrides(text, path, LIMITS), LIMITS)
             checked = jobs.validate(path, overrides)
         except ConfigError as exc:
             st.error("The config is not valid; nothing was submitted.", icon=":material/error:")
             st.code(str(exc), language=None)
         else:
-            st.caption(f"`{jobs.entrypoint(path, overrides)}`")
+            deadline = jobs.deadline_s(path, overrides, LIMITS)
+            st.caption(f"`{jobs.entrypoint(path, overrides, deadline=deadline)}`")
             if validate:
                 st.success(f"Valid: {checked.model.family} on {checked.data.path}, "
-                           f"{checked.tune.num_samples} trials, metric {checked.tune.metric}.")
+                           f"{checked.tune.num_samples} trials, metric {checked.tune.metric}, "
+                           f"stopped after {deadline:,} s.")
             else:
                 try:
-                    job_id = jobs.submit(RAY, path, overrides, USER)
+                    job_id = jobs.submit(RAY, path, overrides, str(WHO.name),
+                                         folder=config.tune_configs, tracking_uri=URI,
+                                         limits=LIMITS)
                 except jobs.RayUnreachable as exc:
                     ui.service_down("ray", RAY, str(exc))
+                except ConfigError as exc:
+                    st.error(f"Nothing was submitted: {exc}", icon=":material/error:")
                 else:
                     st.session_state["training_job"] = job_id
                     st.success(f"Submitted job `{job_id}`.", icon=":material/rocket_launch:")

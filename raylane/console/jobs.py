@@ -39,29 +39,128 @@ def configs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.y*ml") if p.is_file())
 
 
-def parse_overrides(text: str) -> list[str]:
+@dataclass(frozen=True)
+class Limits:
+    """What a console user may ask of the cluster: at most ``max_samples`` trials, a search of
+    at most ``max_time_budget_s``, and a job that is stopped ``margin_s`` after that (loading,
+    export and registration run outside the search)."""
+
+    max_samples: int = 50
+    max_time_budget_s: float = 3600.0
+    margin_s: float = 1800.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Limits:
+        env = os.environ if env is None else env
+        return cls(max_samples=int(env.get("RAYLANE_CONSOLE_MAX_SAMPLES", cls.max_samples)),
+                   max_time_budget_s=float(env.get("RAYLANE_CONSOLE_MAX_TIME_BUDGET_S",
+                                                   cls.max_time_budget_s)),
+                   margin_s=float(env.get("RAYLANE_CONSOLE_JOB_MARGIN_S", cls.margin_s)))
+
+
+# The keys a console user may set: how the search runs, never where data, runs or state live.
+CHOICES = {"tune.search_alg": ("random", "optuna"), "tune.scheduler.type": ("asha", "fifo")}
+NUMBERS = {"tune.num_samples": int, "tune.time_budget_s": float,
+           "tune.scheduler.grace_period": int, "tune.scheduler.reduction_factor": float}
+BOUNDS = ("lower", "upper", "q")  # of a distribution in the config's model.search_space
+
+
+def editable_keys() -> list[str]:
+    """The keys the Training page accepts, for its help text."""
+    return [*NUMBERS, *CHOICES, "model.search_space.<name>.lower|upper|q"]
+
+
+def parse_overrides(text: str, config: Path, limits: Limits | None = None) -> list[str]:
     """``key=value`` overrides, one per line (blank lines and ``# comments`` skipped; a leading
-    ``--set`` is allowed). Raises ConfigError for a line that is not ``key=value``."""
+    ``--set`` is allowed), each an editable key of ``config`` with a value in bounds. Raises
+    ConfigError naming the line and key otherwise: nothing naming data, MLflow or storage."""
+    limits = limits or Limits.from_env()
+    space = _search_space(config)
     out = []
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip().removeprefix("--set").strip()
         if not line or line.startswith("#"):
             continue
-        key, sep, _ = line.partition("=")
-        if not sep or not key.strip() or " " in key.strip():
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if not sep or not key or " " in key:
             raise ConfigError(f"override line {number}: expected key=value, got {raw.strip()!r}")
-        out.append(line)
+        try:
+            parsed = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            parsed = value
+        problem = _check_override(key, parsed, space, limits)
+        if problem:
+            raise ConfigError(f"override line {number}: {key}: {problem}")
+        out.append(f"{key}={value}")
     return out
 
 
-def with_tracking(overrides: list[str], tracking_uri: str) -> list[str]:
-    """The overrides plus ``mlflow.tracking_uri`` = the console's store when none is given and
-    the console's store is one a job on the cluster can use (a server or an absolute path)."""
-    if any(o.split("=", 1)[0].strip() == "mlflow.tracking_uri" for o in overrides):
-        return overrides
+def _check_override(key: str, value: object, space: dict, limits: Limits) -> str | None:
+    """Why ``key=value`` may not be set from the console, or None."""
+    if key in CHOICES:
+        return None if value in CHOICES[key] else f"expected one of {list(CHOICES[key])}"
+    if key in NUMBERS or _is_bound(key, space):
+        kind = NUMBERS.get(key, float)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                kind is int and not isinstance(value, int)):
+            return f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+        if key == "tune.num_samples" and not 1 <= value <= limits.max_samples:
+            return f"expected 1 to {limits.max_samples} trials (the console's limit)"
+        if key == "tune.time_budget_s" and not 0 < value <= limits.max_time_budget_s:
+            return (f"expected a time budget above 0 and at most {limits.max_time_budget_s:g} s "
+                    "(the console's limit)")
+        return None
+    if key.startswith("model.search_space."):
+        return (f"only the numeric bounds ({', '.join(BOUNDS)}) of the config's distributions "
+                f"may be set: {sorted(space) or 'it has none'}")
+    return ("not settable from the console; it sets only the search: "
+            f"{', '.join(editable_keys())}")
+
+
+def _is_bound(key: str, space: dict) -> bool:
+    parts = key.split(".")
+    if len(parts) != 4 or parts[:2] != ["model", "search_space"] or parts[3] not in BOUNDS:
+        return False
+    dist = space.get(parts[2])
+    return isinstance(dist, dict) and parts[3] in dist
+
+
+def _search_space(config: Path) -> dict:
+    try:
+        raw = yaml.safe_load(config.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{config}: cannot read: {exc}") from None
+    return ((raw.get("model") or {}).get("search_space") or {}) if isinstance(raw, dict) else {}
+
+
+def bounded(config: Path, overrides: list[str], limits: Limits | None = None) -> list[str]:
+    """The overrides plus the console's caps the config itself exceeds: ``tune.num_samples``
+    and ``tune.time_budget_s`` (a config without a time budget gets the largest allowed)."""
+    limits = limits or Limits.from_env()
+    checked = load_config(config, overrides)
+    out = list(overrides)
+    if checked.tune.num_samples > limits.max_samples:
+        out.append(f"tune.num_samples={limits.max_samples}")
+    budget = checked.tune.time_budget_s
+    if budget is None or budget > limits.max_time_budget_s:
+        out.append(f"tune.time_budget_s={limits.max_time_budget_s:g}")
+    return out
+
+
+def deadline_s(config: Path, overrides: list[str], limits: Limits | None = None) -> int:
+    """How long the job may run: its search's time budget plus the margin."""
+    limits = limits or Limits.from_env()
+    budget = load_config(config, overrides).tune.time_budget_s or limits.max_time_budget_s
+    return int(budget + limits.margin_s)
+
+
+def job_env(tracking_uri: str) -> dict[str, str]:
+    """The console's store as the job's ``MLFLOW_TRACKING_URI`` (set by the console, so the
+    job trusts it as an operator's location) when a job on the cluster can use it: a server
+    or an absolute path."""
     if tracking_uri.startswith(("http://", "https://", "sqlite:////")):
-        return [*overrides, f"mlflow.tracking_uri={tracking_uri}"]
-    return overrides
+        return {"MLFLOW_TRACKING_URI": tracking_uri}
+    return {}
 
 
 def validate(config: Path, overrides: list[str]) -> PipelineConfig:
@@ -72,22 +171,29 @@ def validate(config: Path, overrides: list[str]) -> PipelineConfig:
 # ---------------------------------------------------------------- submission
 
 
-def entrypoint(config: Path, overrides: list[str], root: Path = ROOT) -> str:
-    """The job's command line; the config relative to the working_dir when it lies inside."""
+def entrypoint(config: Path, overrides: list[str], root: Path = ROOT,
+               deadline: int | None = None) -> str:
+    """The job's command line; the config relative to the working_dir when it lies inside.
+    With ``deadline`` (s), coreutils' ``timeout`` sends the job SIGTERM then (it saves its
+    state and ends its runs, as on ``ray job stop``) and SIGKILL a minute later: Ray's Jobs API
+    has no deadline of its own."""
     try:
         path = str(config.resolve().relative_to(root.resolve()))
     except ValueError:
         path = str(config.resolve())
-    args = ["python", "-m", "ray_jobs.train_pipeline", "--config", path]
+    args = ["timeout", "--kill-after=60", str(deadline)] if deadline else []
+    args += ["python", "-m", "ray_jobs.train_pipeline", "--config", path]
     for override in overrides:
         args += ["--set", override]
     return shlex.join(args)
 
 
-def runtime_env(root: Path = ROOT) -> dict:
+def runtime_env(root: Path = ROOT, env: dict[str, str] | None = None) -> dict:
     """This repository as the job's working_dir with ``ray_jobs/runtime_env.yaml``'s excludes
-    and environment (what ``ray job submit --working-dir . --runtime-env ...`` sends)."""
+    and environment (what ``ray job submit --working-dir . --runtime-env ...`` sends), plus
+    ``env``."""
     spec = yaml.safe_load((root / "ray_jobs" / "runtime_env.yaml").read_text()) or {}
+    spec["env_vars"] = {**(spec.get("env_vars") or {}), **(env or {})}
     return {"working_dir": str(root), **spec}
 
 
@@ -115,17 +221,27 @@ def jobs_client(address: str):
         raise RayUnreachable(_short(exc)) from None
 
 
-def submit(address: str, config: Path, overrides: list[str], who: str,
-           root: Path = ROOT) -> str:
-    """Validate, then submit the training job; its id. ConfigError before anything is sent."""
-    validate(config, overrides)
+def submit(address: str, config: Path, overrides: list[str], who: str, *, folder: Path,
+           tracking_uri: str, limits: Limits | None = None, root: Path = ROOT) -> str:
+    """Check, then submit the training job; its id. ``config`` must be one of ``folder``'s
+    configs and ``overrides`` what parse_overrides accepted; the job carries the console's caps
+    and a deadline. ConfigError before anything is sent."""
+    limits = limits or Limits.from_env()
+    if config.resolve() not in {p.resolve() for p in configs(folder)}:
+        raise ConfigError(f"config: {config} is not one of the configs in {folder}")
+    overrides = bounded(config, overrides, limits)
+    deadline = deadline_s(config, overrides, limits)
+    ends = datetime.now(UTC).timestamp() + deadline
     client = jobs_client(address)
     for attempt in range(AGENT_WAIT_TRIES):
         try:
             return client.submit_job(
-                entrypoint=entrypoint(config, overrides, root), runtime_env=runtime_env(root),
+                entrypoint=entrypoint(config, overrides, root, deadline),
+                runtime_env=runtime_env(root, job_env(tracking_uri)),
                 metadata={"raylane.console": "train", "raylane.config": config.name,
-                          "raylane.by": who})
+                          "raylane.by": who, "raylane.deadline_s": str(deadline),
+                          "raylane.deadline": datetime.fromtimestamp(ends, UTC).isoformat(
+                              timespec="seconds")})
         except Exception as exc:
             # a head that just started answers before its job agent registered
             if "No available agent" in str(exc) and attempt + 1 < AGENT_WAIT_TRIES:

@@ -71,7 +71,7 @@ def test_schema_errors_name_the_key(tmp_path, change, expected):
     ("overrides", "expected"),
     [
         (["data.target=Nope"], "data.target: column 'Nope' not in the data"),
-        (["data.path=/no/such/file.csv"], "data.path: file not found"),
+        (["data.path=data/no_such_file.csv"], "data.path: file not found"),
         (["data.drop=[Ghost]"], "data.drop: columns ['Ghost']"),
         (["tune.metric=rmse"], "tune.metric: 'rmse' is a regression metric"),
     ],

@@ -8,12 +8,14 @@ replica swaps to the new champion (it polls the alias)."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import time
 from contextlib import contextmanager
 
 import httpx
 import pytest
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 from support import serving as ss
 from support.environ import restored_environ
@@ -64,11 +66,18 @@ def served_version(base: str) -> str:
 
 @contextmanager
 def console_env(url: str, user: tuple[str, str]):
-    """The console's environment: this registry, as ``user``."""
-    with restored_environ():
-        os.environ.update(MLFLOW_TRACKING_URI=url, RAYLANE_MODEL="credit",
-                          MLFLOW_TRACKING_USERNAME=user[0], MLFLOW_TRACKING_PASSWORD=user[1])
-        yield
+    """The console's environment: this registry, as ``user``; bound to 127.0.0.1 as `make
+    console` runs it, so the person promoting is the OS user."""
+    address = st_config.get_option("server.address")
+    st_config.set_option("server.address", "127.0.0.1")
+    try:
+        with restored_environ():
+            os.environ.update(MLFLOW_TRACKING_URI=url, RAYLANE_MODEL="credit",
+                              MLFLOW_TRACKING_USERNAME=user[0], MLFLOW_TRACKING_PASSWORD=user[1],
+                              RAYLANE_CONSOLE_AUTH="local")
+            yield
+    finally:
+        st_config.set_option("server.address", address)
 
 
 def page(url: str, user: tuple[str, str]) -> AppTest:
@@ -117,9 +126,11 @@ def test_promote_needs_write_credentials_and_serving_swaps(stack):
         client = mlflow_client(url)
         assert str(client.get_model_version_by_alias("credit", CHAMPION).version) == "2"
         new, old = (client.get_model_version("credit", v).tags for v in ("2", "1"))
-    assert new[reg.PROMOTED_BY] == WRITER[0] and new[reg.PROMOTED_FROM] == "1"
+    # the person signed in to the console, not the console's MLflow account
+    assert new[reg.PROMOTED_BY] == f"{getpass.getuser()}@localhost"
+    assert new[reg.PROMOTED_FROM] == "1"
     assert new[reg.PROMOTED_WHY] == "v2 scores better on last week's rows"
-    assert old[reg.DEMOTED_BY] == WRITER[0] and old[reg.DEMOTED_FOR] == "2"
+    assert old[reg.DEMOTED_BY] == new[reg.PROMOTED_BY] and old[reg.DEMOTED_FOR] == "2"
 
     deadline = time.monotonic() + 90
     while served_version(base) != "2":

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 from mlflow import MlflowClient
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 from support.paths import ROOT
 
@@ -115,7 +116,17 @@ def test_unreachable_stores_are_reported_quickly(tmp_path):
         MlflowClient("http://127.0.0.1:9").search_experiments()
 
 
+@pytest.fixture()
+def loopback():
+    """The console as `make console` runs it, on 127.0.0.1: the OS user may write."""
+    old = st_config.get_option("server.address")
+    st_config.set_option("server.address", "127.0.0.1")
+    yield
+    st_config.set_option("server.address", old)
+
+
 def _app(monkeypatch, uri: str) -> AppTest:
+    monkeypatch.delenv("RAYLANE_CONSOLE_AUTH", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("RAYLANE_MODEL", "credit")
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
@@ -125,7 +136,29 @@ def _app(monkeypatch, uri: str) -> AppTest:
     return at
 
 
-def test_page_shows_versions_and_refuses_a_failed_version(store, monkeypatch):
+def test_an_anonymous_visitor_cannot_promote(store, monkeypatch):
+    uri, client, v = store
+    at = _app(monkeypatch, uri)  # server.address unset: every interface, no login
+    assert any("Sign in to promote" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert not [t for t in at.text_input if t.key == "models_who"]  # no free-text name
+    assert at.selectbox(key="models_target").disabled
+    assert next(b for b in at.button if b.label == "Move champion").disabled
+    assert str(client.get_model_version_by_alias("credit", CHAMPION).version) == v["v2"]
+
+
+def test_a_promotion_records_the_signed_in_user(store, monkeypatch, loopback):
+    uri, client, v = store
+    at = _app(monkeypatch, uri)
+    at.selectbox(key="models_target").set_value(v["v1"])
+    at.text_area(key="models_why").input("v2 misprices")
+    at.checkbox(key="models_confirm").check()
+    next(b for b in at.button if b.label == "Move champion").click().run()
+    champion = client.get_model_version_by_alias("credit", CHAMPION)
+    assert str(champion.version) == v["v1"]
+    assert champion.tags[reg.PROMOTED_BY].endswith("@localhost")
+
+
+def test_page_shows_versions_and_refuses_a_failed_version(store, monkeypatch, loopback):
     uri, client, v = store
     at = _app(monkeypatch, uri)
     assert at.metric[0].value == f"v{v['v2']}"  # champion
