@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import BIN, free_port, wait_http
 from job_support import ray_processes
+from support.net import free_port, wait_http
+from support.paths import BIN
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ _ROW = re.compile(r"^  (.{28}) (.*)$")
 
 @dataclass
 class Summary:
-    """The training job's summary table (raylane.summary.render), parsed back."""
+    """The training job's summary table (raylane.training.summary.render), parsed back."""
 
     rows: dict[str, str] = field(default_factory=dict)
     holdout: list[tuple[str, str, str, str]] = field(default_factory=list)
