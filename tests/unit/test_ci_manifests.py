@@ -23,10 +23,13 @@ def test_every_overlay_renders_and_a_prod_change_shows_in_the_diff(tmp_path):
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "kuberay", repo / "kuberay", ignore=shutil.ignore_patterns("crds"))
     prod = repo / "kuberay" / "overlays" / "prod" / "kustomization.yaml"
-    prod.write_text(prod.read_text().replace("value: 10", "value: 12"))
+    text = prod.read_text()
+    assert 'newTag: "0.1.0"' in text
+    prod.write_text(text.replace('newTag: "0.1.0"', 'newTag: "0.1.1"'))
     manifests.render(repo, tmp_path / "head")
     diff = manifests.diff_markdown(tmp_path / "base", tmp_path / "head")
     assert diff.startswith("### Rendered `prod` overlay\n\n```diff\n")
-    changed = [line.replace(" ", "") for line in diff.splitlines()
-               if line[:1] in "+-" and "maxReplicas" in line]
-    assert changed == ["-maxReplicas:10", "+maxReplicas:12"], diff
+    changed = {line.replace(" ", "") for line in diff.splitlines()
+               if line[:1] in "+-" and "registry.example.com/raylane:" in line}
+    assert changed == {"-image:registry.example.com/raylane:0.1.0",
+                       "+image:registry.example.com/raylane:0.1.1"}, diff
