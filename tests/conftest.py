@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import jobs, processes
+from support import processes
 from support.environ import restored_environ
 from support.mlflow_server import MlflowServer
 from support.paths import ROOT
@@ -57,6 +57,8 @@ def mlflow_server(tmp_path_factory) -> str:
 def ray_head(tmp_path_factory) -> str:
     """One real `ray start --head` for the session's job tests (`ray job submit`, the Jobs SDK);
     its dashboard URL. Tests must not rely on the cluster being empty (``fresh_ray_head``)."""
+    from support import jobs  # imports MLflow: not at start-up of every run
+
     with jobs.ray_head(tmp_path_factory.mktemp("ray-head")) as url:
         yield url
 
@@ -64,6 +66,8 @@ def ray_head(tmp_path_factory) -> str:
 @pytest.fixture()
 def fresh_ray_head(tmp_path: Path) -> str:
     """A `ray start --head` of the test's own: a cluster with no jobs yet."""
+    from support import jobs
+
     with jobs.ray_head(tmp_path) as url:
         yield url
 
