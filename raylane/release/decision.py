@@ -23,10 +23,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from raylane.model.metrics import Metric
+from raylane.model.mlflow_failures import is_transient
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
 from raylane.model.store import ONNX_FILE, SCHEMA_METADATA_KEY
-from raylane.tracking.errors import is_transient
 from raylane.tracking.registry import CHALLENGER, CHAMPION, set_alias
 
 log = logging.getLogger(__name__)

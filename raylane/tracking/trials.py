@@ -34,7 +34,7 @@ from ray.tune.experiment import Trial
 from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.utils import flatten_dict
 
-from raylane.tracking.errors import is_transient
+from raylane.model.mlflow_failures import is_transient
 
 log = logging.getLogger(__name__)
 
