@@ -25,6 +25,7 @@ from raylane.config import PipelineConfig
 from raylane.continuous.inputs import new_labelled_rows
 from raylane.data.read import DataError
 from raylane.tracking import runs
+from raylane.tracking.experiments import open_experiment
 from raylane.training import interrupts
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ def run_continuous_training(
         raise DataError("--predictions is required unless --force")
     client = runs.mlflow_client(config.tracking_uri)
     experiment = f"{config.mlflow.experiment}-ct"
-    experiment_id = runs.ensure_experiment(client, experiment)
+    experiment_id = open_experiment(client, experiment)
     model_uri = model_uri or f"models:/{config.mlflow.registered_model}@champion"
     with runs.parent_run(client, experiment_id, run_name="continuous-training") as run_id:
         interrupts.track_run(config.tracking_uri, run_id)

@@ -25,7 +25,7 @@ from raylane.release.gates import Evaluation, GateResult, check_gates, evaluate
 from raylane.release.judging import JudgingSet
 from raylane.release.publish import publish
 from raylane.tracking import plots, runs
-from raylane.tracking.experiments import check_store, new_experiment_artifact_location
+from raylane.tracking.experiments import check_store, open_experiment
 from raylane.tracking.runs import RunLog
 from raylane.training import interrupts
 from raylane.training.fit import FitResult, fit_model
@@ -147,11 +147,7 @@ def run_pipeline(
     tracking_uri = config.tracking_uri
     check_store(tracking_uri)  # not in a Ray job's uploaded working dir (ConfigError)
     client = runs.mlflow_client(tracking_uri)
-    experiment_id = runs.ensure_experiment(
-        client, config.mlflow.experiment,
-        new_experiment_artifact_location(tracking_uri, config.mlflow.experiment))
-    check_store(client.get_experiment(experiment_id).artifact_location,
-                f"the artifact location of MLflow experiment {config.mlflow.experiment!r}")
+    experiment_id = open_experiment(client, config.mlflow.experiment)
     log.info("data: %d rows, %d features, task %s; tracking at %s", len(frame),
              len(data.schema.columns), data.schema.task, tracking_uri)
 
