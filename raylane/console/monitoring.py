@@ -18,6 +18,7 @@ from mlflow.entities import Run
 from raylane.console.registry_access import NotFound, translate
 from raylane.monitoring.recording import TAG_DECISION, TAG_MODEL, TAG_UNTIL, TAG_VERSION
 from raylane.monitoring.stattests import P_VALUE_METHODS
+from raylane.tracking.tags import MONITOR_DRIFTED_COLUMNS
 
 SUFFIX = "-monitoring"
 REPORT, DISTRIBUTIONS = "monitoring/report.json", "monitoring/distributions.json"
@@ -61,7 +62,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "window end": window_end(run), "version": t.get(TAG_VERSION, "-"),
             "decision": t.get(TAG_DECISION, "-"), "rows": m.get("rows"),
             "drift share": m.get("drift_share"), "dataset drift": bool(m.get("dataset_drift")),
-            "drifted columns": t.get("raylane.monitor.drifted_columns", ""),
+            "drifted columns": t.get(MONITOR_DRIFTED_COLUMNS, ""),
             "labelled rows": m.get("labelled_rows"), "run_id": run.info.run_id})
     columns = ["window end", "version", "decision", "rows", "drift share", "dataset drift",
                "drifted columns", "labelled rows", "run_id"]

@@ -27,6 +27,14 @@ from raylane.release.publish import publish
 from raylane.tracking import plots, runs
 from raylane.tracking.experiments import check_store, open_experiment
 from raylane.tracking.runs import RunLog
+from raylane.tracking.tags import (
+    DATASET_DIGEST,
+    DIAGNOSIS,
+    FAMILY,
+    GATES,
+    POS_LABEL,
+    TRAINING_RUN_ID,
+)
 from raylane.training import interrupts
 from raylane.training.fit import FitResult, fit_model
 from raylane.training.interrupts import JobState
@@ -168,7 +176,7 @@ def run_pipeline(
                 runs.log_job_context(run, config, data, frame)
                 if data.pos_label is not None:  # which class f1 and the like count as positive
                     run.params({"data.pos_label": data.pos_label})
-                    run.tags({"raylane.pos_label": data.pos_label})
+                    run.tags({POS_LABEL: data.pos_label})
         with interrupts.stage("search"):
             _ensure_ray()
             tuner = _tuner(config, data, run_id, tracking_uri, run_dir, resume)
@@ -190,8 +198,8 @@ def run_pipeline(
             best.pipeline, data.schema, data.holdout, metric=metric, gates=gates,
             client=client, registered_model=config.mlflow.registered_model, run_id=run_id,
             export=config.export,
-            tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest,
-                  "raylane.training_run_id": run_id, **(tags or {})},
+            tags={FAMILY: family.name, DATASET_DIGEST: data.digest,
+                  TRAINING_RUN_ID: run_id, **(tags or {})},
             judging=JudgingSet(rows=data.judge, definition=data.holdout_definition or {},
                                min_improvement=config.judging.min_improvement,
                                min_rows=config.judging.min_rows),
@@ -261,8 +269,8 @@ def _log_evaluation(run: RunLog, best: FitResult, ev: Evaluation, gates: GateRes
         f"train_{metric.name}": ev.train_score, f"valid_{metric.name}": ev.valid_score,
         "overfit_gap": ev.overfit_gap,
     })
-    run.tags({"raylane.diagnosis": ev.diagnosis,
-              "raylane.gates": "passed" if gates.passed else "failed"})
+    run.tags({DIAGNOSIS: ev.diagnosis,
+              GATES: "passed" if gates.passed else "failed"})
     run.json({"passed": gates.passed, "reasons": gates.reasons, "diagnosis": ev.diagnosis},
              "evaluation/gates.json")
     fig, importance = plots.feature_importance(best.pipeline, data, metric, seed)
