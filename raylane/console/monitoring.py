@@ -17,7 +17,7 @@ from mlflow.entities import Run
 
 from raylane.console.registry_access import NotFound, translate
 from raylane.monitoring.recording import TAG_DECISION, TAG_MODEL, TAG_UNTIL, TAG_VERSION
-from raylane.monitoring.stattests import P_VALUE_METHODS
+from raylane.monitoring.stattests import P_VALUE_METHODS, STATTESTS
 from raylane.tracking.tags import MONITOR_DRIFTED_COLUMNS
 
 SUFFIX = "-monitoring"
@@ -90,6 +90,14 @@ def live_metrics(runs: list[Run]) -> pd.DataFrame:
             for run in runs if run.data.metrics.get("labelled_rows")
             for key, value in run.data.metrics.items() if key.startswith("live.")]
     return pd.DataFrame(rows, columns=["time", "metric", "value", "labelled rows"])
+
+
+def comparison_note() -> str:
+    """How a score compares with its threshold, per kind of drift method."""
+    distances = [name for name, test in STATTESTS.items() if not test.p_value]
+    return (f"For p-value tests ({', '.join(sorted(P_VALUE_METHODS))}) a column drifts when its "
+            f"score is at or below the threshold; for distances ({', '.join(distances)}) at or "
+            "above it.")
 
 
 def thresholds(report: dict) -> pd.DataFrame:
