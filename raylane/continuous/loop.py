@@ -82,8 +82,8 @@ def run_continuous_training(
     labels: str | None = None,
     force: bool = False,
     model_uri: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     report_path: str | None = None,
     monitoring_run_id: str | None = None,
     monitor_only: bool = False,
@@ -113,7 +113,8 @@ def run_continuous_training(
                   CT_MODEL_URI: model_uri,
                   REGISTERED_MODEL: config.mlflow.registered_model})
         run.params({"predictions": predictions, "new_data": new_data, "labels": labels,
-                    "force": force, "since": since, "until": until})
+                    "force": force, "since": since.isoformat() if since else None,
+                    "until": until.isoformat() if until else None})
         if monitoring_run_id and not force:
             result.monitoring_run_id = monitoring_run_id
             run.tags({MONITORING_RUN_ID: monitoring_run_id,
@@ -170,8 +171,6 @@ def run_continuous_training(
 def _monitor(config, predictions, labels, model_uri, since, until, report_path):
     from raylane.monitoring import run_monitor
 
-    since, until = (datetime.fromisoformat(t) if isinstance(t, str) else t
-                    for t in (since, until))
     if report_path is None:
         report_path = str(Path(tempfile.mkdtemp(prefix="raylane-ct-")) / "drift.json")
     return run_monitor(config, predictions, labels=labels, model_uri=model_uri, since=since,
