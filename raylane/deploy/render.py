@@ -1,4 +1,5 @@
-"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``.
+"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``, and
+serve/cluster_env.yaml into its Ray containers' ``env`` values.
 
 The Serve config is the single source of truth; the RayService manifest carries a verbatim copy
 (``serveConfigV2`` is a YAML *string*). Only that block of the manifest is rewritten, so its
@@ -18,6 +19,9 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from raylane.deploy.cluster_env import DEFAULT_CLUSTER_ENV, ClusterEnvError, write_into
+from raylane.deploy.cluster_env import load as load_cluster_env
 
 DEFAULT_SERVE_CONFIG = Path("serve/config.yaml")
 DEFAULT_MANIFEST = Path("kuberay/base/rayservice.yaml")
@@ -85,13 +89,15 @@ def _serve_config_of(manifest_text: str) -> str | None:
     raise RenderError("no RayService in the manifest")
 
 
-def render(serve_config: Path, manifest: Path) -> str:
-    """The manifest text with the current Serve config in it (checked by parsing it back)."""
+def render(serve_config: Path, manifest: Path, cluster_env: Path = DEFAULT_CLUSTER_ENV) -> str:
+    """The manifest text with the current Serve config (checked by parsing it back) and cluster
+    env in it."""
     serve_text = serve_config.read_text()
     parsed = yaml.safe_load(serve_text)
     if not isinstance(parsed, dict) or not parsed.get("applications"):
         raise RenderError(f"{serve_config} is not a Ray Serve config (no `applications:`)")
-    new_text = replace_serve_config(manifest.read_text(), serve_text)
+    new_text = write_into(replace_serve_config(manifest.read_text(), serve_text),
+                          load_cluster_env(cluster_env))
     if _serve_config_of(new_text) != serve_text:  # pragma: no cover - guards the block writer
         raise RenderError("rendered serveConfigV2 does not parse back to the Serve config text")
     return new_text
@@ -102,23 +108,26 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve-config", type=Path, default=DEFAULT_SERVE_CONFIG)
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
+    parser.add_argument("--cluster-env", type=Path, default=DEFAULT_CLUSTER_ENV)
     parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if the manifest differs from the Serve config")
+                        help="do not write; exit 1 if the manifest differs from the Serve config "
+                             "or the cluster env")
     args = parser.parse_args(argv)
     try:
-        new_text = render(args.serve_config, args.manifest)
-    except (OSError, RenderError, yaml.YAMLError) as exc:
+        new_text = render(args.serve_config, args.manifest, args.cluster_env)
+    except (OSError, RenderError, ClusterEnvError, yaml.YAMLError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if new_text == args.manifest.read_text():
-        print(f"{args.manifest}: up to date with {args.serve_config}")
+        print(f"{args.manifest}: up to date with {args.serve_config} and {args.cluster_env}")
         return 0
     if args.check:
-        print(f"{args.manifest}: {FIELD} differs from {args.serve_config}; "
+        print(f"{args.manifest}: differs from {args.serve_config} or {args.cluster_env}; "
               "run `python -m raylane.deploy.render`", file=sys.stderr)
         return 1
     args.manifest.write_text(new_text)
-    print(f"{args.manifest}: wrote {FIELD} from {args.serve_config}")
+    print(f"{args.manifest}: wrote {FIELD} from {args.serve_config} and the Ray containers' env "
+          f"from {args.cluster_env}")
     return 0
 
 
