@@ -65,15 +65,16 @@ def _status(err: BaseException) -> tuple[int | None, bool]:
 
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status MLflow or its artifact store answered (401, 403, 404, 503, ...): the first
-    in the chain a server sent, else the one an in-process MLflow error stands for; None when
-    no answer came."""
-    fallback = None
+    in the chain a server sent, else the one an in-process MLflow error stands for (the most
+    specific: 500 is MLflow's code for a wrapper); None when no answer came."""
+    stood_for: list[int] = []
     for err in chain(exc):
         status, answered = _status(err)
         if answered:
             return status
-        fallback = fallback or status
-    return fallback
+        if status is not None:
+            stood_for.append(status)
+    return next((s for s in stood_for if s != 500), stood_for[0] if stood_for else None)
 
 
 def transient_link(err: BaseException) -> bool:

@@ -29,7 +29,7 @@ def test_make_serve_and_the_benchmarks_read_the_file(tmp_path):
     from benchmarks.bench_serve import haproxy_env
 
     env = cluster_env.load(FILE)
-    assert local.SERVING_ENV == env and "RAY_SERVE_ENABLE_HA_PROXY" in env
+    assert env == local.SERVING_ENV and "RAY_SERVE_ENABLE_HA_PROXY" in env
     assert {k: haproxy_env(tmp_path)[k] for k in env} == env
 
 

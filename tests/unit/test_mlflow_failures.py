@@ -21,6 +21,7 @@ import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from raylane.console.registry_access import NotAllowed, NotFound, Unreachable, translate
 from raylane.model.mlflow_failures import chain, http_status, is_missing, is_transient
@@ -212,3 +213,17 @@ def test_the_chain_ends_on_a_cycle():
     a, b = ValueError("a"), ValueError("b")
     a.__context__, b.__context__ = b, a
     assert list(chain(a)) == [a, b]
+
+
+def test_a_wrapped_in_process_not_found_is_missing():
+    """MLflow wrapping its own RESOURCE_DOES_NOT_EXIST in a generic INTERNAL_ERROR: the
+    specific status wins."""
+    try:
+        try:
+            raise MlflowException("no such version", error_code=RESOURCE_DOES_NOT_EXIST)
+        except MlflowException as inner:
+            raise MlflowException("failed to download the model") from inner
+    except MlflowException as outer:
+        exc = outer
+    assert http_status(exc) == 404 and is_missing(exc) and not is_transient(exc)
+    assert failure_kind(exc) == "permanent" and type(translate(exc)) is NotFound
