@@ -204,8 +204,9 @@ def train_and_register(tmp: Path, n_estimators: int, sklearn_peer: bool = True) 
     from raylane.model.metrics import METRICS
     from raylane.release.gates import check_gates, evaluate
     from raylane.release.publish import publish
+    from raylane.tracking.experiments import open_experiment
     from raylane.tracking.registry import log_logged_model
-    from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+    from raylane.tracking.runs import mlflow_client, parent_run
     from raylane.training.fit import fit_model
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -218,7 +219,7 @@ def train_and_register(tmp: Path, n_estimators: int, sklearn_peer: bool = True) 
     gates = check_gates(evaluate(fit.pipeline, data, metric, 0.25), GatesConfig())
     client = mlflow_client(uri)
     example = data.holdout.X.head(3)
-    with parent_run(client, ensure_experiment(client, "bench-serve")) as run_id:
+    with parent_run(client, open_experiment(client, "bench-serve")) as run_id:
         # the training job's own path: export, parity, register, promote to champion
         published = publish(fit.pipeline, schema, data.holdout, metric=metric, gates=gates,
                             client=client, registered_model="credit", run_id=run_id)

@@ -201,6 +201,7 @@ def run_raylane(
 
     from raylane.model.families import get_family
     from raylane.tracking import runs
+    from raylane.tracking.experiments import open_experiment
     from raylane.training.tuning import build_tuner, tuning_metric
 
     family = get_family(config.model.family)
@@ -208,7 +209,7 @@ def run_raylane(
     tune_metric = f"valid_{metric.name}"
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = runs.mlflow_client(tracking_uri)
-    experiment_id = runs.ensure_experiment(client, config.mlflow.experiment)
+    experiment_id = open_experiment(client, config.mlflow.experiment)
     clock = make_clock()
     with runs.parent_run(client, experiment_id, run_name="bench-tuning") as run_id:
         started = time.perf_counter()

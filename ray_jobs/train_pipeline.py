@@ -12,29 +12,17 @@ Runs on the Ray cluster it is started on (``ray job submit``) or on a new local 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from raylane.config import ConfigError, load_config
-from raylane.data.read import DataError
-from raylane.release.export import ParityError
+from raylane.config import load_config
 from raylane.training import interrupts
+from raylane.training.cli import EXIT_BAD_INPUT, job_parser, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
-    # first: a stop at any stage ends cleanly (see raylane.training.interrupts)
-    interrupts.install()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", required=True, help="YAML pipeline config")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. tune.num_samples=40 (repeatable)")
+    parser = job_parser(__doc__, "tune.num_samples=40")
     parser.add_argument("--resume", action="store_true", help="resume an interrupted search")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        return _run(args)
-    except interrupts.Stopped as stop:
-        return interrupts.finish(stop)
+    return run_job(parser, _run, argv)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -43,25 +31,15 @@ def _run(args: argparse.Namespace) -> int:
         from raylane.training.job import load_data, run_pipeline
         from raylane.training.summary import render
 
-        try:
-            config = load_config(args.config, args.set)
-            # a store in Ray's uploaded working dir would vanish with it: refuse before any work
-            check_store(config.tracking_uri)
-            loaded = load_data(config)  # a bad path, target or column fails here, before Ray
-        except (ConfigError, DataError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        config = load_config(args.config, args.set)
+        # a store in Ray's uploaded working dir would vanish with it: refuse before any work
+        check_store(config.tracking_uri)
+        loaded = load_data(config)  # a bad path, target or column fails here, before Ray
     try:
         result = run_pipeline(config, resume=args.resume, loaded=loaded)
     except interrupts.ResumeError as exc:
         print(f"error: cannot resume: {exc}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:  # the experiment's artifact location (see check_store)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ParityError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_BAD_INPUT
     print(render(result))
     return 0
 

@@ -12,6 +12,16 @@ from raylane.console.registry_access import (
     connect,
     mlflow_errors,
 )
+from raylane.tracking.tags import (
+    DIAGNOSIS,
+    FAMILY,
+    JUDGING_CHALLENGER,
+    JUDGING_CHAMPION,
+    JUDGING_CHAMPION_VERSION,
+    JUDGING_METRIC,
+    JUDGING_ROWS,
+    PARITY_MAX_ABS_DIFF,
+)
 
 config = ui.settings()
 NAME, URI, TIMEOUT = config.registered_model, config.tracking_uri, config.timeout_s
@@ -111,21 +121,21 @@ def show(d: reg.VersionDetail) -> None:
     checks = st.columns(3)
     checks[0].metric("Gates", d.gates)
     checks[1].metric("ONNX parity", d.parity,
-                     help=f"max |ONNX - native| {d.tags.get('raylane.parity.max_abs_diff', '-')}")
-    judged = d.tags.get("raylane.judging.challenger")
-    checks[2].metric(f"Judged {d.tags.get('raylane.judging.metric', '')}".strip(),
+                     help=f"max |ONNX - native| {d.tags.get(PARITY_MAX_ABS_DIFF, '-')}")
+    judged = d.tags.get(JUDGING_CHALLENGER)
+    checks[2].metric(f"Judged {d.tags.get(JUDGING_METRIC, '')}".strip(),
                      judged or "-",
-                     help=f"champion then: v{d.tags.get('raylane.judging.champion.version', '-')}"
-                          f" {d.tags.get('raylane.judging.champion', '')}; rows "
-                          f"{d.tags.get('raylane.judging.rows', '-')}")
+                     help=f"champion then: v{d.tags.get(JUDGING_CHAMPION_VERSION, '-')}"
+                          f" {d.tags.get(JUDGING_CHAMPION, '')}; rows "
+                          f"{d.tags.get(JUDGING_ROWS, '-')}")
     if d.run_missing:
         st.warning(f"The run {d.run_id} could not be read: {d.run_missing}")
     else:
         link = reg.run_link(URI, d)
         run = f"[{d.run_name or d.run_id}]({link})" if link else f"`{d.run_name or d.run_id}`"
         st.markdown(f"Produced by run {run} (`{d.run_id}`), family "
-                    f"{d.tags.get('raylane.family', '-')}, diagnosis "
-                    f"{d.run_tags.get('raylane.diagnosis', '-')}.")
+                    f"{d.tags.get(FAMILY, '-')}, diagnosis "
+                    f"{d.run_tags.get(DIAGNOSIS, '-')}.")
     holdout = d.holdout_metrics()
     if holdout:
         st.dataframe({"holdout metric": list(holdout), "value": list(holdout.values())},

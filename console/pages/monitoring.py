@@ -89,9 +89,7 @@ try:
         if not shown.empty:
             st.altair_chart(mon.scores_chart(shown, limits), width="stretch")
             if limits[limits.column.isin(pick)]["p-value"].any():
-                st.caption("For p-value tests (ks, chisquare, z) a column drifts when its score "
-                           "is at or below the threshold; for distances (wasserstein, "
-                           "jensenshannon) at or above it.")
+                st.caption(mon.comparison_note())
 
     st.subheader("Reference vs current")
     # Unique labels: two reports in the same minute must not look alike (and Streamlit keeps a

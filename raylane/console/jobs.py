@@ -19,6 +19,16 @@ from mlflow.entities import Run
 
 from raylane.config import ConfigError, PipelineConfig, load_config
 from raylane.console.registry_access import translate
+from raylane.tracking.tags import (
+    DECISION,
+    FAMILY,
+    GATES,
+    JOB_BY,
+    JOB_CONFIG,
+    JOB_STARTED_BY,
+    MODEL_VERSION,
+    TASK,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH_PLOT = "plots/search_progress.png"
@@ -238,8 +248,8 @@ def submit(address: str, config: Path, overrides: list[str], who: str, *, folder
             return client.submit_job(
                 entrypoint=entrypoint(config, overrides, root, deadline),
                 runtime_env=runtime_env(root, job_env(tracking_uri)),
-                metadata={"raylane.console": "train", "raylane.config": config.name,
-                          "raylane.by": who, "raylane.deadline_s": str(deadline),
+                metadata={JOB_STARTED_BY: "train", JOB_CONFIG: config.name, JOB_BY: who,
+                          "raylane.deadline_s": str(deadline),
                           "raylane.deadline": datetime.fromtimestamp(ends, UTC).isoformat(
                               timespec="seconds")})
         except Exception as exc:
@@ -290,7 +300,7 @@ def recent_jobs(address: str, limit: int = 20) -> pd.DataFrame:
     rows = [{"job": j.submission_id or j.job_id, "status": str(getattr(j.status, "value",
                                                                         j.status)),
              "started": _ms(j.start_time), "ended": _ms(j.end_time),
-             "by": (j.metadata or {}).get("raylane.by", ""),
+             "by": (j.metadata or {}).get(JOB_BY, ""),
              "entrypoint": j.entrypoint}
             for j in jobs if "ray_jobs." in (j.entrypoint or "")]
     frame = pd.DataFrame(rows, columns=["job", "status", "started", "ended", "by",
@@ -308,7 +318,7 @@ def tuning_runs(client: MlflowClient, limit: int = 20) -> list[Run]:
     if not experiments:
         return []
     return list(client.search_runs(
-        experiments, "tags.`raylane.task` LIKE '%'", order_by=["attributes.start_time DESC"],
+        experiments, f"tags.`{TASK}` LIKE '%'", order_by=["attributes.start_time DESC"],
         max_results=limit))
 
 
@@ -320,11 +330,11 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
         metric = next((k.removeprefix("best_valid_") for k in m if k.startswith("best_valid_")),
                       "")
         rows.append({"started": _ms(run.info.start_time), "run": run.info.run_name,
-                     "status": run.info.status, "family": t.get("raylane.family", "-"),
+                     "status": run.info.status, "family": t.get(FAMILY, "-"),
                      "trials": m.get("trials.count"), "metric": metric, "best valid": best,
-                     "gates": t.get("raylane.gates", "-"),
-                     "version": t.get("raylane.model_version", "-"),
-                     "decision": t.get("raylane.decision", "-"),
+                     "gates": t.get(GATES, "-"),
+                     "version": t.get(MODEL_VERSION, "-"),
+                     "decision": t.get(DECISION, "-"),
                      "rows": p.get("rows.train"), "run_id": run.info.run_id})
     return pd.DataFrame(rows, columns=["started", "run", "status", "family", "trials", "metric",
                                        "best valid", "gates", "version", "decision", "rows",

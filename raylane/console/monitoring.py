@@ -17,7 +17,8 @@ from mlflow.entities import Run
 
 from raylane.console.registry_access import NotFound, translate
 from raylane.monitoring.recording import TAG_DECISION, TAG_MODEL, TAG_UNTIL, TAG_VERSION
-from raylane.monitoring.stattests import P_VALUE_METHODS
+from raylane.monitoring.stattests import P_VALUE_METHODS, STATTESTS
+from raylane.tracking.tags import MONITOR_DRIFTED_COLUMNS
 
 SUFFIX = "-monitoring"
 REPORT, DISTRIBUTIONS = "monitoring/report.json", "monitoring/distributions.json"
@@ -61,7 +62,7 @@ def runs_table(runs: list[Run]) -> pd.DataFrame:
             "window end": window_end(run), "version": t.get(TAG_VERSION, "-"),
             "decision": t.get(TAG_DECISION, "-"), "rows": m.get("rows"),
             "drift share": m.get("drift_share"), "dataset drift": bool(m.get("dataset_drift")),
-            "drifted columns": t.get("raylane.monitor.drifted_columns", ""),
+            "drifted columns": t.get(MONITOR_DRIFTED_COLUMNS, ""),
             "labelled rows": m.get("labelled_rows"), "run_id": run.info.run_id})
     columns = ["window end", "version", "decision", "rows", "drift share", "dataset drift",
                "drifted columns", "labelled rows", "run_id"]
@@ -89,6 +90,14 @@ def live_metrics(runs: list[Run]) -> pd.DataFrame:
             for run in runs if run.data.metrics.get("labelled_rows")
             for key, value in run.data.metrics.items() if key.startswith("live.")]
     return pd.DataFrame(rows, columns=["time", "metric", "value", "labelled rows"])
+
+
+def comparison_note() -> str:
+    """How a score compares with its threshold, per kind of drift method."""
+    distances = [name for name, test in STATTESTS.items() if not test.p_value]
+    return (f"For p-value tests ({', '.join(sorted(P_VALUE_METHODS))}) a column drifts when its "
+            f"score is at or below the threshold; for distances ({', '.join(distances)}) at or "
+            "above it.")
 
 
 def thresholds(report: dict) -> pd.DataFrame:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
+
+from raylane.model.mlflow_failures import http_status, is_missing, is_transient
 
 _QUICK = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": None}
 _lock = threading.Lock()
@@ -71,33 +72,19 @@ def connect(tracking_uri: str, timeout_s: float) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def status_of(exc: BaseException) -> int | None:
-    """The HTTP status behind an MLflow error (401, 403, 404, ...), when there is one."""
-    if isinstance(exc, MlflowException):
-        code = exc.get_http_status_code()
-        text = str(exc)
-        if "error code 403" in text or exc.error_code == "PERMISSION_DENIED":
-            return 403
-        if "error code 401" in text or exc.error_code == "UNAUTHENTICATED":
-            return 401
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return 404
-        return code
-    return None
-
-
 def translate(exc: BaseException) -> Exception:
-    """The console's exception for an MLflow failure."""
-    status = status_of(exc)
+    """The console's exception for an MLflow failure (classified by
+    :mod:`raylane.model.mlflow_failures`, as training and serving classify it)."""
+    status = http_status(exc)
     if status == 403:
         return NotAllowed("MLflow refused (403 permission denied): these credentials may "
                           "read the registry but not change it")
     if status == 401:
         return Unreachable("MLflow refused the credentials (401): set MLFLOW_TRACKING_USERNAME "
                            "and MLFLOW_TRACKING_PASSWORD")
-    if status == 404:
-        return NotFound(_first_line(exc))
-    if isinstance(exc, MlflowException) and status is not None and status < 500:
+    if is_transient(exc):
+        return Unreachable(_first_line(exc))
+    if is_missing(exc) or (status is not None and status < 500):
         return NotFound(_first_line(exc))  # a bad name or parameter: nothing to show
     return Unreachable(_first_line(exc))
 

@@ -22,16 +22,40 @@ from mlflow.entities.model_registry import ModelVersion
 
 from raylane.console.registry_access import NotAllowed, NotFound, translate
 from raylane.tracking.registry import CHALLENGER, CHAMPION, get_alias, set_alias
+from raylane.tracking.tags import (
+    CHAMPION_VERSION,
+    DECISION,
+    DECISION_REASONS,
+    DEMOTION_AT,
+    DEMOTION_BY,
+    DEMOTION_REASON,
+    DEMOTION_REPLACED_BY,
+    FAMILY,
+    GATES,
+    HOLDOUT_PREFIX,
+    JUDGING_CHALLENGER,
+    JUDGING_CHAMPION,
+    JUDGING_CHAMPION_VERSION,
+    JUDGING_METRIC,
+    PARITY,
+    PARITY_MAX_ABS_DIFF,
+    PROMOTION_ACTION,
+    PROMOTION_AT,
+    PROMOTION_BY,
+    PROMOTION_PREVIOUS_CHAMPION,
+    PROMOTION_REASON,
+    holdout_metric,
+)
 
 PAGE_SIZE = 50
 IMPORTANCE_PLOT = "plots/feature_importance.png"
 # Tags the console writes when a person moves `champion`.
-PROMOTED_BY, PROMOTED_WHY, PROMOTED_AT = ("raylane.promotion.by", "raylane.promotion.reason",
-                                          "raylane.promotion.at")
-PROMOTED_FROM, PROMOTED_HOW = "raylane.promotion.previous_champion", "raylane.promotion.action"
+PROMOTED_BY, PROMOTED_WHY, PROMOTED_AT = (PROMOTION_BY, PROMOTION_REASON,
+                                          PROMOTION_AT)
+PROMOTED_FROM, PROMOTED_HOW = PROMOTION_PREVIOUS_CHAMPION, PROMOTION_ACTION
 DEMOTED_BY, DEMOTED_WHY, DEMOTED_AT, DEMOTED_FOR = (
-    "raylane.demotion.by", "raylane.demotion.reason", "raylane.demotion.at",
-    "raylane.demotion.replaced_by")
+    DEMOTION_BY, DEMOTION_REASON, DEMOTION_AT,
+    DEMOTION_REPLACED_BY)
 
 
 class Refused(Exception):
@@ -62,19 +86,19 @@ def aliases_of(client: MlflowClient, name: str) -> dict[str, str]:
 def version_row(v: ModelVersion, aliases: list[str] | None = None) -> dict:
     """The table row of one version: what its tags say."""
     tags = v.tags or {}
-    metric = tags.get("raylane.judging.metric") or _holdout_metric(tags)
-    score = tags.get("raylane.judging.challenger") or tags.get(f"raylane.holdout.{metric}")
+    metric = tags.get(JUDGING_METRIC) or _holdout_metric(tags)
+    score = tags.get(JUDGING_CHALLENGER) or tags.get(holdout_metric(metric))
     return {
         "version": int(v.version),
         "aliases": ", ".join(sorted(v.aliases or [] if aliases is None else aliases)),
         "registered": _time(v.creation_timestamp),
-        "decision": tags.get("raylane.decision", "-"),
+        "decision": tags.get(DECISION, "-"),
         "metric": metric or "-",
         "score": _number(score),
-        "champion score": _number(tags.get("raylane.judging.champion")),
-        "parity max |diff|": _number(tags.get("raylane.parity.max_abs_diff")),
-        "family": tags.get("raylane.family", "-"),
-        "reasons": tags.get("raylane.decision.reasons", ""),
+        "champion score": _number(tags.get(JUDGING_CHAMPION)),
+        "parity max |diff|": _number(tags.get(PARITY_MAX_ABS_DIFF)),
+        "family": tags.get(FAMILY, "-"),
+        "reasons": tags.get(DECISION_REASONS, ""),
         "run_id": v.run_id or "",
     }
 
@@ -98,24 +122,24 @@ class VersionDetail:
 
     @property
     def decision(self) -> str:
-        return self.tags.get("raylane.decision", "unknown")
+        return self.tags.get(DECISION, "unknown")
 
     @property
     def reasons(self) -> list[str]:
-        text = self.tags.get("raylane.decision.reasons", "")
+        text = self.tags.get(DECISION_REASONS, "")
         return [r.strip() for r in text.split(";") if r.strip()]
 
     @property
     def gates(self) -> str:
-        return self.run_tags.get("raylane.gates", "not recorded")
+        return self.run_tags.get(GATES, "not recorded")
 
     @property
     def parity(self) -> str:
         """``passed``, ``failed``, or ``not recorded``; a registered version passed its check
         (publish registers nothing otherwise) unless the run says it failed."""
-        if "raylane.parity" in self.run_tags:
-            return self.run_tags["raylane.parity"]
-        return "passed" if "raylane.parity.max_abs_diff" in self.tags else "not recorded"
+        if PARITY in self.run_tags:
+            return self.run_tags[PARITY]
+        return "passed" if PARITY_MAX_ABS_DIFF in self.tags else "not recorded"
 
     def holdout_metrics(self) -> dict[str, float]:
         """Holdout metrics of the run (``holdout_*``), else the version's ``raylane.holdout.*``."""
@@ -123,8 +147,8 @@ class VersionDetail:
                  if k.startswith("holdout_")}
         if found:
             return found
-        return {k.removeprefix("raylane.holdout."): float(v) for k, v in self.tags.items()
-                if k.startswith("raylane.holdout.") and _is_number(v)}
+        return {k.removeprefix(HOLDOUT_PREFIX): float(v) for k, v in self.tags.items()
+                if k.startswith(HOLDOUT_PREFIX) and _is_number(v)}
 
 
 def version_detail(client: MlflowClient, name: str, version: str) -> VersionDetail:
@@ -163,7 +187,7 @@ def blockers(detail: VersionDetail) -> list[str]:
 def rollback_target(champion: VersionDetail) -> str | None:
     """The version that was champion before ``champion``: what a console promotion recorded,
     else what the training job's decision compared against."""
-    for key in (PROMOTED_FROM, "raylane.champion.version", "raylane.judging.champion.version"):
+    for key in (PROMOTED_FROM, CHAMPION_VERSION, JUDGING_CHAMPION_VERSION):
         value = champion.tags.get(key)
         if value and value not in ("none", champion.version):
             return value
@@ -243,8 +267,8 @@ def compare(a: VersionDetail, b: VersionDetail) -> tuple[pd.DataFrame, pd.DataFr
             if k.startswith(("valid_", "train_", "baseline_", "best_valid_")) or k in (
                     "overfit_gap", "parity.max_abs_diff", "trials.count"):
                 out[k.replace("_", " ", 1)] = v
-        if _is_number(d.tags.get("raylane.judging.challenger")):
-            out["judged score"] = float(d.tags["raylane.judging.challenger"])
+        if _is_number(d.tags.get(JUDGING_CHALLENGER)):
+            out["judged score"] = float(d.tags[JUDGING_CHALLENGER])
         return out
 
     ma, mb = metrics(a), metrics(b)
@@ -284,8 +308,8 @@ def run_link(tracking_uri: str, detail: VersionDetail) -> str | None:
 
 def _holdout_metric(tags: dict[str, str]) -> str | None:
     for key in tags:
-        if key.startswith("raylane.holdout.") and _is_number(tags[key]):
-            return key.removeprefix("raylane.holdout.")
+        if key.startswith(HOLDOUT_PREFIX) and _is_number(tags[key]):
+            return key.removeprefix(HOLDOUT_PREFIX)
     return None
 
 

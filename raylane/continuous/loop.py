@@ -26,6 +26,28 @@ from raylane.continuous.inputs import new_labelled_rows
 from raylane.data.read import DataError
 from raylane.locations import LocationError, check_location
 from raylane.tracking import runs
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.tags import (
+    CT_DECISION,
+    CT_MODEL_URI,
+    CT_RUN_ID,
+    CT_TRIGGER,
+    DECISION_REASONS,
+    HOLDOUT_PREFIX,
+    JUDGING_CHALLENGER,
+    JUDGING_CHAMPION,
+    JUDGING_METRIC,
+    JUDGING_PREFIX,
+    JUDGING_ROWS,
+    MODEL_URI,
+    MODEL_VERSION,
+    MONITORING_DECISION,
+    MONITORING_REASONS,
+    MONITORING_RUN_ID,
+    REGISTERED_MODEL,
+    ROLE,
+    TRAINING_RUN_ID,
+)
 from raylane.training import interrupts
 
 log = logging.getLogger(__name__)
@@ -61,8 +83,8 @@ def run_continuous_training(
     labels: str | None = None,
     force: bool = False,
     model_uri: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     report_path: str | None = None,
     monitoring_run_id: str | None = None,
     monitor_only: bool = False,
@@ -88,44 +110,45 @@ def run_continuous_training(
                 raise DataError(str(exc)) from None
     client = runs.mlflow_client(config.tracking_uri)
     experiment = f"{config.mlflow.experiment}-ct"
-    experiment_id = runs.ensure_experiment(client, experiment)
+    experiment_id = open_experiment(client, experiment)
     model_uri = model_uri or f"models:/{config.mlflow.registered_model}@champion"
     with runs.parent_run(client, experiment_id, run_name="continuous-training") as run_id:
         interrupts.track_run(config.tracking_uri, run_id)
         run = runs.RunLog(client, run_id)
         result = CTResult(run_id=run_id, experiment=experiment,
                           trigger="forced" if force else "monitor", retrained=False)
-        run.tags({"raylane.role": "continuous-training", "raylane.ct.trigger": result.trigger,
-                  "raylane.ct.model_uri": model_uri,
-                  "raylane.registered_model": config.mlflow.registered_model})
+        run.tags({ROLE: "continuous-training", CT_TRIGGER: result.trigger,
+                  CT_MODEL_URI: model_uri,
+                  REGISTERED_MODEL: config.mlflow.registered_model})
         run.params({"predictions": predictions, "new_data": new_data, "labels": labels,
-                    "force": force, "since": since, "until": until})
+                    "force": force, "since": since.isoformat() if since else None,
+                    "until": until.isoformat() if until else None})
         if monitoring_run_id and not force:
             result.monitoring_run_id = monitoring_run_id
-            run.tags({"raylane.monitoring.run_id": monitoring_run_id,
-                      "raylane.monitoring.decision": "retrain"})
-            client.set_tag(monitoring_run_id, "raylane.ct.run_id", run_id)
+            run.tags({MONITORING_RUN_ID: monitoring_run_id,
+                      MONITORING_DECISION: "retrain"})
+            client.set_tag(monitoring_run_id, CT_RUN_ID, run_id)
         elif not force:
             with interrupts.stage("monitoring"):
                 report = _monitor(config, predictions, labels, model_uri, since, until,
                                   report_path)
             result.report, result.monitoring_run_id = report.to_dict(), report.run_id
             run.json(result.report, "monitoring/report.json")
-            run.tags({"raylane.monitoring.run_id": report.run_id or "none",
-                      "raylane.monitoring.decision": report.decision,
-                      "raylane.monitoring.reasons": "; ".join(report.reasons)[:5000]})
+            run.tags({MONITORING_RUN_ID: report.run_id or "none",
+                      MONITORING_DECISION: report.decision,
+                      MONITORING_REASONS: "; ".join(report.reasons)[:5000]})
             if report.run_id:
-                client.set_tag(report.run_id, "raylane.ct.run_id", run_id)
+                client.set_tag(report.run_id, CT_RUN_ID, run_id)
             if report.decision != "retrain" or monitor_only:
                 result.reasons = [f"monitor decided {report.decision!r}: "
                                   + ("; ".join(report.reasons) or "no drift")]
-                run.tags({"raylane.ct.decision": "monitor only" if monitor_only
+                run.tags({CT_DECISION: "monitor only" if monitor_only
                           else "no retrain"})
                 run.json(result.to_dict(), "ct/result.json")
                 return result
         if monitor_only:  # forced: nothing to ask the monitor
             result.reasons = ["forced"]
-            run.tags({"raylane.ct.decision": "monitor only"})
+            run.tags({CT_DECISION: "monitor only"})
             return result
         with interrupts.stage("data load"):
             rows = new_labelled_rows(config, new_data, predictions, labels)
@@ -133,21 +156,21 @@ def run_continuous_training(
             loaded = load_data(config, rows if len(rows) else None)
             run.metrics({"new_rows": len(rows), "judging_rows": len(loaded[1].judge.y)})
             run.json(loaded[1].holdout_definition, "judging/holdout_definition.json")
-        links = {"raylane.ct.run_id": run_id, "raylane.ct.trigger": result.trigger}
+        links = {CT_RUN_ID: run_id, CT_TRIGGER: result.trigger}
         if result.monitoring_run_id:
-            links["raylane.monitoring.run_id"] = result.monitoring_run_id
+            links[MONITORING_RUN_ID] = result.monitoring_run_id
         trained = run_pipeline(config, loaded=loaded, tags=links)
         result.retrained = True
         result.training_run_id, result.model_version = trained.run_id, trained.version
         result.promoted, result.reasons = trained.decision.promoted, trained.decision.reasons
         version = client.get_model_version(trained.model_name, trained.version)
         result.scores = {k: v for k, v in version.tags.items()
-                         if k.startswith(("raylane.judging.", "raylane.holdout."))}
-        run.tags({"raylane.training_run_id": trained.run_id,
-                  "raylane.model_version": trained.version,
-                  "raylane.model_uri": f"models:/{trained.model_name}/{trained.version}",
-                  "raylane.ct.decision": "promoted" if result.promoted else "not promoted",
-                  "raylane.decision.reasons": "; ".join(result.reasons)[:5000] or "won",
+                         if k.startswith((JUDGING_PREFIX, HOLDOUT_PREFIX))}
+        run.tags({TRAINING_RUN_ID: trained.run_id,
+                  MODEL_VERSION: trained.version,
+                  MODEL_URI: f"models:/{trained.model_name}/{trained.version}",
+                  CT_DECISION: "promoted" if result.promoted else "not promoted",
+                  DECISION_REASONS: "; ".join(result.reasons)[:5000] or "won",
                   **result.scores})
         run.json(result.to_dict(), "ct/result.json")
         return result
@@ -156,8 +179,6 @@ def run_continuous_training(
 def _monitor(config, predictions, labels, model_uri, since, until, report_path):
     from raylane.monitoring import run_monitor
 
-    since, until = (datetime.fromisoformat(t) if isinstance(t, str) else t
-                    for t in (since, until))
     if report_path is None:
         report_path = str(Path(tempfile.mkdtemp(prefix="raylane-ct-")) / "drift.json")
     return run_monitor(config, predictions, labels=labels, model_uri=model_uri, since=since,
@@ -178,10 +199,10 @@ def render(result: CTResult) -> str:
         lines += [f"  new rows         {result.new_rows}",
                   f"  training run     {result.training_run_id}",
                   f"  model version    {result.model_version}",
-                  f"  judged on        {result.scores.get('raylane.judging.rows')} rows: "
-                  f"challenger {result.scores.get('raylane.judging.challenger')} vs champion "
-                  f"{result.scores.get('raylane.judging.champion')} "
-                  f"({result.scores.get('raylane.judging.metric')})",
+                  f"  judged on        {result.scores.get(JUDGING_ROWS)} rows: "
+                  f"challenger {result.scores.get(JUDGING_CHALLENGER)} vs champion "
+                  f"{result.scores.get(JUDGING_CHAMPION)} "
+                  f"({result.scores.get(JUDGING_METRIC)})",
                   f"  decision         {'promoted' if result.promoted else 'not promoted'}"]
     else:
         lines.append("  decision         "

@@ -27,22 +27,10 @@ from pathlib import Path
 import yaml
 
 from raylane.deploy import processes
+from raylane.deploy.cluster_env import load as load_cluster_env
 
-# The RAY_* environment of the RayService's Ray containers (kuberay/base/rayservice.yaml; a
-# cross-check test compares them). Read by the Serve controller, proxies and replicas, so it must
-# be in the environment of `ray start`, not in the Serve config.
-SERVING_ENV = {
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",  # HAProxy ingress, direct to each replica's HTTP server
-    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",  # gRPC data plane, no user-code thread, frozen GC
-    "RAY_worker_niceness": "0",  # replicas at normal priority (Ray's default for workers: 15)
-    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",  # no per-request ingress metrics parsed in Python
-    # Replay on another replica a request whose replica closed the connection without answering
-    # (SIGKILL, OOM kill, node loss): Ray's default is conn-failure only, so the requests in
-    # flight on a dead replica failed (a 5xx or a dropped client connection). Predictions are
-    # idempotent. At most 2 replays: a request that itself crashes replicas takes down <= 3.
-    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
-    "RAY_SERVE_HAPROXY_RETRIES": "2",
-}
+# The RayService's RAY_* environment (serve/cluster_env.yaml; see raylane.deploy.cluster_env).
+SERVING_ENV = load_cluster_env()
 DEFAULT_STATE = Path(f"/tmp/raylane-serve-{os.getuid()}")  # short: unix sockets cap at ~100 chars
 DEFAULT_CONFIG = Path("serve/config.yaml")
 DASHBOARD_PORT = 8265

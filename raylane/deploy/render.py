@@ -1,5 +1,6 @@
-"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``, and the serving
-worker group's bounds computed from it.
+"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``, the serving
+worker group's bounds computed from it, and serve/cluster_env.yaml into its Ray containers'
+``env`` values.
 
 The Serve config is the single source of truth; the RayService manifest carries a verbatim copy
 (``serveConfigV2`` is a YAML *string*). Only that block of the manifest is rewritten, so its
@@ -30,6 +31,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import yaml
+
+from raylane.deploy.cluster_env import DEFAULT_CLUSTER_ENV, ClusterEnvError, write_into
+from raylane.deploy.cluster_env import load as load_cluster_env
 
 DEFAULT_SERVE_CONFIG = Path("serve/config.yaml")
 DEFAULT_MANIFEST = Path("kuberay/base/rayservice.yaml")
@@ -102,13 +106,15 @@ def _serve_config_of(manifest_text: str) -> str | None:
     raise RenderError("no RayService in the manifest")
 
 
-def render(serve_config: Path, manifest: Path) -> str:
-    """The manifest text with the current Serve config in it (checked by parsing it back)."""
+def render(serve_config: Path, manifest: Path, cluster_env: Path = DEFAULT_CLUSTER_ENV) -> str:
+    """The manifest text with the current Serve config (checked by parsing it back) and cluster
+    env in it."""
     serve_text = serve_config.read_text()
     parsed = yaml.safe_load(serve_text)
     if not isinstance(parsed, dict) or not parsed.get("applications"):
         raise RenderError(f"{serve_config} is not a Ray Serve config (no `applications:`)")
-    new_text = replace_serve_config(manifest.read_text(), serve_text)
+    new_text = write_into(replace_serve_config(manifest.read_text(), serve_text),
+                          load_cluster_env(cluster_env))
     if _serve_config_of(new_text) != serve_text:  # pragma: no cover - guards the block writer
         raise RenderError("rendered serveConfigV2 does not parse back to the Serve config text")
     if not _deployments(parsed):  # nothing to size the worker group by
@@ -297,33 +303,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve-config", type=Path, default=DEFAULT_SERVE_CONFIG)
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
-    parser.add_argument("--dev-patch", type=Path, default=None,
-                        help=f"the dev overlay's RayService patch (default: {DEFAULT_DEV_PATCH} "
-                             "when --manifest is the default)")
-    parser.add_argument("--check", action="store_true",
-                        help="do not write; exit 1 if a file differs from what it is rendered from")
+"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``, the serving
+worker group's bounds computed from it, and serve/cluster_env.yaml into its Ray containers'
+``env`` values.
     args = parser.parse_args(argv)
     dev_patch = args.dev_patch
     if dev_patch is None and args.manifest == DEFAULT_MANIFEST:
         dev_patch = DEFAULT_DEV_PATCH
     try:
-        files = outputs(args.serve_config, args.manifest, dev_patch)
-    except (OSError, RenderError, yaml.YAMLError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    stale = [path for path, text in files.items()
-             if not path.exists() or path.read_text() != text]
-    if not stale:
-        print(f"{', '.join(map(str, files))}: up to date with {args.serve_config}")
-        return 0
-    if args.check:
-        for path in stale:
-            print(f"{path}: differs from what {args.serve_config} renders; "
-                  "run `python -m raylane.deploy.render`", file=sys.stderr)
-        return 1
-    for path in stale:
-        path.write_text(files[path])
-        print(f"{path}: rendered from {args.serve_config}")
+"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``, the serving
+worker group's bounds computed from it, and serve/cluster_env.yaml into its Ray containers'
+``env`` values.
     return 0
 
 

@@ -102,12 +102,6 @@ def sample(array, kind: str) -> Sample:
     return numeric_sample(array) if kind == "numeric" else categorical_sample(array)
 
 
-THRESHOLDS = {
-    "ks": "ks_threshold", "chisquare": "chisquare_threshold", "z": "chisquare_threshold",
-    "wasserstein": "wasserstein_threshold", "jensenshannon": "jensenshannon_threshold",
-}
-
-
 def column_drift(name: str, kind: str, ref: Sample, cur: Sample, cfg: DriftConfig,
                  known_categories: set[str] | None = None) -> ColumnDrift:
     """Evidently's default method and threshold for this column, its decision, PSI, missing
@@ -123,13 +117,14 @@ def column_drift(name: str, kind: str, ref: Sample, cur: Sample, cfg: DriftConfi
         out.unseen_categories = _unseen(cur.counts, known_categories or set())
     if ref.counts.n == 0 or cur.counts.n == 0:
         return out  # nothing to compare (Evidently refuses an empty column)
-    method = st.default_method(kind, ref.counts, cur.counts, cfg.stat_test_max_rows)
-    threshold = getattr(cfg, THRESHOLDS[method])
-    value = st.score(method, ref.counts, cur.counts)
-    out.method, out.score, out.threshold = method, value, threshold
-    out.drift = bool(st.drifted(method, value, threshold))
-    out.psi = st.psi(ref.counts, cur.counts)
-    out.psi_drift = bool(out.psi >= cfg.psi_threshold)
+    test = st.STATTESTS[st.default_method(kind, ref.counts, cur.counts, cfg.stat_test_max_rows)]
+    threshold = getattr(cfg, test.threshold_key)
+    value = test.fn(ref.counts, cur.counts)
+    out.method, out.score, out.threshold = test.name, value, threshold
+    out.drift = test.drifted(value, threshold)
+    psi = st.STATTESTS["psi"]  # reported beside every column's own method
+    out.psi = psi.fn(ref.counts, cur.counts)
+    out.psi_drift = psi.drifted(out.psi, getattr(cfg, psi.threshold_key))
     return out
 
 

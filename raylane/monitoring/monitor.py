@@ -20,6 +20,7 @@ from raylane.monitoring.reading import as_utc, read_window, time_range
 from raylane.monitoring.reference import load_profile
 from raylane.monitoring.report import MonitorReport, build_body, decide
 from raylane.tracking import runs
+from raylane.tracking.experiments import open_experiment
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def run_monitor(
     version = client.get_model_version(registered.name, registered.version)
     profile = load_profile(client, version)
     schema = registered.schema
-    experiment_id = runs.ensure_experiment(client, recording.experiment_name(config))
+    experiment_id = open_experiment(client, recording.experiment_name(config))
     until = as_utc(until) if until else datetime.now(UTC)
     since = as_utc(since) if since else None
     if since is None and mon.window.since_last_report:

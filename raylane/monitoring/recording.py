@@ -13,11 +13,22 @@ from raylane.monitoring import charts, distributions
 from raylane.monitoring.drift import DatasetDrift
 from raylane.monitoring.report import RETRAIN, MonitorReport
 from raylane.tracking.runs import RunLog
+from raylane.tracking.tags import (
+    MONITOR_DECISION,
+    MONITOR_DRIFTED_COLUMNS,
+    MONITOR_LAST_RUN_ID,
+    MONITOR_MODEL_NAME,
+    MONITOR_MODEL_URI,
+    MONITOR_MODEL_VERSION,
+    MONITOR_SINCE,
+    MONITOR_UNTIL,
+    REFERENCE,
+)
 
-TAG_MODEL, TAG_VERSION = "raylane.monitor.model_name", "raylane.monitor.model_version"
-TAG_UNTIL, TAG_SINCE = "raylane.monitor.until", "raylane.monitor.since"
-TAG_DECISION, TAG_REFERENCE = "raylane.monitor.decision", "raylane.reference"
-VERSION_LAST_RUN_TAG = "raylane.monitor.last_run_id"
+TAG_MODEL, TAG_VERSION = MONITOR_MODEL_NAME, MONITOR_MODEL_VERSION
+TAG_UNTIL, TAG_SINCE = MONITOR_UNTIL, MONITOR_SINCE
+TAG_DECISION, TAG_REFERENCE = MONITOR_DECISION, REFERENCE
+VERSION_LAST_RUN_TAG = MONITOR_LAST_RUN_ID
 
 
 def experiment_name(config: PipelineConfig) -> str:
@@ -70,10 +81,10 @@ def log_report(client: MlflowClient, run_id: str, report: MonitorReport, until: 
     model = body["model"]
     window = body["window"]
     run.tags({TAG_MODEL: model["name"], TAG_VERSION: model["version"],
-              "raylane.monitor.model_uri": model["uri"], TAG_REFERENCE: model["reference"],
+              MONITOR_MODEL_URI: model["uri"], TAG_REFERENCE: model["reference"],
               TAG_SINCE: window["since"] or "", TAG_UNTIL: window["until"],
               TAG_DECISION: report.decision,
-              "raylane.monitor.drifted_columns": ",".join(body["drifted_columns"]) or "none"})
+              MONITOR_DRIFTED_COLUMNS: ",".join(body["drifted_columns"]) or "none"})
     run.json(body, "monitoring/report.json")
     if drift is not None and drift.samples:  # any column's reference vs current, for the console
         kinds = {c.name: c.kind for c in drift.columns}

@@ -26,8 +26,9 @@ from raylane.data.read import Split
 from raylane.model.metrics import evaluate_all
 from raylane.model.onnx_model import OnnxModel, Prediction
 from raylane.model.schema import MISSING_CATEGORY, FeatureSchema
+from raylane.tracking.tags import REFERENCE
 
-REFERENCE_TAG = "raylane.reference"
+REFERENCE_TAG = REFERENCE
 ARTIFACT_DIR = "monitoring/reference"
 SAMPLE_FILE, PREDICTIONS_FILE, SUMMARY_FILE = "sample.parquet", "predictions.parquet", \
     "profile.json"

@@ -3,28 +3,24 @@ computed from value counts so a million rows cost one counting pass per column.
 
 Every function takes the two samples already cleaned of missing values, as ``Counts``: the sorted
 distinct values of a sample and how often each occurs. The results equal Evidently's on the raw
-samples (the unit tests check them against scipy on the raw values):
-
-- ``ks``: two-sample Kolmogorov-Smirnov p-value (scipy's ``ks_2samp``), drift when p <= threshold;
-- ``wasserstein``: first Wasserstein distance divided by max(std(reference), 0.001), drift >= t;
-- ``chisquare``: Pearson chi-square of current counts against reference shares, drift when p < t;
-- ``z``: two-proportion z-test for two values, drift when p < t;
-- ``jensenshannon``: Jensen-Shannon distance (natural log) of the value shares, drift >= t;
-- ``psi``: population stability index over Sturges bins of both samples (numeric columns with
-  more than 20 reference values) or over the values, zero shares floored as Evidently does.
+samples (the unit tests check them against scipy on the raw values). :data:`STATTESTS` is the
+table of methods: each one's score function, whether it is a p-value or a distance, when it means
+drift and which threshold key of the config it reads; PSI bins as Evidently does (Sturges bins of
+both samples for numeric columns with more than 20 reference values, else the values, zero
+shares floored).
 """
 
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import stats
 from scipy.spatial import distance
-
-# Evidently's default test per (column kind, reference size, distinct values).
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
 
 
 @dataclass(frozen=True)
@@ -191,18 +187,44 @@ def sturges_edges(ref: Counts, cur: Counts) -> np.ndarray:
     return np.linspace(first, last, bins + 1, endpoint=True)
 
 
-def score(method: str, ref: Counts, cur: Counts) -> float:
-    """The drift score of ``method`` (a p-value for ks/chisquare/z, else a distance)."""
-    return {
-        "ks": ks_pvalue, "wasserstein": wasserstein_norm, "chisquare": chisquare_pvalue,
-        "z": z_pvalue, "jensenshannon": jensenshannon, "psi": psi,
-    }[method](ref, cur)
+@dataclass(frozen=True)
+class StatTest:
+    """A drift method: its score, what the score is, when it means drift, and the
+    :class:`raylane.config.DriftConfig` key holding its threshold (Evidently's ``StatTest``)."""
+
+    name: str
+    fn: Callable[[Counts, Counts], float]
+    score_kind: Literal["p_value", "distance"]
+    comparison: Literal["<=", "<", ">="]  # drift when ``score <comparison> threshold``
+    threshold_key: str
+    title: str
+
+    @property
+    def p_value(self) -> bool:
+        return self.score_kind == "p_value"
+
+    def drifted(self, value: float, threshold: float) -> bool:
+        return bool(_COMPARE[self.comparison](value, threshold))
+
+
+_COMPARE = {"<=": operator.le, "<": operator.lt, ">=": operator.ge}
+
+# Every drift method, as Evidently defines it: adding one is one row here (and its threshold
+# key in DriftConfig, if it needs a new one).
+STATTESTS: dict[str, StatTest] = {t.name: t for t in [
+    StatTest("ks", ks_pvalue, "p_value", "<=", "ks_threshold", "Kolmogorov-Smirnov p-value"),
+    StatTest("chisquare", chisquare_pvalue, "p_value", "<", "chisquare_threshold",
+             "chi-square p-value"),
+    StatTest("z", z_pvalue, "p_value", "<", "chisquare_threshold", "two-proportion z-test p-value"),
+    StatTest("wasserstein", wasserstein_norm, "distance", ">=", "wasserstein_threshold",
+             "Wasserstein distance (normed)"),
+    StatTest("jensenshannon", jensenshannon, "distance", ">=", "jensenshannon_threshold",
+             "Jensen-Shannon distance"),
+    StatTest("psi", psi, "distance", ">=", "psi_threshold", "population stability index"),
+]}
+P_VALUE_METHODS = frozenset(name for name, t in STATTESTS.items() if t.p_value)
 
 
 def drifted(method: str, value: float, threshold: float) -> bool:
-    """Evidently's comparison for each method (KS: p <= t; chi-square, z: p < t; else >= t)."""
-    if method == "ks":
-        return value <= threshold
-    if method in P_VALUE_METHODS:
-        return value < threshold
-    return value >= threshold
+    """Evidently's comparison for ``method`` (KS: p <= t; chi-square, z: p < t; else >= t)."""
+    return STATTESTS[method].drifted(value, threshold)

@@ -23,11 +23,19 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from raylane.model.metrics import Metric
+from raylane.model.mlflow_failures import is_transient
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
 from raylane.model.store import ONNX_FILE, SCHEMA_METADATA_KEY
-from raylane.tracking.errors import is_transient
 from raylane.tracking.registry import CHALLENGER, CHAMPION, set_alias
+from raylane.tracking.tags import (
+    CHAMPION_VERSION,
+    DECISION,
+    DECISION_REASONS,
+    DECISION_RETRY,
+    champion_holdout_metric,
+    holdout_metric,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +118,16 @@ def decision_tags(decision: Decision, metric: Metric) -> dict[str, str]:
     else:
         why = "; ".join(decision.reasons)
     tags = {
-        "raylane.decision": "promoted" if decision.promoted else "not promoted",
-        "raylane.decision.reasons": why,
-        f"raylane.holdout.{metric.name}": f"{decision.score:.6g}",
-        "raylane.champion.version": decision.champion_version or "none",
-        f"raylane.champion.holdout.{metric.name}": (
+        DECISION: "promoted" if decision.promoted else "not promoted",
+        DECISION_REASONS: why,
+        holdout_metric(metric.name): f"{decision.score:.6g}",
+        CHAMPION_VERSION: decision.champion_version or "none",
+        champion_holdout_metric(metric.name): (
             f"{decision.champion_score:.6g}" if decision.champion_score is not None else "n/a"
         ),
     }
     if decision.champion_unavailable:
-        tags["raylane.decision.retry"] = "champion unavailable: rerun or promote by hand"
+        tags[DECISION_RETRY] = "champion unavailable: rerun or promote by hand"
     return tags
 
 
@@ -138,9 +146,9 @@ def record(client: MlflowClient, version: ModelVersion, decision: Decision,
             set_alias(client, name, CHAMPION, version.version)
     except BaseException as exc:  # a stop, too: the tags must not claim a promotion
         _tag_quietly(client, version, {
-            "raylane.decision": "failed" if decision.promoted else "not promoted",
-            "raylane.decision.reasons": f"moving the aliases failed ({type(exc).__name__}: "
-            f"{exc}); decided: {decision_tags(decision, metric)['raylane.decision.reasons']}",
+            DECISION: "failed" if decision.promoted else "not promoted",
+            DECISION_REASONS: f"moving the aliases failed ({type(exc).__name__}: "
+            f"{exc}); decided: {decision_tags(decision, metric)[DECISION_REASONS]}",
         })
         raise
 

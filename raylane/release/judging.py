@@ -20,6 +20,19 @@ from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
 from raylane.release.decision import UNAVAILABLE_ADVICE, Decision, load_champion
 from raylane.release.gates import GateResult
+from raylane.tracking.tags import (
+    HOLDOUT_FRACTION,
+    HOLDOUT_HASH_SEED,
+    HOLDOUT_KEY,
+    HOLDOUT_TIME_COLUMN,
+    JUDGING_CHALLENGER,
+    JUDGING_CHAMPION,
+    JUDGING_CHAMPION_VERSION,
+    JUDGING_METRIC,
+    JUDGING_MIN_IMPROVEMENT,
+    JUDGING_ROWS,
+    JUDGING_SCORED_WITH,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +68,17 @@ class Verdict:
         """Tags recorded on the challenger's version (and the run that produced it)."""
         d = self.definition
         tags = {
-            "raylane.judging.metric": self.metric,
-            "raylane.judging.rows": str(self.rows),
-            "raylane.judging.challenger": _fmt(self.challenger_score),
-            "raylane.judging.champion": _fmt(self.champion_score),
-            "raylane.judging.champion.version": self.champion_version or "none",
-            "raylane.judging.min_improvement": f"{self.min_improvement:g}",
-            "raylane.judging.scored_with": "onnx (both models)",
-            "raylane.holdout.key": ",".join(d.get("key_columns", [])) or "n/a",
-            "raylane.holdout.hash_seed": str(d.get("hash_seed", "n/a")),
-            "raylane.holdout.fraction": str(d.get("fraction", "n/a")),
-            "raylane.holdout.time_column": str(d.get("time_column") or "none"),
+            JUDGING_METRIC: self.metric,
+            JUDGING_ROWS: str(self.rows),
+            JUDGING_CHALLENGER: _fmt(self.challenger_score),
+            JUDGING_CHAMPION: _fmt(self.champion_score),
+            JUDGING_CHAMPION_VERSION: self.champion_version or "none",
+            JUDGING_MIN_IMPROVEMENT: f"{self.min_improvement:g}",
+            JUDGING_SCORED_WITH: "onnx (both models)",
+            HOLDOUT_KEY: ",".join(d.get("key_columns", [])) or "n/a",
+            HOLDOUT_HASH_SEED: str(d.get("hash_seed", "n/a")),
+            HOLDOUT_FRACTION: str(d.get("fraction", "n/a")),
+            HOLDOUT_TIME_COLUMN: str(d.get("time_column") or "none"),
         }
         return {k: v[:5000] for k, v in tags.items()}
 

@@ -29,6 +29,7 @@ from raylane.release.gates import GateResult
 from raylane.release.judging import JudgingSet, decision_from, judge
 from raylane.tracking.registry import log_onnx_model, register_version
 from raylane.tracking.runs import RunLog
+from raylane.tracking.tags import MODEL_VERSION, PARITY, PARITY_MAX_ABS_DIFF
 
 
 @dataclass
@@ -98,7 +99,7 @@ def publish(
         run.json(parity.as_dict(), "export/parity.json")
         run.metrics({"parity.max_abs_diff": parity.max_abs_diff,
                      "parity.mismatched_rows": parity.mismatched_rows})
-        run.tags({"raylane.parity": "passed" if parity.passed else "failed"})
+        run.tags({PARITY: "passed" if parity.passed else "failed"})
         if not parity.passed:
             raise ParityError(
                 f"ONNX parity check failed on {parity.rows} holdout rows: "
@@ -124,7 +125,7 @@ def publish(
         )
         version = register_version(
             client, logged, registered_model, run_id,
-            tags={**(tags or {}), "raylane.parity.max_abs_diff": f"{parity.max_abs_diff:.3g}",
+            tags={**(tags or {}), PARITY_MAX_ABS_DIFF: f"{parity.max_abs_diff:.3g}",
                   **judged},
         )
         if reference is not None:
@@ -135,7 +136,7 @@ def publish(
         record(client, version, decision, metric, tagged=True)
         run.json({"verdict": asdict(verdict), "decision": asdict(decision)},
                  "judging/decision.json")
-        run.tags({"raylane.model_version": str(version.version), **judged})
+        run.tags({MODEL_VERSION: str(version.version), **judged})
     return Published(onnx_bytes=onnx_bytes, parity=parity, model_id=logged.model_id,
                      version=version, decision=decision)
 

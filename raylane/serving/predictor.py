@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import requests
-import urllib3
 from google.protobuf.message import DecodeError
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -25,6 +24,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph as OrtInval
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf as OrtInvalidProtobuf
 from pydantic import ValidationError
 
+from raylane.model import mlflow_failures
 from raylane.model.onnx_model import OnnxModel, Prediction, UnsafeModelError
 from raylane.model.schema import MISSING_CATEGORY, FeatureSchema
 from raylane.model.store import (
@@ -131,18 +131,12 @@ def failure_kind(exc: BaseException) -> str:
     """``transient`` (network, timeout, registry 5xx/429: retry), ``permanent`` (the version
     itself is unusable: unsafe or corrupt graph, failed warm-up, no schema: give up) or
     ``unknown``. The cause chain counts: the registry's errors arrive wrapped."""
-    chain, seen = [], set()
-    link: BaseException | None = exc
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
-        chain.append(link)
-        link = link.__cause__ or link.__context__
-    if any(_transient(link) for link in chain):
+    if mlflow_failures.is_transient(exc):
         return "transient"
     if isinstance(exc, (UnsafeModelError, WarmupError, ModelNotFoundError, DecodeError,
                         ValidationError, OrtFail, OrtInvalidGraph, OrtInvalidProtobuf)):
         return "permanent"
-    if any(_missing(link) for link in chain):
+    if mlflow_failures.is_missing(exc):
         return "permanent"  # the version's artifacts are gone: retrying cannot bring them back
     return "unknown"
 
@@ -195,16 +189,7 @@ def transient_cause(exc: BaseException | None) -> str:
 
 
 def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return _retryable(exc.response.status_code)  # e.g. the artifact store's 503, not 403
-    if isinstance(exc, (ConnectionError, TimeoutError, requests.RequestException,
-                        urllib3.exceptions.HTTPError)):
-        return True
-    return isinstance(exc, MlflowException) and _retryable(exc.get_http_status_code())
-
-
-def _retryable(status: int) -> bool:
-    return status >= 500 or status == 429
+    return mlflow_failures.transient_link(exc)
 
 
 @dataclass

@@ -1,4 +1,6 @@
-"""Refuse an MLflow store that would vanish with a Ray job's working directory.
+"""Where a job's MLflow experiments live, decided once: every job opens its experiments with
+:func:`open_experiment`, which refuses a store that would vanish with a Ray job's working
+directory and keeps a new experiment's artifacts next to a local database.
 
 ``ray job submit --working-dir .`` unpacks the directory into
 ``<ray temp>/session_*/runtime_resources/working_dir_files/_ray_pkg_<hash>/`` and runs the job
@@ -14,7 +16,10 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from mlflow import MlflowClient
+
 from raylane.config import ConfigError
+from raylane.tracking.runs import ensure_experiment
 
 # Ray's runtime_env packages, under <session dir>/runtime_resources (ray._private.runtime_env).
 _RAY_PACKAGE_DIRS = ("working_dir_files", "py_modules_files")
@@ -62,15 +67,28 @@ def check_store(uri: str, what: str = "the MLflow tracking store") -> None:
         )
 
 
-def new_experiment_artifact_location(tracking_uri: str, experiment: str,
-                                     cwd: str | Path | None = None) -> str | None:
-    """Where a new experiment's artifacts go: MLflow's default (``./mlruns`` of ``cwd``), or
-    next to the SQLite database when that default lies in a Ray working dir (a submitted job
-    with an absolute ``sqlite:///`` URI would otherwise keep its runs but lose its models)."""
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment's artifacts go: next to a local SQLite database
+    (``<database dir>/mlruns/<experiment>``), never MLflow's default ``./mlruns`` of whatever
+    directory the job runs in (under ``ray job submit``, Ray's working dir, deleted with the
+    session); None (the store's own default) for a server or a file store."""
     path = local_path(tracking_uri)
     if urlparse(tracking_uri).scheme != "sqlite" or path is None:
         return None
-    if ray_package_dir(Path(cwd or os.getcwd()) / "mlruns") is None:
-        return None
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment).strip("_") or "experiment"
     return str(Path(os.path.realpath(path)).parent / "mlruns" / slug)
+
+
+def open_experiment(client: MlflowClient, name: str) -> str:
+    """The id of experiment ``name`` in ``client``'s store, created if missing with its
+    artifacts at :func:`artifact_location`. Every raylane job opens its experiments here.
+
+    Raises ConfigError when the store, or the artifact location of an experiment created
+    before, lies in a Ray job's uploaded working dir.
+    """
+    uri = client.tracking_uri
+    check_store(uri)
+    experiment_id = ensure_experiment(client, name, artifact_location(uri, name))
+    check_store(client.get_experiment(experiment_id).artifact_location,
+                f"the artifact location of MLflow experiment {name!r}")
+    return experiment_id

@@ -31,6 +31,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from raylane.config import PipelineConfig
 from raylane.data.read import PreparedData
 from raylane.tracking.plots import close
+from raylane.tracking.tags import DATASET_DIGEST, DATASET_ROWS, FAMILY, TASK
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +166,10 @@ def log_job_context(
     run.text(data.schema.to_json(), "data/schema.json")
     run.dataset(table, data.source, data.schema.target, context="training")
     tags = {
-        "raylane.dataset.digest": data.digest,
-        "raylane.dataset.rows": str(len(table)),
-        "raylane.task": data.schema.task,
-        "raylane.family": config.model.family,
+        DATASET_DIGEST: data.digest,
+        DATASET_ROWS: str(len(table)),
+        TASK: data.schema.task,
+        FAMILY: config.model.family,
     }
     commit = git_commit()
     if commit:

@@ -34,7 +34,8 @@ from ray.tune.experiment import Trial
 from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.utils import flatten_dict
 
-from raylane.tracking.errors import is_transient
+from raylane.model.mlflow_failures import is_transient
+from raylane.tracking.tags import TRIAL_LOGGING
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class BatchedMLflowLoggerCallback(MLflowLoggerCallback):
             self._client.log_batch(
                 parent, metrics=[Metric("trials.unlogged_results", results,
                                         int(time.time() * 1000), 0)],
-                tags=[RunTag("raylane.trial_logging", summary)])
+                tags=[RunTag(TRIAL_LOGGING, summary)])
         except Exception as exc:
             log.warning("could not record the trial logging outcome (%s) on the parent run "
                         "%s: %s", summary, parent, exc)

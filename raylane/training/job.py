@@ -25,8 +25,16 @@ from raylane.release.gates import Evaluation, GateResult, check_gates, evaluate
 from raylane.release.judging import JudgingSet
 from raylane.release.publish import publish
 from raylane.tracking import plots, runs
-from raylane.tracking.experiments import check_store, new_experiment_artifact_location
+from raylane.tracking.experiments import check_store, open_experiment
 from raylane.tracking.runs import RunLog
+from raylane.tracking.tags import (
+    DATASET_DIGEST,
+    DIAGNOSIS,
+    FAMILY,
+    GATES,
+    POS_LABEL,
+    TRAINING_RUN_ID,
+)
 from raylane.training import interrupts
 from raylane.training.fit import FitResult, fit_model
 from raylane.training.interrupts import JobState
@@ -147,11 +155,7 @@ def run_pipeline(
     tracking_uri = config.tracking_uri
     check_store(tracking_uri)  # not in a Ray job's uploaded working dir (ConfigError)
     client = runs.mlflow_client(tracking_uri)
-    experiment_id = runs.ensure_experiment(
-        client, config.mlflow.experiment,
-        new_experiment_artifact_location(tracking_uri, config.mlflow.experiment))
-    check_store(client.get_experiment(experiment_id).artifact_location,
-                f"the artifact location of MLflow experiment {config.mlflow.experiment!r}")
+    experiment_id = open_experiment(client, config.mlflow.experiment)
     log.info("data: %d rows, %d features, task %s; tracking at %s", len(frame),
              len(data.schema.columns), data.schema.task, tracking_uri)
 
@@ -172,7 +176,7 @@ def run_pipeline(
                 runs.log_job_context(run, config, data, frame)
                 if data.pos_label is not None:  # which class f1 and the like count as positive
                     run.params({"data.pos_label": data.pos_label})
-                    run.tags({"raylane.pos_label": data.pos_label})
+                    run.tags({POS_LABEL: data.pos_label})
         with interrupts.stage("search"):
             _ensure_ray()
             tuner = _tuner(config, data, run_id, tracking_uri, run_dir, resume)
@@ -194,8 +198,8 @@ def run_pipeline(
             best.pipeline, data.schema, data.holdout, metric=metric, gates=gates,
             client=client, registered_model=config.mlflow.registered_model, run_id=run_id,
             export=config.export,
-            tags={"raylane.family": family.name, "raylane.dataset.digest": data.digest,
-                  "raylane.training_run_id": run_id, **(tags or {})},
+            tags={FAMILY: family.name, DATASET_DIGEST: data.digest,
+                  TRAINING_RUN_ID: run_id, **(tags or {})},
             judging=JudgingSet(rows=data.judge, definition=data.holdout_definition or {},
                                min_improvement=config.judging.min_improvement,
                                min_rows=config.judging.min_rows),
@@ -265,8 +269,8 @@ def _log_evaluation(run: RunLog, best: FitResult, ev: Evaluation, gates: GateRes
         f"train_{metric.name}": ev.train_score, f"valid_{metric.name}": ev.valid_score,
         "overfit_gap": ev.overfit_gap,
     })
-    run.tags({"raylane.diagnosis": ev.diagnosis,
-              "raylane.gates": "passed" if gates.passed else "failed"})
+    run.tags({DIAGNOSIS: ev.diagnosis,
+              GATES: "passed" if gates.passed else "failed"})
     run.json({"passed": gates.passed, "reasons": gates.reasons, "diagnosis": ev.diagnosis},
              "evaluation/gates.json")
     fig, importance = plots.feature_importance(best.pipeline, data, metric, seed)

@@ -20,6 +20,7 @@ from raylane.config import Distribution, PipelineConfig
 from raylane.data.read import PreparedData
 from raylane.model.families import Family, get_family
 from raylane.model.metrics import DEFAULT_METRIC, METRICS, Metric
+from raylane.tracking.tags import ROLE
 from raylane.tracking.trials import BatchedMLflowLoggerCallback
 from raylane.training import interrupts
 from raylane.training.fit import train_trial
@@ -129,7 +130,7 @@ def build_tuner(
             tracking_uri=tracking_uri,
             experiment_name=experiment_name,
             # Child runs nest under the job's parent run in the MLflow UI.
-            tags={"mlflow.parentRunId": parent_run_id, "raylane.role": "trial"},
+            tags={"mlflow.parentRunId": parent_run_id, ROLE: "trial"},
         )
     ]
     return tune.Tuner(

@@ -298,7 +298,9 @@ def test_failure_kinds():
     assert failure_kind(http_error(503)) == "transient"
     assert failure_kind(http_error(429)) == "transient"
     assert failure_kind(wrapped(mlflow_503())) == "transient"
-    assert failure_kind(MlflowException("API request failed with exception ...")) == "transient"
+    assert failure_kind(MlflowException(  # MLflow's words for a request that got no answer
+        "API request to http://mlflow:5000/api/2.0/mlflow/registered-models/alias failed with "
+        "exception HTTPConnectionPool(...): Max retries exceeded")) == "transient"
     assert failure_kind(http_error(403)) == "unknown"
     assert failure_kind(wrapped(MlflowException("gone", error_code=RESOURCE_DOES_NOT_EXIST))) \
         == "permanent"

@@ -41,6 +41,9 @@ def test_ray_job_submit_runs_continuous_training_forced(ray_head, tmp_path):
     client = mlflow_client(uri)
     experiment = client.get_experiment_by_name("credit-ct")
     (ct_run,) = client.search_runs([experiment.experiment_id])
+    # its artifacts outlive Ray's working dir: next to the database, not in ./mlruns there
+    assert experiment.artifact_location.removeprefix("file://") == \
+        str(tmp_path / "mlruns" / "credit-ct"), experiment.artifact_location
     tags = ct_run.data.tags
     assert tags["raylane.ct.trigger"] == "forced" and tags["raylane.ct.decision"] == "promoted"
     assert ct_run.data.metrics["new_rows"] == 900

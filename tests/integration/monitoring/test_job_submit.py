@@ -18,7 +18,8 @@ from raylane.monitoring.reference import reference_sample
 from raylane.release.gates import GateResult
 from raylane.release.publish import publish
 from raylane.serving.prediction_log import PredictionLog
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def test_ray_job_submit_runs_the_monitor(ray_head, tmp_path):
     uri = ss.tracking_uri_for(tmp_path)
     trained = ss.train("credit", n_estimators=10, seed=0)
     client = mlflow_client(uri)
-    with parent_run(client, ensure_experiment(client, "credit"), run_name="publish") as run_id:
+    with parent_run(client, open_experiment(client, "credit"), run_name="publish") as run_id:
         published = publish(
             trained.pipeline, trained.schema, trained.data.holdout, metric=trained.metric,
             gates=GateResult(passed=True), client=client, registered_model="credit-job",
@@ -58,3 +59,9 @@ def test_ray_job_submit_runs_the_monitor(ray_head, tmp_path):
     run = client.get_run(body["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["raylane.monitor.model_name"] == "credit-job"
+    # the report's artifacts outlive Ray's working dir: next to the database, not in ./mlruns
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.artifact_location.removeprefix("file://") == \
+        str((tmp_path / "mlruns" / "credit-monitoring").resolve()), experiment.artifact_location
+    assert client.list_artifacts(run.info.run_id)
+    assert (tmp_path / "mlruns" / "credit-monitoring" / run.info.run_id).is_dir()

@@ -85,6 +85,9 @@ def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_
     assert ray_package_dir(source.removeprefix("file://")) is None, source
     assert source.removeprefix("file://").startswith(str(tmp_path)), source
     assert load_registered_model("models:/credit-readme@champion", uri).onnx_bytes
+    experiment = client.get_experiment_by_name("credit")
+    assert experiment.artifact_location.removeprefix("file://") == \
+        str(tmp_path / "mlruns" / "credit"), experiment.artifact_location
 
 
 @pytest.mark.parametrize("respect_gitignore", [True, False])

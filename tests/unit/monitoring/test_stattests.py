@@ -97,3 +97,33 @@ def test_default_method_follows_evidently():
 def test_drift_comparisons():
     assert st.drifted("ks", 0.05, 0.05) and not st.drifted("chisquare", 0.05, 0.05)
     assert st.drifted("wasserstein", 0.1, 0.1) and not st.drifted("jensenshannon", 0.09, 0.1)
+
+
+def test_every_method_is_one_row_of_the_table():
+    """Each method names its score kind, comparison and a threshold key the config has; the
+    default choice only picks methods of the table."""
+    from raylane.config import DriftConfig
+
+    fields = set(DriftConfig.model_fields)
+    for name, test in st.STATTESTS.items():
+        assert test.name == name and test.threshold_key in fields, name
+        assert test.p_value == (test.comparison in ("<=", "<")), name
+    assert {"ks", "chisquare", "z"} == st.P_VALUE_METHODS
+    rng = np.random.default_rng(0)
+    for ref_n in (50, 5000):
+        for values in ([0, 1], [0, 1, 2], list(range(30))):
+            ref = rng.choice(values, ref_n)
+            for kind in ("numeric", "categorical"):
+                counts = _num(ref) if kind == "numeric" else _cat([str(v) for v in ref])
+                assert st.default_method(kind, counts, counts) in st.STATTESTS
+
+
+def test_a_new_method_is_one_row(monkeypatch):
+    """A row added to the table is scored, compared and explained without another edit."""
+    from raylane.console.monitoring import comparison_note
+
+    hellinger = st.StatTest("hellinger", lambda r, c: 0.3, "distance", ">=",
+                            "jensenshannon_threshold", "Hellinger distance")
+    monkeypatch.setitem(st.STATTESTS, "hellinger", hellinger)
+    assert st.drifted("hellinger", 0.3, 0.1) and not st.drifted("hellinger", 0.05, 0.1)
+    assert "hellinger" in comparison_note()

@@ -6,6 +6,7 @@ import pytest
 from support.serving import ROOT
 
 from ray_jobs import monitor
+from raylane.training.cli import time_arg
 
 CONFIG = str(ROOT / "tune_configs" / "credit_xgboost.yaml")
 
@@ -36,4 +37,4 @@ def test_since_must_be_an_iso_time(capsys, tmp_path):
         monitor.main(["--config", CONFIG, "--predictions", str(tmp_path), "--since", "yesterday"])
     assert exc.value.code == 2
     assert "expected an ISO time" in capsys.readouterr().err
-    assert monitor._timestamp("2026-11-27T10:00").tzinfo is not None  # naive means UTC
+    assert time_arg("2026-11-27T10:00").tzinfo is not None  # naive means UTC

@@ -14,10 +14,12 @@ from support.paths import CREDIT_CSV, ROOT
 
 from raylane.config import ConfigError
 from raylane.tracking.experiments import (
+    artifact_location,
     check_store,
-    new_experiment_artifact_location,
+    open_experiment,
     ray_package_dir,
 )
+from raylane.tracking.runs import mlflow_client
 
 
 @pytest.fixture()
@@ -50,14 +52,36 @@ def test_stores_inside_a_ray_package_are_refused_with_how_to_fix(ray_pkg, tmp_pa
         check_store(uri)
 
 
-def test_new_experiments_keep_their_artifacts_next_to_the_database(ray_pkg, tmp_path):
-    """An absolute SQLite URI from a job in a Ray package: MLflow's default artifact root
-    (./mlruns) would be inside the package; the experiment goes next to the database."""
+def test_new_experiments_keep_their_artifacts_next_to_the_database(tmp_path):
     db = f"sqlite:///{tmp_path}/store/mlflow.db"
-    assert new_experiment_artifact_location(db, "credit runs", cwd=ray_pkg) == \
-        str(tmp_path / "store" / "mlruns" / "credit_runs")
-    assert new_experiment_artifact_location(db, "credit", cwd=tmp_path) is None  # as before
-    assert new_experiment_artifact_location("http://mlflow:5000", "credit", cwd=ray_pkg) is None
+    assert artifact_location(db, "credit runs") == str(tmp_path / "store" / "mlruns" /
+                                                       "credit_runs")
+    assert artifact_location("http://mlflow:5000", "credit") is None  # the server's own
+    assert artifact_location(f"file://{tmp_path}/mlruns", "credit") is None  # the store's own
+
+
+@pytest.mark.parametrize("cwd", ["elsewhere", "ray_pkg"])
+def test_an_experiment_opened_anywhere_keeps_its_artifacts_next_to_the_database(
+        tmp_path, ray_pkg, monkeypatch, cwd):
+    """Wherever the job runs (a shell's directory, Ray's uploaded working dir), the
+    experiment's artifacts go next to an absolute SQLite database, not to ./mlruns there."""
+    here = ray_pkg if cwd == "ray_pkg" else tmp_path / "elsewhere"
+    here.mkdir(exist_ok=True)
+    monkeypatch.chdir(here)
+    client = mlflow_client(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}")
+    experiment_id = open_experiment(client, "credit-monitoring")
+    location = client.get_experiment(experiment_id).artifact_location
+    assert location.removeprefix("file://") == str(tmp_path / "store" / "mlruns" /
+                                                   "credit-monitoring")
+    assert open_experiment(client, "credit-monitoring") == experiment_id
+    assert not (here / "mlruns").exists()
+
+
+def test_an_experiment_created_inside_a_ray_working_dir_is_refused(tmp_path, ray_pkg):
+    client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client.create_experiment("old", artifact_location=str(ray_pkg / "mlruns" / "1"))
+    with pytest.raises(ConfigError, match="artifact location of MLflow experiment 'old'"):
+        open_experiment(client, "old")
 
 
 def test_the_job_refuses_before_any_work_in_a_ray_working_dir(ray_pkg, tmp_path):

@@ -1,0 +1,81 @@
+"""The ``raylane.*`` tag names live in raylane/tracking/tags.py only: every constant there is
+used, and no other source spells a tag name as a string (an AST scan, docstrings aside)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from raylane.tracking import tags
+
+ROOT = Path(__file__).resolve().parents[2]
+TAGS_FILE = ROOT / "raylane" / "tracking" / "tags.py"
+SOURCES = sorted(p for d in ("raylane", "ray_jobs", "console") for p in (ROOT / d).rglob("*.py")
+                 if p != TAGS_FILE)
+NAMES = {k: v for k, v in vars(tags).items() if k.isupper() and isinstance(v, str)}
+TOKEN = re.compile(r"raylane(?:\.[A-Za-z_]+)+\.?")
+
+
+def _is_module(token: str) -> bool:
+    try:
+        return importlib.util.find_spec(token.rstrip(".")) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _is_tag(token: str) -> bool:
+    """A tag's value or prefix, or a dotted raylane name that is no module (a new tag)."""
+    if token in NAMES.values() or token.startswith((tags.HOLDOUT_PREFIX, tags.JUDGING_PREFIX)):
+        return True
+    return not _is_module(token)
+
+
+def _strings(tree: ast.AST) -> list[tuple[int, str]]:
+    """String constants, f-string parts included, docstrings left out."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and id(node) not in docstrings]
+
+
+def test_no_source_spells_a_tag_name():
+    raw = [f"{path.relative_to(ROOT)}:{line}: {token!r}"
+           for path in SOURCES for line, text in _strings(ast.parse(path.read_text()))
+           for token in TOKEN.findall(text) if _is_tag(token)]
+    assert raw == [], "use raylane.tracking.tags:\n" + "\n".join(raw)
+
+
+def test_the_scan_finds_a_raw_tag():
+    tree = ast.parse('def f(t):\n    """raylane.decision in a docstring is fine."""\n'
+                     '    return t["raylane.decision"], f"raylane.holdout.{t}", "raylane.new"\n')
+    found = [token for _, text in _strings(tree) for token in TOKEN.findall(text)
+             if _is_tag(token)]
+    assert sorted(found) == ["raylane.decision", "raylane.holdout.", "raylane.new"]
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
+def test_every_tag_name_is_used(name):
+    pattern = re.compile(rf"\b{name}\b")
+    assert any(pattern.search(p.read_text()) for p in SOURCES), f"{name} is never used"
+
+
+def test_the_values_are_unique_and_namespaced():
+    assert len(set(NAMES.values())) == len(NAMES)
+    assert all(v.startswith("raylane.") for v in NAMES.values())
+
+
+def test_the_airflow_dag_reads_tags_by_their_stored_names():
+    """The DAG runs in Airflow's own environment without raylane: it spells the names, and
+    they must be ones raylane writes."""
+    dag = ast.parse((ROOT / "airflow" / "dags" / "raylane_ct.py").read_text())
+    spelled = {token for _, text in _strings(dag) for token in TOKEN.findall(text)
+               if not _is_module(token)}
+    assert spelled and spelled <= set(NAMES.values()), spelled - set(NAMES.values())
