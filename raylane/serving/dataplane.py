@@ -1,6 +1,6 @@
 """The data plane every protocol shares: typed columns -> micro-batcher -> ONNX -> prediction.
 
-Protocols decode their request bodies into :data:`~raylane.serving.columns.Feeds`, hand them to
+Protocols decode their request bodies into :data:`~raylane.model.feeds.Feeds`, hand them to
 :meth:`DataPlane.infer`, render the :class:`~raylane.onnx_model.Prediction` in their own shape and
 report the answer with :meth:`DataPlane.answered` (telemetry and the sampled prediction log).
 """
@@ -11,12 +11,13 @@ import time
 
 import numpy as np
 
+from raylane.model.feeds import Feeds, RequestError
 from raylane.onnx_model import Prediction
 from raylane.schema import FeatureSchema
 from raylane.serving.batcher import MicroBatcher
-from raylane.serving.columns import Feeds, RequestError
+from raylane.serving.holder import ModelHolder
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.prediction_log import PredictionLog
-from raylane.serving.predictor import LoadedModel, ModelHolder
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
 

@@ -15,9 +15,9 @@ from tiny_serving_model import loaded
 
 from raylane.serving.api import bind, build_api
 from raylane.serving.dataplane import DataPlane
+from raylane.serving.holder import ModelHolder
 from raylane.serving.prediction_ids import new_prediction_ids
 from raylane.serving.prediction_log import PredictionLog, is_object_store, resolve_location
-from raylane.serving.predictor import ModelHolder
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry

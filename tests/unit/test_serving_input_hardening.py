@@ -12,14 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 from tiny_serving_model import SCHEMA, loaded, tiny_onnx
 
+from raylane.model.feeds import RequestError
 from raylane.model_store import RegisteredModel
 from raylane.onnx_model import OnnxModel
 from raylane.schema import ColumnSpec, FeatureSchema
 from raylane.serving.api import bind, build_api
-from raylane.serving.columns import RequestError, decode_json
 from raylane.serving.dataplane import DataPlane
+from raylane.serving.holder import ModelHolder
 from raylane.serving.http_io import json_response
-from raylane.serving.predictor import LoadedModel, ModelHolder
+from raylane.serving.limits import decode_json
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols import PROTOCOLS, native, v2
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry

@@ -22,21 +22,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import raylane
+from raylane.model.feeds import Feeds, RequestError, feeds_from_columns, plan_for
 from raylane.onnx_model import Prediction
 from raylane.schema import FeatureSchema
-from raylane.serving.columns import (
-    Feeds,
-    RequestError,
+from raylane.serving.dataplane import DataPlane, class_labels
+from raylane.serving.layouts import (
     check_columns,
-    check_rows,
     columns_from_columnar,
     columns_from_records,
     columns_from_split,
-    feeds_from_columns,
-    plan_for,
 )
-from raylane.serving.dataplane import DataPlane, class_labels
-from raylane.serving.predictor import LoadedModel
+from raylane.serving.limits import check_rows
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols.base import Protocol, Route, answer, require_object
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
