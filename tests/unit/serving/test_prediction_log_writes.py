@@ -1,4 +1,4 @@
-"""Issue 9 #9: the prediction log's failed writes, unbounded buffer and cap race (real files)."""
+"""The prediction log's failed writes, unbounded buffer and cap race (real files)."""
 
 from __future__ import annotations
 

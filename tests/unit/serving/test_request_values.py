@@ -1,6 +1,6 @@
-"""Serving input hardening (issue 9, defects 1, 3, 10, 11): values a column cannot hold, strings
-ONNX Runtime cannot take, CSV quirks, replies that cannot be encoded, and what ``/metadata``
-shows. In-process (no Ray, no server): the real app over a real tiny ONNX model."""
+"""Values a column cannot hold, strings ONNX Runtime cannot take, CSV quirks, replies that
+cannot be encoded, and what ``/metadata`` shows. In-process (no Ray, no server): the real app
+over a real tiny ONNX model."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def record(age: str = "30", income: str = "50", home: str = '"rent"') -> bytes:
     return f'{{"records": [{{"age": {age}, "income": {income}, "home": {home}}}]}}'.encode()
 
 
-# ---------------------------------------------------------------- 1: values a column cannot hold
+# ---------------------------------------------------------------- values a column cannot hold
 
 
 @pytest.mark.parametrize("body,field,reason,fragment", [
@@ -172,7 +172,7 @@ def test_json_response_never_fails_to_encode():
     assert json.loads(response.body)["n"] == 10**30
 
 
-# ---------------------------------------------------------------- 3: strings ONNX cannot take
+# ---------------------------------------------------------------- strings ONNX cannot take
 
 
 @pytest.mark.parametrize("body", [
@@ -207,7 +207,7 @@ def test_invalid_utf8_is_400(client):
     assert out["reason"] == "malformed_csv" and "line 3" in out["message"]
 
 
-# ---------------------------------------------------------------- 10: CSV
+# ---------------------------------------------------------------- CSV
 
 
 def test_csv_row_with_extra_cells_is_400_naming_the_row(client):
@@ -234,7 +234,7 @@ def test_csv_byte_order_mark_is_stripped(client):
     assert bom.json()["predictions"] == plain.json()["predictions"]
 
 
-# ---------------------------------------------------------------- 11: /metadata
+# ---------------------------------------------------------------- /metadata
 
 
 def test_metadata_shows_no_training_categories_by_default():
