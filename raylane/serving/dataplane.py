@@ -7,6 +7,7 @@ report the answer with :meth:`DataPlane.answered` (telemetry and the sampled pre
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -61,6 +62,13 @@ def predict_batch(items: list[BatchItem]) -> list[Prediction]:
     return results  # type: ignore[return-value]
 
 
+def log_prefix(model_uri: str) -> str:
+    """The prediction log's default prefix: the model's name in ``models:/<name>@alias`` or
+    ``models:/<name>/<version>``, spelled as a file name allows."""
+    name = model_uri.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-")[:64] or "default"
+
+
 class DataPlane:
     """One replica's model, settings, batcher, telemetry and prediction log."""
 
@@ -83,6 +91,8 @@ class DataPlane:
                 directory=pl.directory, sample_rate=pl.sample_rate, flush_rows=pl.flush_rows,
                 flush_interval_s=pl.flush_interval_s, max_total_bytes=pl.max_total_bytes,
                 max_buffered_rows=pl.max_buffered_rows,
+                prefix=pl.prefix or log_prefix(settings.model_uri), columns=pl.columns,
+                max_row_bytes=pl.max_row_bytes,
             )
         self.settings = settings
         return old
