@@ -205,3 +205,12 @@ def test_a_local_log_is_private_to_its_owner(tmp_path):
     (written,) = log.flush()
     assert directory.stat().st_mode & 0o777 == 0o700
     assert os.stat(written).st_mode & 0o777 == 0o600
+
+
+def test_the_default_prefix_is_the_models_name():
+    from raylane.serving.dataplane import log_prefix
+
+    assert log_prefix("models:/credit@champion") == "credit"
+    assert log_prefix("models:/credit/3") == "credit"
+    assert log_prefix("models:/my model@x") == "my_model"
+    assert log_prefix("models:/..") == "default"
