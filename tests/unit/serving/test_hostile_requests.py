@@ -158,3 +158,31 @@ def test_json_content_types_are_accepted(app, loop, content_type):
     body = dumps({"records": [{"age": 30, "income": 50, "home": "own"}]})
     status, out, _ = call(app, loop, "/predict", body, content_type)
     assert status == 200, out
+
+
+def _full(layout: str) -> tuple[str, bytes]:
+    """A legitimate request of exactly 10,000 rows (the default limit) in ``layout``."""
+    n = 10_000
+    rows = [{"age": float(i % 90), "income": 50.5, "home": "own, or rent [sic]"}
+            for i in range(n)]
+    cols = ["age", "income", "home"]
+    if layout == "records":
+        return "/predict", dumps({"records": rows})
+    if layout == "split":
+        return "/predict", dumps({"columns": cols, "data": [[r[c] for c in cols] for r in rows]})
+    if layout == "columnar":
+        return "/invocations", dumps({"inputs": {c: [r[c] for r in rows] for c in cols}})
+    nested = layout == "v2 nested"
+    return "/v2/models/credit/infer", dumps({"inputs": [
+        {"name": c, "datatype": "BYTES" if c == "home" else "FP64",
+         "shape": [n, 1] if nested else [n],
+         "data": [[r[c]] for r in rows] if nested else [r[c] for r in rows]} for c in cols]})
+
+
+@pytest.mark.parametrize("layout", ["records", "split", "columnar", "v2 flat", "v2 nested"])
+def test_a_full_legitimate_request_is_within_the_bounds(app, loop, layout):
+    """The counts that refuse a body before it is parsed leave room for the largest request a
+    client may send, brackets and commas inside its strings included."""
+    path, body = _full(layout)
+    status, out, _ = call(app, loop, path, body, "application/json")
+    assert status == 200, out
