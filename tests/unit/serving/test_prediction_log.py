@@ -144,7 +144,9 @@ def test_an_fsspec_location_and_two_replicas_sharing_it():
         log.flush()
     names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(root, detail=False))
     assert len(names) == 2 and not any(n.endswith(".tmp") for n in names)
-    assert names[0].split("-")[2] != names[1].split("-")[2]  # a tag per replica
+    # predictions-<prefix>-<time>-<tag>-<seq>.parquet: a tag per replica
+    assert all(n.startswith("predictions-default-") for n in names)
+    assert names[0].split("-")[3] != names[1].split("-")[3]
     tables = [pq.read_table(f"{where}/{n}", filesystem=a.filesystem) for n in names]
     assert sorted(i for t in tables for i in t.column("prediction_id").to_pylist()) == [
         "a1", "a2", "b1", "b2"]
