@@ -2,6 +2,8 @@
 
 A request carries one input per column (``[N]`` or ``[N, 1]``), or one ``[N, F]`` numeric tensor
 when every feature is numeric. JSON tensors only: the binary tensor extension is answered 400.
+Each tensor is checked before anything runs (:mod:`~raylane.serving.protocols.v2_tensors`); the
+bodies' pydantic models, for OpenAPI only, are in :mod:`~raylane.serving.protocols.v2_datamodels`.
 Errors are ``{"error", "field", "reason"}``; an unknown model or version is 404.
 
 An inference response carries the prediction ids (one per row, the ids the prediction log records,
