@@ -14,7 +14,7 @@ keeps other keys; a response header was not chosen because the ids of a 10,000-r
 from __future__ import annotations
 
 import csv
-import io
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -130,7 +130,7 @@ def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds,
             f"CSV body: line {line} is not valid UTF-8 (byte {body[exc.start]:#04x})",
             field="body", reason="malformed_csv",
         ) from None
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(_lines(text))
     try:
         header = next(reader, None)
         if header is None:
@@ -192,6 +192,17 @@ def _csv_rows(reader: Any, header: list[str], bounds: dict, max_rows: int) -> li
                 ) from None
         converted.append(out)
     return converted
+
+
+def _lines(text: str) -> Iterator[str]:
+    """``text`` line by line, each sliced when the reader asks for it (a ``StringIO`` would hold
+    the whole body again, at four bytes a character)."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        stop = end if stop < 0 else stop + 1
+        yield text[start:stop]
+        start = stop
 
 
 def _cell_parser(bounds: dict, name: str):

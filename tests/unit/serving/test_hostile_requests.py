@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import tracemalloc
 
 import pytest
 from tiny_serving_model import loaded
@@ -186,3 +187,20 @@ def test_a_full_legitimate_request_is_within_the_bounds(app, loop, layout):
     path, body = _full(layout)
     status, out, _ = call(app, loop, path, body, "application/json")
     assert status == 200, out
+
+
+@pytest.mark.parametrize("name", ["predict records of empty objects", "predict rows of empty lists",
+                                  "v2 data of zeros", "csv rows", "csv blank lines"])
+def test_a_crafted_body_is_refused_before_it_is_materialized(app, loop, name):
+    """2 MB of ``[{}, ...]`` parsed is ~50 MB of Python objects, a 2 MB CSV read whole ~190 MB;
+    refused before that, the request allocates little beyond its body."""
+    path, body, *ctype = CRAFTED[name]
+    call(app, loop, "/predict", b"{}", "application/json")
+    tracemalloc.start()
+    try:
+        status, out, _ = call(app, loop, path, body, ctype[0] if ctype else "application/json")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 400 <= status < 500, out
+    assert peak < 3 * len(body) + 2**20, f"{name}: {peak / 2**20:.1f} MiB allocated"
