@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import httpx
@@ -405,11 +406,56 @@ def test_unknown_route_and_method_are_json(env):
     assert r.status_code == 405 and "error" in r.json()
 
 
-def test_curl_default_form_content_type_is_accepted(env):
-    # `curl -d '{...}'` sends application/x-www-form-urlencoded; the issue's example must work
-    r = post(env["client"], "/predict", {"records": [_good(env)]},
-             "application/x-www-form-urlencoded")
-    assert r.status_code == 200, r.text
+def test_a_form_or_missing_content_type_is_415(env):
+    # what a web page can send without a CORS preflight (and `curl -d` without -H) is refused
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        r = post(env["client"], "/predict", {"records": [_good(env)]}, content_type)
+        assert r.status_code == 415, r.text
+        assert r.json()["reason"] == "unsupported_media_type"
+    r = env["client"].post("/invocations", content=json.dumps({"instances": [_good(env)]}))
+    assert r.status_code == 415 and r.json()["error_code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+def test_crafted_bodies_leave_health_checks_answering(env):
+    """Bodies that held a replica's event loop for seconds (40,000 duplicate column names took
+    35 s; 2 MB of empty rows 1.5 s), sent back to back from two clients while /healthz is
+    polled: each is a 4xx, and every health check answers promptly."""
+    crafted = [
+        ("/predict", json.dumps({"columns": ["Age"] * 40_000, "data": []}).encode(),
+         "application/json"),
+        ("/invocations", b'{"dataframe_split": {"columns": [], "data": [' + b"[]," * 700_000
+         + b"[]]}}", "application/json"),
+        ("/invocations", ",".join(["Age"] * 40_000).encode() + b"\n", "text/csv"),
+        ("/v2/models/credit/infer", json.dumps({"inputs": [{
+            "name": "Age", "datatype": "FP32", "shape": [2**64 - 1] * 20_000, "data": [1]}]}
+        ).encode(), "application/json"),
+    ]
+    stop, statuses = threading.Event(), []
+
+    def hammer() -> None:
+        with httpx.Client(base_url=env["client"].base_url, timeout=120) as client:
+            while not stop.is_set():
+                for path, body, content_type in crafted:
+                    statuses.append(post(client, path, body, content_type).status_code)
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    health = []
+    try:
+        time.sleep(0.5)
+        for _ in range(20):
+            started = time.monotonic()
+            r = env["client"].get("/healthz")
+            health.append((r.status_code, time.monotonic() - started))
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert statuses and all(400 <= s < 500 for s in statuses), sorted(set(statuses))
+    assert all(code == 200 for code, _ in health), health
+    assert max(seconds for _, seconds in health) < 5, health
 
 
 # ---------------------------------------------------------------- prediction log

@@ -6,10 +6,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from raylane.model.column_values import numeric_column
+from raylane.model.feeds import RequestError
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import ColumnSpec, FeatureSchema
 from raylane.serving import fastpath
-from raylane.serving.columns import RequestError, decode_json, numeric_column
+from raylane.serving.limits import decode_json
 from raylane.serving.prediction_log import PredictionLog
 from raylane.serving.protocols import mlflow_scoring as scoring
 from raylane.serving.protocols import native, v2

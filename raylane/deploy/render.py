@@ -290,9 +290,10 @@ def render_bounds(serve: dict, manifest_text: str, patch_text: str | None
     return manifest_text, patch_text
 
 
-def outputs(serve_config: Path, manifest: Path, dev_patch: Path | None) -> dict[Path, str]:
+def outputs(serve_config: Path, manifest: Path, dev_patch: Path | None,
+            cluster_env: Path = DEFAULT_CLUSTER_ENV) -> dict[Path, str]:
     """Every file this module writes, with the text it should hold."""
-    out = {manifest: render(serve_config, manifest)}
+    out = {manifest: render(serve_config, manifest, cluster_env)}
     if dev_patch is not None:
         out[dev_patch] = render_dev_patch(serve_config, manifest, dev_patch)
     return out
@@ -303,17 +304,34 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve-config", type=Path, default=DEFAULT_SERVE_CONFIG)
     parser.add_argument("--manifest", type=Path, default=DEFAULT_MANIFEST)
-"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``, the serving
-worker group's bounds computed from it, and serve/cluster_env.yaml into its Ray containers'
-``env`` values.
+    parser.add_argument("--cluster-env", type=Path, default=DEFAULT_CLUSTER_ENV)
+    parser.add_argument("--dev-patch", type=Path, default=None,
+                        help=f"the dev overlay's RayService patch (default: {DEFAULT_DEV_PATCH} "
+                             "when --manifest is the default)")
+    parser.add_argument("--check", action="store_true",
+                        help="do not write; exit 1 if a file differs from what it is rendered from")
     args = parser.parse_args(argv)
     dev_patch = args.dev_patch
     if dev_patch is None and args.manifest == DEFAULT_MANIFEST:
         dev_patch = DEFAULT_DEV_PATCH
     try:
-"""Write serve/config.yaml into the RayService manifest's ``spec.serveConfigV2``, the serving
-worker group's bounds computed from it, and serve/cluster_env.yaml into its Ray containers'
-``env`` values.
+        files = outputs(args.serve_config, args.manifest, dev_patch, args.cluster_env)
+    except (OSError, RenderError, ClusterEnvError, yaml.YAMLError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stale = [path for path, text in files.items()
+             if not path.exists() or path.read_text() != text]
+    if not stale:
+        print(f"{', '.join(map(str, files))}: up to date with {args.serve_config}")
+        return 0
+    if args.check:
+        for path in stale:
+            print(f"{path}: differs from what {args.serve_config} renders; "
+                  "run `python -m raylane.deploy.render`", file=sys.stderr)
+        return 1
+    for path in stale:
+        path.write_text(files[path])
+        print(f"{path}: rendered from {args.serve_config}")
     return 0
 
 

@@ -94,7 +94,7 @@ class OnnxModel:
                     series, errors="raise"
                 )
                 arr = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
-            else:  # spelled as serving spells a client's values (raylane.serving.columns)
+            else:  # spelled as serving spells a client's values (raylane.model.column_values)
                 spell = col.recorded_spellings() or {}
                 arr = np.array(
                     [MISSING_CATEGORY if _is_missing(v)

@@ -16,9 +16,9 @@ from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.pipeline import Pipeline
 
 from raylane.model.families import family_of
+from raylane.model.feeds import RequestError, feeds_from_columns
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
-from raylane.serving.columns import RequestError, feeds_from_columns
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 

@@ -1,23 +1,25 @@
 """The data plane every protocol shares: typed columns -> micro-batcher -> ONNX -> prediction.
 
-Protocols decode their request bodies into :data:`~raylane.serving.columns.Feeds`, hand them to
+Protocols decode their request bodies into :data:`~raylane.model.feeds.Feeds`, hand them to
 :meth:`DataPlane.infer`, render the :class:`~raylane.model.onnx_model.Prediction` in their own
-shape and
-report the answer with :meth:`DataPlane.answered` (telemetry and the sampled prediction log).
+shape and report the answer with :meth:`DataPlane.answered` (telemetry and the sampled
+prediction log).
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
 
+from raylane.model.feeds import Feeds, RequestError
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import FeatureSchema
 from raylane.serving.batcher import MicroBatcher
-from raylane.serving.columns import Feeds, RequestError
+from raylane.serving.holder import ModelHolder
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.prediction_log import PredictionLog
-from raylane.serving.predictor import LoadedModel, ModelHolder
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
 
@@ -61,6 +63,13 @@ def predict_batch(items: list[BatchItem]) -> list[Prediction]:
     return results  # type: ignore[return-value]
 
 
+def log_prefix(model_uri: str) -> str:
+    """The prediction log's default prefix: the model's name in ``models:/<name>@alias`` or
+    ``models:/<name>/<version>``, spelled as a file name allows."""
+    name = model_uri.removeprefix("models:/").split("@", 1)[0].split("/", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-")[:64] or "default"
+
+
 class DataPlane:
     """One replica's model, settings, batcher, telemetry and prediction log."""
 
@@ -83,6 +92,8 @@ class DataPlane:
                 directory=pl.directory, sample_rate=pl.sample_rate, flush_rows=pl.flush_rows,
                 flush_interval_s=pl.flush_interval_s, max_total_bytes=pl.max_total_bytes,
                 max_buffered_rows=pl.max_buffered_rows,
+                prefix=pl.prefix or log_prefix(settings.model_uri), columns=pl.columns,
+                max_row_bytes=pl.max_row_bytes,
             )
         self.settings = settings
         return old

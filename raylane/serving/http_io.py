@@ -10,7 +10,8 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from raylane.serving.columns import RequestError, orjson
+from raylane.model.feeds import RequestError
+from raylane.serving.limits import orjson
 
 # As MLflow's scoring server: JSON or CSV only. A missing type, text/plain or a form encoding is a
 # 415, so a web page cannot post a prediction from a browser without a CORS preflight.

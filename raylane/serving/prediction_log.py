@@ -15,8 +15,14 @@ credentials) or from the URI's query (``s3://b/p?endpoint_override=host:9000&sch
 
 Rows are buffered in memory (at most ``max_buffered_rows``; more are dropped and counted in
 :attr:`PredictionLog.dropped_rows`) and written by a background thread as one file per model
-version and flush. Once the whole location (every replica's files, and ``.tmp`` files a crashed
-writer left) holds more than ``max_total_bytes``, the oldest files are deleted.
+version and flush. File names start with ``predictions-<prefix>-`` (the prefix names the
+deployment; by default its model); once the files of that prefix (every replica's, and ``.tmp``
+files a crashed writer left) hold more than ``max_total_bytes``, the oldest of them are deleted,
+so deployments sharing a location keep each other's history.
+
+What is logged is bounded: ``columns`` (if set) are the only inputs recorded; a string input is
+cut so that a row's strings take at most ``max_row_bytes`` bytes; a local directory is created
+``0700`` and its files ``0600`` (the rows are a client's raw features).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -42,6 +49,7 @@ log = logging.getLogger("ray.serve")
 FILE_PREFIX = "predictions-"
 TMP_SUFFIX = ".tmp"
 OBJECT_STORES = {"s3", "s3a", "gcs", "gs", "abfs", "abfss", "az", "adl"}
+PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def resolve_location(location: str) -> tuple[pafs.FileSystem, str]:
@@ -92,6 +100,9 @@ class PredictionLog:
     max_total_bytes: int = 256 * 2**20
     max_buffered_rows: int | None = None  # None: 2 x flush_rows
     seed: int | None = None
+    prefix: str = "default"  # names the deployment: its files, and the ones its cap trims
+    columns: list[str] | None = None  # the inputs recorded (None: every column)
+    max_row_bytes: int = 4096  # a row's string inputs are cut to fit this (UTF-8 bytes)
     filesystem: pafs.FileSystem | None = None  # default: resolved from ``directory``
     _chunks: list[_Chunk] = field(default_factory=list)
     _rows: int = 0
@@ -110,6 +121,10 @@ class PredictionLog:
         else:
             self._base = self.directory
         self._base = self._base.rstrip("/")
+        if not PREFIX_PATTERN.fullmatch(self.prefix):
+            raise ValueError(f"prediction log prefix {self.prefix!r}: expected letters, digits, "
+                             "'_', '.' or '-' (at most 64)")
+        self._local = isinstance(self.filesystem, pafs.LocalFileSystem)
         if self.max_buffered_rows is None:
             self.max_buffered_rows = 2 * self.flush_rows
         self._atomic_put = is_object_store(self.filesystem)
@@ -118,6 +133,8 @@ class PredictionLog:
             return  # object stores have no directories (a missing bucket fails each write)
         try:
             self.filesystem.create_dir(self._base, recursive=True)
+            if self._local:
+                os.chmod(self._base, 0o700)  # the rows are clients' raw features
         except Exception:  # writes will fail, be logged and counted
             log.exception("prediction log: cannot create %s", self.directory)
 
@@ -162,7 +179,7 @@ class PredictionLog:
         if ids is None:
             ids = new_prediction_ids(n)
         row_ids = list(ids) if idx is None else [ids[i] for i in idx.tolist()]
-        inputs = {k: take(v.reshape(-1)) for k, v in feeds.items()}
+        inputs = self._inputs(schema, feeds, take)
         if pred.values is not None:
             prediction, probs = take(pred.values).tolist(), None
         else:
@@ -174,6 +191,19 @@ class PredictionLog:
             self._chunks.append(chunk)
             self._rows += len(prediction)
         self.maybe_flush()
+
+    def _inputs(self, schema: FeatureSchema, feeds: dict[str, np.ndarray], take) -> dict:
+        """The sampled rows of the recorded columns; strings cut to the row's byte budget."""
+        kept = [c for c in schema.columns if self.columns is None or c.name in self.columns]
+        strings = sum(1 for c in kept if c.kind != "numeric")
+        limit = self.max_row_bytes // (4 * strings) if strings else 0  # 4: UTF-8's widest char
+        inputs = {}
+        for col in kept:
+            values = take(feeds[col.name].reshape(-1))
+            if col.kind != "numeric" and max(map(len, values), default=0) > limit:
+                values = np.array([v[:limit] for v in values], dtype=object)
+            inputs[col.name] = values
+        return inputs
 
     def maybe_flush(self) -> None:
         """Start a background write if enough rows wait or the interval passed (and none runs)."""
@@ -213,16 +243,17 @@ class PredictionLog:
         schema = chunks[0].schema
         counts = [len(c.prediction) for c in chunks]
         ts = np.repeat(np.array([c.timestamp for c in chunks]), counts)
+        logged = [col for col in schema.columns if col.name in chunks[0].inputs]
         struct = pa.StructArray.from_arrays(
             [
                 pa.array(
                     np.concatenate([c.inputs[col.name] for c in chunks]),
                     type=pa.float32() if col.kind == "numeric" else pa.string(),
                 )
-                for col in schema.columns
+                for col in logged
             ],
-            names=schema.feature_names,
-        )
+            names=[col.name for col in logged],
+        ) if logged else None
         total = int(sum(counts))
         columns = {
             "prediction_id": pa.array([i for c in chunks for i in c.ids], type=pa.string()),
@@ -231,7 +262,7 @@ class PredictionLog:
             ),
             "model_name": pa.array([chunks[0].name] * total, type=pa.string()),
             "model_version": pa.array([chunks[0].version] * total, type=pa.string()),
-            "input": struct,
+            **({"input": struct} if struct is not None else {}),
             "prediction": pa.array(
                 [p for c in chunks for p in c.prediction],
                 type=pa.float32() if schema.task == "regression" else pa.string(),
@@ -248,7 +279,8 @@ class PredictionLog:
         table = self._table(chunks)
         self._seq += 1
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(chunks[0].timestamp))
-        path = f"{self._base}/{FILE_PREFIX}{stamp}-{self._tag}-{self._seq:06d}.parquet"
+        path = (f"{self._base}/{FILE_PREFIX}{self.prefix}-{stamp}-{self._tag}-{self._seq:06d}"
+                ".parquet")
         fs = self.filesystem
         assert fs is not None
         if self._atomic_put:
@@ -262,6 +294,8 @@ class PredictionLog:
         try:
             with fs.open_output_stream(tmp) as out:
                 pq.write_table(table, out, compression="zstd")
+            if self._local:
+                os.chmod(tmp, 0o600)
             fs.move(tmp, path)  # readers only ever see whole files
         except BaseException:
             with contextlib.suppress(OSError):
@@ -270,12 +304,14 @@ class PredictionLog:
         return path
 
     def _enforce_cap(self) -> None:
-        """Delete the oldest files (``.tmp`` orphans too) while the location is over the cap."""
+        """Delete this prefix's oldest files (``.tmp`` orphans too) while they are over the cap."""
         fs = self.filesystem
         assert fs is not None
+        # the prefix, then the time stamp: "credit" is not a prefix of "credit-canary"'s files
+        mine = re.compile(rf"{FILE_PREFIX}{re.escape(self.prefix)}-\d{{8}}T\d{{6}}-")
         infos = [
             i for i in fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True))
-            if i.type == pafs.FileType.File and i.base_name.startswith(FILE_PREFIX)
+            if i.type == pafs.FileType.File and mine.match(i.base_name)
             and (i.base_name.endswith(".parquet") or i.base_name.endswith(TMP_SUFFIX))
         ]
         infos.sort(key=lambda i: (i.mtime_ns or 0, i.base_name))

@@ -14,14 +14,9 @@ from typing import Any
 
 from raylane.model.store import load_registered_model
 from raylane.serving.dataplane import DataPlane
-from raylane.serving.predictor import (
-    Fetch,
-    ModelHolder,
-    Resolve,
-    failure_kind,
-    registry_version,
-    transient_cause,
-)
+from raylane.serving.holder import Fetch, ModelHolder, Resolve
+from raylane.serving.load_failures import failure_kind, transient_cause
+from raylane.serving.loaded_model import registry_version
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
 

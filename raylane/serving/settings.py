@@ -45,6 +45,13 @@ class PredictionLogSettings(BaseModel):
     max_total_bytes: int = Field(256 * 2**20, ge=1024)
     # Rows held while a write is under way; more are dropped and counted. None: 2 x flush_rows.
     max_buffered_rows: int | None = Field(None, ge=1)
+    # Names this deployment's files (predictions-<prefix>-...); the cap trims only those, so
+    # deployments sharing a location keep each other's history. None: the model's name.
+    prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    # The input columns recorded (an allowlist; the monitor reads only these); None: every column.
+    columns: list[str] | None = None
+    # A row's string inputs are cut to fit this many UTF-8 bytes.
+    max_row_bytes: int = Field(4096, ge=64)
 
     @field_validator("directory")
     @classmethod

@@ -15,7 +15,7 @@ from sklearn.preprocessing import OneHotEncoder
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import ColumnSpec, FeatureSchema
 from raylane.model.store import RegisteredModel
-from raylane.serving.predictor import LoadedModel
+from raylane.serving.loaded_model import LoadedModel
 
 SCHEMA = FeatureSchema(
     task="classification", target="y", class_labels=["bad", "good"],

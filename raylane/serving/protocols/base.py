@@ -20,13 +20,14 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from raylane.model.feeds import Feeds, RequestError
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import FeatureSchema
-from raylane.serving.columns import Feeds, RequestError, check_json_size, decode_json
 from raylane.serving.dataplane import DataPlane, not_ready
 from raylane.serving.http_io import json_response, read_body
+from raylane.serving.limits import check_json_size, decode_json
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.prediction_ids import new_prediction_ids
-from raylane.serving.predictor import LoadedModel
 
 log = logging.getLogger("ray.serve")
 

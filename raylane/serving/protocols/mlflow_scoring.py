@@ -14,7 +14,7 @@ keeps other keys; a response header was not chosen because the ids of a 10,000-r
 from __future__ import annotations
 
 import csv
-import io
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -22,21 +22,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import raylane
+from raylane.model.feeds import Feeds, RequestError, feeds_from_columns, plan_for
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import FeatureSchema
-from raylane.serving.columns import (
-    Feeds,
-    RequestError,
+from raylane.serving.dataplane import DataPlane, class_labels
+from raylane.serving.layouts import (
     check_columns,
-    check_rows,
     columns_from_columnar,
     columns_from_records,
     columns_from_split,
-    feeds_from_columns,
-    plan_for,
 )
-from raylane.serving.dataplane import DataPlane, class_labels
-from raylane.serving.predictor import LoadedModel
+from raylane.serving.limits import check_rows
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols.base import Protocol, Route, answer, require_object
 
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -133,7 +130,7 @@ def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds,
             f"CSV body: line {line} is not valid UTF-8 (byte {body[exc.start]:#04x})",
             field="body", reason="malformed_csv",
         ) from None
-    reader = csv.reader(io.StringIO(text))
+    reader = csv.reader(_lines(text))
     try:
         header = next(reader, None)
         if header is None:
@@ -195,6 +192,17 @@ def _csv_rows(reader: Any, header: list[str], bounds: dict, max_rows: int) -> li
                 ) from None
         converted.append(out)
     return converted
+
+
+def _lines(text: str) -> Iterator[str]:
+    """``text`` line by line, each sliced when the reader asks for it (a ``StringIO`` would hold
+    the whole body again, at four bytes a character)."""
+    start, end = 0, len(text)
+    while start < end:
+        stop = text.find("\n", start)
+        stop = end if stop < 0 else stop + 1
+        yield text[start:stop]
+        start = stop
 
 
 def _cell_parser(bounds: dict, name: str):

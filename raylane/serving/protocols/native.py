@@ -13,20 +13,16 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from raylane.model.feeds import Feeds, RequestError, feeds_from_columns
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import ColumnSpec, FeatureSchema
-from raylane.serving.columns import (
-    Feeds,
-    RequestError,
-    columns_from_records,
-    columns_from_split,
-    feeds_from_columns,
-)
 from raylane.serving.dataplane import DataPlane, class_labels
 from raylane.serving.http_io import json_response
-from raylane.serving.predictor import LoadedModel
+from raylane.serving.layouts import columns_from_records, columns_from_split
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols.base import ERRORS, Protocol, Route, answer, require_object
-from raylane.serving.protocols.v2 import V2TensorMetadata, v2_outputs
+from raylane.serving.protocols.v2 import v2_outputs
+from raylane.serving.protocols.v2_datamodels import V2TensorMetadata
 
 Value = float | int | bool | str | None
 

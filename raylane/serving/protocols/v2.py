@@ -2,6 +2,8 @@
 
 A request carries one input per column (``[N]`` or ``[N, 1]``), or one ``[N, F]`` numeric tensor
 when every feature is numeric. JSON tensors only: the binary tensor extension is answered 400.
+Each tensor is checked before anything runs (:mod:`~raylane.serving.protocols.v2_tensors`); the
+bodies' pydantic models, for OpenAPI only, are in :mod:`~raylane.serving.protocols.v2_datamodels`.
 Errors are ``{"error", "field", "reason"}``; an unknown model or version is 404.
 
 An inference response carries the prediction ids (one per row, the ids the prediction log records,
@@ -14,23 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
 import raylane
+from raylane.model.feeds import Feeds, RequestError, feeds_from_columns
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import FeatureSchema
-from raylane.serving.columns import (
-    Feeds,
-    RequestError,
-    check_names,
-    check_rows,
-    feeds_from_columns,
-)
 from raylane.serving.dataplane import DataPlane, class_labels, not_ready
 from raylane.serving.http_io import json_response
-from raylane.serving.predictor import LoadedModel
+from raylane.serving.layouts import check_names
+from raylane.serving.limits import check_rows
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols.base import (
     ERRORS,
     Protocol,
@@ -39,83 +36,20 @@ from raylane.serving.protocols.base import (
     error_body,
     require_object,
 )
+from raylane.serving.protocols.v2_datamodels import (
+    Live,
+    Ready,
+    V2InferRequest,
+    V2InferResponse,
+    V2ModelMetadata,
+    V2ServerMetadata,
+)
 from raylane.serving.protocols.v2_tensors import (
     V2_NUMERIC,
     Tensor,
     check_parameters,
     check_tensor,
 )
-
-# ---------------------------------------------------------------- OpenAPI models
-
-
-class V2Parameters(BaseModel):
-    model_config = {"extra": "allow"}
-    content_type: str | None = None
-
-
-class V2Tensor(BaseModel):
-    name: str
-    datatype: str = Field(description="BOOL, UINT8..64, INT8..64, FP16/32/64 or BYTES.")
-    shape: list[int]
-    data: list[Any] = Field(description="Row-major, flat or nested.")
-    parameters: V2Parameters | None = None
-
-
-class V2RequestedOutput(BaseModel):
-    name: str
-
-
-class V2InferRequest(BaseModel):
-    id: str | None = None
-    parameters: V2Parameters | None = None
-    inputs: list[V2Tensor] = Field(
-        description="One input per column ([N] or [N,1]) or one [N, F] numeric tensor."
-    )
-    outputs: list[V2RequestedOutput] | None = None
-
-
-class V2ResponseParameters(BaseModel):
-    prediction_ids: str = Field(
-        description="The rows' prediction ids (UUIDv7 hex) joined with commas, in row order."
-    )
-
-
-class V2InferResponse(BaseModel):
-    model_name: str
-    model_version: str
-    id: str | None = None
-    parameters: V2ResponseParameters
-    outputs: list[V2Tensor]
-
-
-class V2TensorMetadata(BaseModel):
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class V2ModelMetadata(BaseModel):
-    name: str
-    versions: list[str]
-    platform: str
-    inputs: list[V2TensorMetadata]
-    outputs: list[V2TensorMetadata]
-
-
-class V2ServerMetadata(BaseModel):
-    name: str
-    version: str
-    extensions: list[str]
-
-
-class Live(BaseModel):
-    live: bool
-
-
-class Ready(BaseModel):
-    ready: bool
-
 
 # ---------------------------------------------------------------- parsing and responses
 

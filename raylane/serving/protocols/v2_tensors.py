@@ -15,7 +15,7 @@ import itertools
 import math
 from typing import Any, NamedTuple
 
-from raylane.serving.columns import RequestError
+from raylane.model.feeds import RequestError
 
 V2_INTEGERS = {
     "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1), "UINT32": (0, 2**32 - 1),

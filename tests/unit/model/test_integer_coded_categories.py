@@ -23,7 +23,8 @@ from raylane.model.store import RegisteredModel
 from raylane.release.export import check_parity, to_onnx
 from raylane.serving.api import bind, build_api
 from raylane.serving.dataplane import DataPlane
-from raylane.serving.predictor import LoadedModel, ModelHolder
+from raylane.serving.holder import ModelHolder
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.telemetry import ServingTelemetry
 

@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 
 from raylane.serving.api import bind, build_api
 from raylane.serving.dataplane import DataPlane
-from raylane.serving.predictor import LoadedModel, ModelHolder
+from raylane.serving.holder import ModelHolder
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry

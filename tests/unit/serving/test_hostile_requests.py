@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import tracemalloc
 
 import pytest
 from tiny_serving_model import loaded
@@ -158,3 +159,48 @@ def test_json_content_types_are_accepted(app, loop, content_type):
     body = dumps({"records": [{"age": 30, "income": 50, "home": "own"}]})
     status, out, _ = call(app, loop, "/predict", body, content_type)
     assert status == 200, out
+
+
+def _full(layout: str) -> tuple[str, bytes]:
+    """A legitimate request of exactly 10,000 rows (the default limit) in ``layout``."""
+    n = 10_000
+    rows = [{"age": float(i % 90), "income": 50.5, "home": "own, or rent [sic]"}
+            for i in range(n)]
+    cols = ["age", "income", "home"]
+    if layout == "records":
+        return "/predict", dumps({"records": rows})
+    if layout == "split":
+        return "/predict", dumps({"columns": cols, "data": [[r[c] for c in cols] for r in rows]})
+    if layout == "columnar":
+        return "/invocations", dumps({"inputs": {c: [r[c] for r in rows] for c in cols}})
+    nested = layout == "v2 nested"
+    return "/v2/models/credit/infer", dumps({"inputs": [
+        {"name": c, "datatype": "BYTES" if c == "home" else "FP64",
+         "shape": [n, 1] if nested else [n],
+         "data": [[r[c]] for r in rows] if nested else [r[c] for r in rows]} for c in cols]})
+
+
+@pytest.mark.parametrize("layout", ["records", "split", "columnar", "v2 flat", "v2 nested"])
+def test_a_full_legitimate_request_is_within_the_bounds(app, loop, layout):
+    """The counts that refuse a body before it is parsed leave room for the largest request a
+    client may send, brackets and commas inside its strings included."""
+    path, body = _full(layout)
+    status, out, _ = call(app, loop, path, body, "application/json")
+    assert status == 200, out
+
+
+@pytest.mark.parametrize("name", ["predict records of empty objects", "predict rows of empty lists",
+                                  "v2 data of zeros", "csv rows", "csv blank lines"])
+def test_a_crafted_body_is_refused_before_it_is_materialized(app, loop, name):
+    """2 MB of ``[{}, ...]`` parsed is ~50 MB of Python objects, a 2 MB CSV read whole ~190 MB;
+    refused before that, the request allocates little beyond its body."""
+    path, body, *ctype = CRAFTED[name]
+    call(app, loop, "/predict", b"{}", "application/json")
+    tracemalloc.start()
+    try:
+        status, out, _ = call(app, loop, path, body, ctype[0] if ctype else "application/json")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert 400 <= status < 500, out
+    assert peak < 3 * len(body) + 2**20, f"{name}: {peak / 2**20:.1f} MiB allocated"

@@ -1,6 +1,6 @@
-"""Serving input hardening (issue 9, defects 1, 3, 10, 11): values a column cannot hold, strings
-ONNX Runtime cannot take, CSV quirks, replies that cannot be encoded, and what ``/metadata``
-shows. In-process (no Ray, no server): the real app over a real tiny ONNX model."""
+"""Values a column cannot hold, strings ONNX Runtime cannot take, CSV quirks, replies that
+cannot be encoded, and what ``/metadata`` shows. In-process (no Ray, no server): the real app
+over a real tiny ONNX model."""
 
 from __future__ import annotations
 
@@ -12,14 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 from tiny_serving_model import SCHEMA, loaded, tiny_onnx
 
+from raylane.model.feeds import RequestError
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import ColumnSpec, FeatureSchema
 from raylane.model.store import RegisteredModel
 from raylane.serving.api import bind, build_api
-from raylane.serving.columns import RequestError, decode_json
 from raylane.serving.dataplane import DataPlane
+from raylane.serving.holder import ModelHolder
 from raylane.serving.http_io import json_response
-from raylane.serving.predictor import LoadedModel, ModelHolder
+from raylane.serving.limits import decode_json
+from raylane.serving.loaded_model import LoadedModel
 from raylane.serving.protocols import PROTOCOLS, native, v2
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
@@ -77,7 +79,7 @@ def record(age: str = "30", income: str = "50", home: str = '"rent"') -> bytes:
     return f'{{"records": [{{"age": {age}, "income": {income}, "home": {home}}}]}}'.encode()
 
 
-# ---------------------------------------------------------------- 1: values a column cannot hold
+# ---------------------------------------------------------------- values a column cannot hold
 
 
 @pytest.mark.parametrize("body,field,reason,fragment", [
@@ -170,7 +172,7 @@ def test_json_response_never_fails_to_encode():
     assert json.loads(response.body)["n"] == 10**30
 
 
-# ---------------------------------------------------------------- 3: strings ONNX cannot take
+# ---------------------------------------------------------------- strings ONNX cannot take
 
 
 @pytest.mark.parametrize("body", [
@@ -205,7 +207,7 @@ def test_invalid_utf8_is_400(client):
     assert out["reason"] == "malformed_csv" and "line 3" in out["message"]
 
 
-# ---------------------------------------------------------------- 10: CSV
+# ---------------------------------------------------------------- CSV
 
 
 def test_csv_row_with_extra_cells_is_400_naming_the_row(client):
@@ -232,7 +234,7 @@ def test_csv_byte_order_mark_is_stripped(client):
     assert bom.json()["predictions"] == plain.json()["predictions"]
 
 
-# ---------------------------------------------------------------- 11: /metadata
+# ---------------------------------------------------------------- /metadata
 
 
 def test_metadata_shows_no_training_categories_by_default():

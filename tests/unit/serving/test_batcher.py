@@ -13,7 +13,7 @@ from tiny_serving_model import ROWS, loaded
 
 from raylane.serving.batcher import MicroBatcher
 from raylane.serving.dataplane import DataPlane, predict_batch
-from raylane.serving.predictor import ModelHolder
+from raylane.serving.holder import ModelHolder
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
 

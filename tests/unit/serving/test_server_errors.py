@@ -13,7 +13,7 @@ from tiny_serving_model import SCHEMA, loaded, tiny_onnx
 
 from raylane.serving.api import bind, build_api
 from raylane.serving.dataplane import DataPlane
-from raylane.serving.predictor import ModelHolder
+from raylane.serving.holder import ModelHolder
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry

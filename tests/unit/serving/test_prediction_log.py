@@ -15,9 +15,9 @@ from tiny_serving_model import loaded
 
 from raylane.serving.api import bind, build_api
 from raylane.serving.dataplane import DataPlane
+from raylane.serving.holder import ModelHolder
 from raylane.serving.prediction_ids import new_prediction_ids
 from raylane.serving.prediction_log import PredictionLog, is_object_store, resolve_location
-from raylane.serving.predictor import ModelHolder
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
@@ -144,7 +144,9 @@ def test_an_fsspec_location_and_two_replicas_sharing_it():
         log.flush()
     names = sorted(p.rsplit("/", 1)[1] for p in fs.ls(root, detail=False))
     assert len(names) == 2 and not any(n.endswith(".tmp") for n in names)
-    assert names[0].split("-")[2] != names[1].split("-")[2]  # a tag per replica
+    # predictions-<prefix>-<time>-<tag>-<seq>.parquet: a tag per replica
+    assert all(n.startswith("predictions-default-") for n in names)
+    assert names[0].split("-")[3] != names[1].split("-")[3]
     tables = [pq.read_table(f"{where}/{n}", filesystem=a.filesystem) for n in names]
     assert sorted(i for t in tables for i in t.column("prediction_id").to_pylist()) == [
         "a1", "a2", "b1", "b2"]

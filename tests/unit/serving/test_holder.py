@@ -10,7 +10,7 @@ import pytest
 from tiny_serving_model import SCHEMA, registered, tiny_onnx
 
 from raylane.model.store import RegisteredModel
-from raylane.serving.predictor import ModelHolder
+from raylane.serving.holder import ModelHolder
 
 URI = "models:/credit@champion"
 
@@ -287,7 +287,8 @@ def test_failure_kinds():
 
     from raylane.model.onnx_model import UnsafeModelError
     from raylane.model.store import ModelNotFoundError
-    from raylane.serving.predictor import WarmupError, failure_kind
+    from raylane.serving.load_failures import failure_kind
+    from raylane.serving.loaded_model import WarmupError
 
     def http_error(status: int) -> requests.HTTPError:
         response = requests.Response()

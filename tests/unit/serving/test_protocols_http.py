@@ -16,7 +16,7 @@ from tiny_serving_model import loaded
 
 from raylane.serving.api import bind, build_api
 from raylane.serving.dataplane import DataPlane
-from raylane.serving.predictor import ModelHolder
+from raylane.serving.holder import ModelHolder
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.settings import ServingSettings
 from raylane.serving.telemetry import ServingTelemetry
@@ -243,7 +243,7 @@ def test_unknown_route_and_wrong_method_are_json(client):
 
 
 def test_the_documented_request_models_accept_the_bodies_the_parsers_accept(client):
-    from raylane.serving.protocols import mlflow_scoring, native, v2
+    from raylane.serving.protocols import mlflow_scoring, native, v2_datamodels
 
     cols = ["age", "income", "home"]
     split = {"columns": cols, "data": [[r[c] for c in cols] for r in RECORDS]}
@@ -251,7 +251,7 @@ def test_the_documented_request_models_accept_the_bodies_the_parsers_accept(clie
         ("/predict", {"records": RECORDS}, native.PredictRecords),
         ("/predict", split, native.PredictSplit),
         ("/v2/models/credit/infer", v2_body(id="1", outputs=[{"name": "label"}]),
-         v2.V2InferRequest),
+         v2_datamodels.V2InferRequest),
         ("/invocations", {"dataframe_split": split}, mlflow_scoring.InvocationsRequest),
         ("/invocations", {"dataframe_records": RECORDS}, mlflow_scoring.InvocationsRequest),
         ("/invocations", {"instances": RECORDS}, mlflow_scoring.InvocationsRequest),

@@ -7,7 +7,8 @@ file is left; once the disk has room again, new rows are written.
 The real app (every route, the micro-batcher) over a real ONNX model, called in-process through
 ASGI on the replica's own event loop; the replica is :class:`~raylane.serving.replica.Replica`
 with its housekeeping (which reports the dropped rows). "Unwritable" is a regular file where the
-directory should be (as root too) or, when not root, a read-only directory. "Full" is a local
+directory should be (from the start, or replacing it while the replica serves) or a read-only
+directory (mode bits; for root, the immutable attribute). "Full" is a local
 directory behind pyarrow's ``PyFileSystem(FSSpecHandler(...))`` whose writes fail with ``ENOSPC``
 after a few bytes (a tiny tmpfs needs root).
 """
@@ -17,8 +18,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import stat
+import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pyarrow.fs as pafs
@@ -131,18 +136,56 @@ def test_a_file_where_the_log_directory_should_be(good, tmp_path):
     assert blocker.read_text() == "not a directory"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
+def read_only(directory: Path) -> Callable[[], None]:
+    """Make ``directory`` read-only for this process, whoever it runs as; return the undo.
+
+    Mode bits do not stop root, the immutable attribute (``chattr +i``) does."""
+    if os.geteuid() != 0:
+        directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        return lambda: directory.chmod(stat.S_IRWXU)
+    chattr = shutil.which("chattr")
+    done = chattr and subprocess.run([chattr, "+i", str(directory)], capture_output=True)
+    if not done or done.returncode != 0:
+        pytest.skip(f"this filesystem has no immutable attribute (chattr +i {directory})")
+    return lambda: subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
 def test_a_read_only_log_directory(good, tmp_path):
     directory = tmp_path / "plog"
     directory.mkdir()
-    directory.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    undo = read_only(directory)
     try:
         statuses, dropped, counted = run_unwritable(good, str(directory))
     finally:
-        directory.chmod(stat.S_IRWXU)
+        undo()
     assert statuses == [200] * REQUESTS
     assert dropped == counted == 2 * REQUESTS
     assert list(directory.iterdir()) == []
+
+
+def test_a_log_directory_replaced_by_a_file_while_serving(good, tmp_path):
+    """The directory existed (the log created it) and became a file: no write can succeed,
+    root's included."""
+    directory = tmp_path / "plog"
+
+    async def main():
+        replica = start_replica(good, str(directory))
+        await replica.reconfigure(config(str(directory)))
+        assert directory.is_dir()
+        shutil.rmtree(directory)
+        directory.write_text("not a directory")
+        statuses = await serve_traffic(replica)
+        plog = replica.plane.plog
+        assert await asyncio.to_thread(plog.flush) == []
+        reported = await until(lambda: sum(replica.counted) >= plog.dropped_rows > 0)
+        await replica.stop()
+        assert reported, "housekeeping did not report the dropped rows"
+        return statuses, plog.dropped_rows, sum(replica.counted)
+
+    statuses, dropped, counted = asyncio.run(main())
+    assert statuses == [200] * REQUESTS
+    assert dropped == counted == 2 * REQUESTS
+    assert directory.read_text() == "not a directory"
 
 
 def test_a_full_disk_drops_and_counts_rows_then_logging_resumes(good, tmp_path):

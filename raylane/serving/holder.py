@@ -1,4 +1,4 @@
-"""The model a replica serves: load from the registry, warm up, and swap safely.
+"""The holder of the model a replica serves: load from the registry, warm up, and swap safely.
 
 A swap builds the new session and runs a warm-up prediction *before* it replaces the current
 model (one attribute assignment, so in-flight requests finish on the model they started with).
@@ -12,111 +12,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
-import requests
-from google.protobuf.message import DecodeError
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail as OrtFail
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph as OrtInvalidGraph
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf as OrtInvalidProtobuf
-from pydantic import ValidationError
-
-from raylane.model import mlflow_failures
-from raylane.model.onnx_model import OnnxModel, Prediction, UnsafeModelError
-from raylane.model.schema import MISSING_CATEGORY, FeatureSchema
-from raylane.model.store import (
-    ModelNotFoundError,
-    RegisteredModel,
-    load_registered_model,
-    resolve_version,
-)
+from raylane.model.store import RegisteredModel, load_registered_model
+from raylane.serving.load_failures import failure_kind, failure_reason, transient_cause
+from raylane.serving.loaded_model import LoadedModel, open_model, registry_version
 
 log = logging.getLogger("ray.serve")
-
-
-class WarmupError(RuntimeError):
-    """The model loaded but its warm-up prediction failed or produced unusable output."""
-
-
-@dataclass
-class LoadedModel:
-    """A registered version with a ready ONNX Runtime session."""
-
-    registered: RegisteredModel
-    onnx: OnnxModel
-    uri: str
-    threads: int = 1  # ONNX Runtime intra-op threads of the session
-    loaded_at: float = field(default_factory=time.time)
-
-    @property
-    def name(self) -> str:
-        return self.registered.name
-
-    @property
-    def version(self) -> str:
-        return self.registered.version
-
-    @property
-    def schema(self) -> FeatureSchema:
-        return self.registered.schema
-
-    def predict(self, feeds: dict[str, np.ndarray]) -> Prediction:
-        return self.onnx.run(feeds)
-
-
-def warmup_feeds(schema: FeatureSchema, rows: int = 4) -> dict[str, np.ndarray]:
-    """A few rows exercising missing values and known categories."""
-    feeds = {}
-    for col in schema.columns:
-        if col.kind == "numeric":
-            values = np.array([0.0, np.nan, 1.0, 10.0][:rows], dtype=np.float32)
-        else:
-            cats = (col.categories or []) + [MISSING_CATEGORY, "unseen-category"]
-            values = np.array([cats[i % len(cats)] for i in range(rows)], dtype=object)
-        feeds[col.name] = values.reshape(-1, 1)
-    return feeds
-
-
-def warm_up(model: OnnxModel, schema: FeatureSchema) -> None:
-    """Run the graph once; raise :class:`WarmupError` unless the output is well-formed."""
-    feeds = warmup_feeds(schema)
-    try:
-        pred = model.run(feeds)
-    except Exception as exc:
-        raise WarmupError(f"warm-up prediction failed: {exc}") from exc
-    n = len(next(iter(feeds.values())))
-    if schema.task == "classification":
-        k = len(schema.class_labels or [])
-        probs = pred.probabilities
-        if probs is None or probs.shape != (n, k) or not np.isfinite(probs).all():
-            raise WarmupError(f"warm-up: expected finite probabilities of shape {(n, k)}")
-        if pred.labels.min() < 0 or pred.labels.max() >= k:
-            raise WarmupError("warm-up: class index outside the schema's class labels")
-    elif pred.values is None or pred.values.shape != (n,) or not np.isfinite(pred.values).all():
-        raise WarmupError(f"warm-up: expected {n} finite regression values")
-
-
-def open_model(registered: RegisteredModel, uri: str, intra_op_threads: int = 1) -> LoadedModel:
-    """Open a session on a downloaded model and warm it up; raise on any failure."""
-    onnx = OnnxModel(registered.onnx_bytes, registered.schema, intra_op_threads=intra_op_threads)
-    warm_up(onnx, registered.schema)
-    return LoadedModel(registered=registered, onnx=onnx, uri=uri, threads=intra_op_threads)
-
-
-def load_model(uri: str, tracking_uri: str | None, intra_op_threads: int = 1) -> LoadedModel:
-    """Download, open and warm up a registered model; raise on any failure."""
-    return open_model(load_registered_model(uri, tracking_uri), uri, intra_op_threads)
-
-
-def registry_version(uri: str, tracking_uri: str | None) -> str:
-    """The version ``uri`` points at now in the registry (cheap: one registry call)."""
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    mv, _ = resolve_version(client, uri)
-    return str(mv.version)
-
 
 Fetch = Callable[[str, str | None], RegisteredModel]
 Resolve = Callable[[str, str | None], str]
@@ -125,72 +27,6 @@ OnLoad = Callable[[str, str, str], None]
 RETRY_BASE_S = 10.0  # first retry of a failed load; doubles per failed attempt ...
 RETRY_MAX_S = 300.0  # ... up to this
 MAX_UNKNOWN_ATTEMPTS = 3  # an error of no known kind is given up once it failed this often
-
-
-def failure_kind(exc: BaseException) -> str:
-    """``transient`` (network, timeout, registry 5xx/429: retry), ``permanent`` (the version
-    itself is unusable: unsafe or corrupt graph, failed warm-up, no schema: give up) or
-    ``unknown``. The cause chain counts: the registry's errors arrive wrapped."""
-    if mlflow_failures.is_transient(exc):
-        return "transient"
-    if isinstance(exc, (UnsafeModelError, WarmupError, ModelNotFoundError, DecodeError,
-                        ValidationError, OrtFail, OrtInvalidGraph, OrtInvalidProtobuf)):
-        return "permanent"
-    if mlflow_failures.is_missing(exc):
-        return "permanent"  # the version's artifacts are gone: retrying cannot bring them back
-    return "unknown"
-
-
-def failure_reason(exc: BaseException) -> str:
-    """A stable reason for a failed load, without the exception's text (which may hold hosts,
-    paths or credentials): ``artifact_missing``, ``model_not_found``, ``warmup_failed``,
-    ``unsafe_model`` or ``load_failed``."""
-    if isinstance(exc, WarmupError):
-        return "warmup_failed"
-    if isinstance(exc, UnsafeModelError):
-        return "unsafe_model"
-    if failure_kind(exc) == "transient":
-        return "load_failed"
-    if isinstance(exc, ModelNotFoundError):
-        return "model_not_found"
-    link: BaseException | None = exc
-    for _ in range(20):  # the cause chain, bounded
-        if link is None:
-            break
-        if _missing(link):
-            return "artifact_missing"
-        link = link.__cause__ or link.__context__
-    return "load_failed"
-
-
-def _missing(exc: BaseException) -> bool:
-    """The artifact store has no such file (a local store's MlflowException, a proxied
-    store's HTTP 404)."""
-    if isinstance(exc, requests.HTTPError) and exc.response is not None:
-        return exc.response.status_code == 404
-    if isinstance(exc, MlflowException):
-        return exc.get_http_status_code() == 404
-    return isinstance(exc, FileNotFoundError)
-
-
-def transient_cause(exc: BaseException | None) -> str:
-    """The type name of the first transient error in the cause chain that is not a wrapper
-    (ModelNotFoundError, MlflowException), e.g. ``ConnectionError``."""
-    link, found = exc, None
-    for _ in range(20):
-        if link is None:
-            break
-        if _transient(link):
-            found = found or link
-            if not isinstance(link, (ModelNotFoundError, MlflowException)):
-                return type(link).__name__
-        link = link.__cause__ or link.__context__
-    return type(found or exc).__name__
-
-
-def _transient(exc: BaseException) -> bool:
-    return mlflow_failures.transient_link(exc)
-
 
 @dataclass
 class PendingLoad:
@@ -349,3 +185,4 @@ class ModelHolder:
             "keeping version " + self.current.version if self.current else "no model to serve",
             exc,
         )
+

@@ -1,4 +1,4 @@
-"""Issue 9 #9: the prediction log's failed writes, unbounded buffer and cap race (real files)."""
+"""The prediction log's failed writes, unbounded buffer and cap race (real files)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_a_failed_write_leaves_no_tmp_file(tmp_path, monkeypatch):
 
 def test_the_cap_counts_and_removes_orphaned_tmp_files(tmp_path):
     """A ``.tmp`` left by a crashed writer counts against the cap (oldest first)."""
-    orphan = tmp_path / "predictions-20200101T000000-deadbeef-000001.parquet.tmp"
+    orphan = tmp_path / "predictions-default-20200101T000000-deadbeef-000001.parquet.tmp"
     orphan.write_bytes(os.urandom(200_000))
     os.utime(orphan, (1, 1))  # older than anything the log writes
     log = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=10**9,
@@ -150,3 +150,67 @@ def test_a_write_failing_on_the_filesystem_leaves_no_tmp_file(tmp_path):
     assert log.flush() == []
     assert files(tmp_path) == []
     assert log.dropped_rows == 20
+
+
+def test_deployments_sharing_a_location_keep_each_others_history(tmp_path):
+    """Each log trims only the files of its own prefix: one deployment's traffic over the cap
+    does not delete another's rows."""
+    quiet = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=10**9,
+                          max_total_bytes=5_000, seed=0, prefix="credit-canary")
+    busy = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=10**9,
+                         max_total_bytes=5_000, seed=0, prefix="credit")
+    feeds, pred = batch(20)
+    quiet.record("credit", "2", SCHEMA, feeds, 20, pred)
+    (kept,) = quiet.flush()
+    for _ in range(10):
+        busy.record("credit", "1", SCHEMA, feeds, 20, pred)
+        busy.flush()
+    assert os.path.exists(kept)
+    assert 1 <= len(files(tmp_path, "predictions-credit-2*")) < 10  # busy's own cap applied
+    assert os.path.basename(kept).startswith("predictions-credit-canary-")
+
+
+def test_only_the_allowed_columns_are_recorded(tmp_path):
+    log = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=10**9, seed=0,
+                        columns=["age"])
+    feeds, pred = batch(5)
+    log.record("credit", "1", SCHEMA, feeds, 5, pred)
+    (written,) = log.flush()
+    table = pq.read_table(written).flatten()
+    assert "input.age" in table.column_names and "input.home" not in table.column_names
+    nothing = PredictionLog(directory=str(tmp_path / "none"), sample_rate=1.0,
+                            flush_rows=10**9, seed=0, columns=[])
+    nothing.record("credit", "1", SCHEMA, feeds, 5, pred)
+    (written,) = nothing.flush()
+    assert pq.read_table(written).num_rows == 5  # ids and predictions, no inputs
+
+
+def test_a_long_string_is_cut_to_the_row_byte_cap(tmp_path):
+    log = PredictionLog(directory=str(tmp_path), sample_rate=1.0, flush_rows=10**9, seed=0,
+                        max_row_bytes=400)
+    feeds, pred = batch(3)
+    feeds["home"] = np.array([["own"], ["\u00e9" * 1_000_000], ["x" * 99]], dtype=object)
+    log.record("credit", "1", SCHEMA, feeds, 3, pred)
+    (written,) = log.flush()
+    homes = pq.read_table(written).flatten().column("input.home").to_pylist()
+    assert homes[0] == "own" and homes[2] == "x" * 99
+    assert len(homes[1].encode()) <= 400 and homes[1] == "\u00e9" * 100
+
+
+def test_a_local_log_is_private_to_its_owner(tmp_path):
+    directory = tmp_path / "plog"
+    log = PredictionLog(directory=str(directory), sample_rate=1.0, flush_rows=10**9, seed=0)
+    feeds, pred = batch(2)
+    log.record("credit", "1", SCHEMA, feeds, 2, pred)
+    (written,) = log.flush()
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert os.stat(written).st_mode & 0o777 == 0o600
+
+
+def test_the_default_prefix_is_the_models_name():
+    from raylane.serving.dataplane import log_prefix
+
+    assert log_prefix("models:/credit@champion") == "credit"
+    assert log_prefix("models:/credit/3") == "credit"
+    assert log_prefix("models:/my model@x") == "my_model"
+    assert log_prefix("models:/..") == "default"
