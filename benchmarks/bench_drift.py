@@ -4,7 +4,7 @@ rows of the credit schema, in one run on this machine; per-column decisions must
     python -m benchmarks.bench_drift         # a few minutes on 2 cores (most of it Evidently)
     python -m benchmarks.bench_drift --rows 200000 --shift Amount=1.2 --out /tmp/drift.json
 
-Data: the reference is the bundled credit table as the model sees it (``raylane.data``'s
+Data: the reference is the bundled credit table as the model sees it (``raylane.data.read``'s
 prepared features: 4,454 rows, 9 numeric and 4 categorical columns); the current window is
 ``--rows`` rows drawn from it with replacement (seeded), one column multiplied (``--shift``,
 default ``Income=1.3``), numbers stored as float32 as the prediction log stores them. Scenario
@@ -45,9 +45,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raylane.config import DriftConfig
-from raylane.data import infer_schema, prepare_features, read_table
+from raylane.data.read import infer_schema, prepare_features, read_table
+from raylane.model.schema import MISSING_CATEGORY
 from raylane.monitoring.drift import compare
-from raylane.schema import MISSING_CATEGORY
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"

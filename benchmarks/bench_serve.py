@@ -153,7 +153,7 @@ def floor_app(onnx_path: str, schema_path: str):
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from raylane.schema import FeatureSchema
+    from raylane.model.schema import FeatureSchema
 
     schema = FeatureSchema.from_json(Path(schema_path).read_text())
     opts = ort.SessionOptions()
@@ -199,14 +199,14 @@ def train_and_register(tmp: Path, n_estimators: int, sklearn_peer: bool = True) 
     import pandas as pd
 
     from raylane.config import GatesConfig
-    from raylane.data import infer_schema, read_table, split_data
-    from raylane.evaluation import check_gates, evaluate
-    from raylane.families import get_family
-    from raylane.metrics import METRICS
-    from raylane.publishing import publish
-    from raylane.registry import log_logged_model
-    from raylane.tracking import ensure_experiment, mlflow_client, parent_run
-    from raylane.training import fit_model
+    from raylane.data.read import infer_schema, read_table, split_data
+    from raylane.model.families import get_family
+    from raylane.model.metrics import METRICS
+    from raylane.release.gates import check_gates, evaluate
+    from raylane.release.publish import publish
+    from raylane.tracking.registry import log_logged_model
+    from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+    from raylane.training.fit import fit_model
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     frame = read_table(str(CREDIT))
@@ -247,7 +247,7 @@ def train_and_register(tmp: Path, n_estimators: int, sklearn_peer: bool = True) 
 
 
 def in_process_rows_per_s(onnx_bytes: bytes, schema, rows: list[dict]) -> float:
-    from raylane.onnx_model import OnnxModel
+    from raylane.model.onnx_model import OnnxModel
     from raylane.serving.protocols.native import parse_predict
 
     model = OnnxModel(onnx_bytes, schema)

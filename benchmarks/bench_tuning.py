@@ -12,17 +12,18 @@ Parquet copy of the same table.
 Same data, split, estimator, search space and budget for both searches:
 
 * the flights table from ``benchmarks/flights_xgboost.yaml`` (target ``arr_delay > 15``), read and
-  split by ``raylane.pipeline.load_data``;
+  split by ``raylane.training.job.load_data``;
 * ``num_samples`` configurations are sampled once (seeded) from raylane's Tune search space; the
   *same* list goes to ``RandomizedSearchCV`` (a list of one-point grids, which its
   ``ParameterSampler`` samples without replacement, so it fits exactly these configurations) and
   to Tune (``BasicVariantGenerator(points_to_evaluate=...)``);
 * ``RandomizedSearchCV(n_jobs=2, refit=False)`` scores raylane's own Pipeline (preprocessing +
   ``XGBClassifier(n_jobs=1)``) on the validation split through ``PredefinedSplit``;
-* raylane's Tune search runs its trial function (``raylane.tuning.make_trainable``: the dataset in
+* raylane's Tune search runs its trial function (``raylane.training.tuning.make_trainable``: the
+dataset in
   the object store once, ``fit_model`` reporting every ``report_every`` rounds) with ASHA,
   ``max_concurrent_trials=2``, 1 CPU per trial and MLflow child runs (``raylane.trial_logging``)
-  under a parent run in a temporary SQLite store: the Tuner ``raylane.tuning.build_tuner``
+  under a parent run in a temporary SQLite store: the Tuner ``raylane.training.tuning.build_tuner``
   builds, given the sampled list as ``points_to_evaluate`` and a callback that stamps the wall
   time of every result.
 
@@ -31,7 +32,7 @@ wall time. Raylane's is the time from calling ``Tuner.fit()`` to the first resul
 score is at least RandomizedSearchCV's best (``ray.init`` and Tuner construction reported apart).
 
 Tune overhead: ``1 - sum(fit_seconds of each trial's last result) / (Tuner.fit() wall x 2)``, where
-``fit_seconds`` is the time a trial spent inside ``raylane.training.fit_model`` (preprocessing,
+``fit_seconds`` is the time a trial spent inside ``raylane.training.fit.fit_model`` (preprocessing,
 boosting, validation scoring; not the time blocked in ``tune.report``) and 2 is the concurrency.
 Also given with ``ray.init`` + Tuner construction added to the wall time.
 """
@@ -125,9 +126,9 @@ def sample_configs(space: dict[str, Any], n: int, seed: int) -> list[dict[str, A
 def run_rscv(config, data, configs: list[dict[str, Any]]) -> dict[str, Any]:
     from sklearn.model_selection import PredefinedSplit, RandomizedSearchCV
 
-    from raylane.families import get_family
-    from raylane.preprocessing import build_pipeline, build_preprocessor
-    from raylane.tuning import tuning_metric
+    from raylane.model.families import get_family
+    from raylane.model.preprocessing import build_pipeline, build_preprocessor
+    from raylane.training.tuning import tuning_metric
 
     family = get_family(config.model.family)
     metric = tuning_metric(config, data.schema.task)
@@ -198,18 +199,18 @@ def run_raylane(
     """raylane's own Tuner (``build_tuner``), with the sampled configurations fed in first."""
     import ray
 
-    from raylane import tracking
-    from raylane.families import get_family
-    from raylane.tuning import build_tuner, tuning_metric
+    from raylane.model.families import get_family
+    from raylane.tracking import runs
+    from raylane.training.tuning import build_tuner, tuning_metric
 
     family = get_family(config.model.family)
     metric = tuning_metric(config, data.schema.task)
     tune_metric = f"valid_{metric.name}"
     tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    client = tracking.mlflow_client(tracking_uri)
-    experiment_id = tracking.ensure_experiment(client, config.mlflow.experiment)
+    client = runs.mlflow_client(tracking_uri)
+    experiment_id = runs.ensure_experiment(client, config.mlflow.experiment)
     clock = make_clock()
-    with tracking.parent_run(client, experiment_id, run_name="bench-tuning") as run_id:
+    with runs.parent_run(client, experiment_id, run_name="bench-tuning") as run_id:
         started = time.perf_counter()
         # A private local cluster (never another engineer's `ray start --head`): all CPUs here.
         ray.init(address="local", log_to_driver=True)
@@ -273,11 +274,11 @@ def median_seconds(fn, calls: int) -> float:
 
 
 def run_prediction(config, data, params: dict[str, Any], calls: int) -> dict[str, Any]:
-    from raylane.export import check_parity, to_onnx
-    from raylane.families import get_family
-    from raylane.onnx_model import OnnxModel
-    from raylane.training import fit_model
-    from raylane.tuning import tuning_metric
+    from raylane.model.families import get_family
+    from raylane.model.onnx_model import OnnxModel
+    from raylane.release.export import check_parity, to_onnx
+    from raylane.training.fit import fit_model
+    from raylane.training.tuning import tuning_metric
 
     family = get_family(config.model.family)
     metric = tuning_metric(config, data.schema.task)
@@ -327,12 +328,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.chdir(ROOT)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     from raylane.config import load_config
-    from raylane.pipeline import load_data
+    from raylane.training.job import load_data
 
     config = load_config(args.config, args.set)
     derived_table(ROOT / config.data.path, source)
     _, data = load_data(config)
-    from raylane.tuning import param_space
+    from raylane.training.tuning import param_space
 
     configs = sample_configs(param_space(config), config.tune.num_samples, config.seed)
     print(f"data: {len(data.train.y)} train / {len(data.valid.y)} valid rows, "

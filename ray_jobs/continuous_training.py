@@ -23,10 +23,10 @@ import logging
 import os
 import sys
 
-from raylane import stops
 from raylane.config import ConfigError, load_config
-from raylane.data import DataError
-from raylane.export import ParityError
+from raylane.data.read import DataError
+from raylane.release.export import ParityError
+from raylane.training import interrupts
 
 # Each option's environment variables, first set (and non-empty) wins.
 ENV_DEFAULTS = {
@@ -41,7 +41,7 @@ def _from_env(option: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stops.install()
+    interrupts.install()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML pipeline config")
     parser.add_argument("--predictions", help="prediction log: directory, glob or URI")
@@ -68,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         return _run(args)
-    except stops.Stopped as stop:
-        return stops.finish(stop)
+    except interrupts.Stopped as stop:
+        return interrupts.finish(stop)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a config key, e.g. monitoring.drift.drift_share=0.3")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from raylane.model_store import ModelNotFoundError
+    from raylane.model.store import ModelNotFoundError
     from raylane.monitoring import run_monitor
     from raylane.monitoring.reference import ProfileNotFoundError
 

@@ -15,14 +15,15 @@ import argparse
 import logging
 import sys
 
-from raylane import stops
 from raylane.config import ConfigError, load_config
-from raylane.data import DataError
-from raylane.export import ParityError
+from raylane.data.read import DataError
+from raylane.release.export import ParityError
+from raylane.training import interrupts
 
 
 def main(argv: list[str] | None = None) -> int:
-    stops.install()  # first: a stop at any stage ends cleanly (see raylane.stops)
+    # first: a stop at any stage ends cleanly (see raylane.training.interrupts)
+    interrupts.install()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="YAML pipeline config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -32,15 +33,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         return _run(args)
-    except stops.Stopped as stop:
-        return stops.finish(stop)
+    except interrupts.Stopped as stop:
+        return interrupts.finish(stop)
 
 
 def _run(args: argparse.Namespace) -> int:
-    with stops.stage("data load"):
-        from raylane.pipeline import load_data, run_pipeline
-        from raylane.store_location import check_store
-        from raylane.summary import render
+    with interrupts.stage("data load"):
+        from raylane.tracking.experiments import check_store
+        from raylane.training.job import load_data, run_pipeline
+        from raylane.training.summary import render
 
         try:
             config = load_config(args.config, args.set)
@@ -52,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
             return 2
     try:
         result = run_pipeline(config, resume=args.resume, loaded=loaded)
-    except stops.ResumeError as exc:
+    except interrupts.ResumeError as exc:
         print(f"error: cannot resume: {exc}", file=sys.stderr)
         return 2
     except ConfigError as exc:  # the experiment's artifact location (see check_store)

@@ -10,9 +10,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from raylane.families import FAMILIES, FAMILY_ALIASES, get_family
-from raylane.metrics import METRICS
-from raylane.schema import Task
+from raylane.model.families import FAMILIES, FAMILY_ALIASES, get_family
+from raylane.model.metrics import METRICS
+from raylane.model.schema import Task
 
 
 class ConfigError(ValueError):
@@ -155,7 +155,7 @@ class ExportConfig(_Strict):
 
 
 class JudgingConfig(_Strict):
-    """How a challenger is judged against the champion (raylane/judging.py)."""
+    """How a challenger is judged against the champion (raylane/release/judging.py)."""
 
     key_columns: list[str] | None = Field(
         None, description="Columns whose values identify a row for the stable holdout "

@@ -32,10 +32,10 @@ from serving_support import (
 )
 
 from raylane.config import GatesConfig
-from raylane.evaluation import check_gates, evaluate
 from raylane.monitoring.reference import reference_sample
-from raylane.publishing import publish
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.release.gates import check_gates, evaluate
+from raylane.release.publish import publish
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -81,7 +81,7 @@ def publish_credit(tracking_uri: str) -> tuple[str, Trained, bytes]:
 
 
 @contextmanager
-def console_stack(tmp: Path, metadata_categories: int = 50) -> Iterator[ConsoleStack]:
+def console_stack(tmp: Path, metadata_categories: int = 0) -> Iterator[ConsoleStack]:
     """MLflow (SQLite) with the credit model as champion, served by Ray Serve on a fresh local
     Ray with its dashboard; everything stopped on exit."""
     import ray

@@ -1,6 +1,7 @@
 """Running the training job as a real process and stopping it at a known point.
 
-The job's test-only hold points (``RAYLANE_TEST_HOLD``, see ``raylane.stops``) make it wait at a
+The job's test-only hold points (``RAYLANE_TEST_HOLD``, see ``raylane.training.interrupts``) make
+it wait at a
 stage, or inside the search, until a file appears; the test signals it while it waits.
 """
 

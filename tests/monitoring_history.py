@@ -11,9 +11,9 @@ import pandas as pd
 from serving_support import ROOT, Trained
 
 from raylane.config import load_config
+from raylane.model.onnx_model import OnnxModel
 from raylane.monitoring import run_monitor
 from raylane.monitoring.report import MonitorReport
-from raylane.onnx_model import OnnxModel
 from raylane.serving.prediction_log import PredictionLog
 
 

@@ -2,7 +2,7 @@
 
 Models are trained with the library's primitives (no Ray Tune) on the bundled credit data
 (classification) and a sample of the diamonds data (regression) and published with
-``raylane.publishing.publish``, the training job's own export -> parity -> register -> promote.
+``raylane.release.publish.publish``, the training job's own export -> parity -> register -> promote.
 """
 
 from __future__ import annotations
@@ -20,22 +20,22 @@ from process_state import restored_environ
 from sklearn.pipeline import Pipeline
 
 from raylane.config import GatesConfig
-from raylane.data import PreparedData, infer_schema, read_table, split_data
-from raylane.evaluation import check_gates, evaluate
-from raylane.export import to_onnx
-from raylane.families import get_family
-from raylane.metrics import METRICS, Metric
-from raylane.publishing import Published, publish
-from raylane.registry import (
+from raylane.data.read import PreparedData, infer_schema, read_table, split_data
+from raylane.model.families import get_family
+from raylane.model.metrics import METRICS, Metric
+from raylane.model.schema import FeatureSchema
+from raylane.release.export import to_onnx
+from raylane.release.gates import check_gates, evaluate
+from raylane.release.publish import Published, publish
+from raylane.tracking.registry import (
     CHAMPION,
     log_logged_model,
     log_onnx_model,
     register_version,
     set_alias,
 )
-from raylane.schema import FeatureSchema
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
-from raylane.training import fit_model
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.training.fit import fit_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CREDIT_CSV = ROOT / "data" / "credit_data.csv"

@@ -18,7 +18,7 @@ import pytest
 from conftest import CREDIT_CSV, ROOT
 from ray_auth_support import RayHead, token_ray_head  # noqa: F401 - the fixture
 
-from raylane.tracking import mlflow_client
+from raylane.tracking.runs import mlflow_client
 
 pytestmark = pytest.mark.slow
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"

@@ -20,11 +20,11 @@ from mlflow_auth_support import READER, WRITER, as_user, auth_mlflow_server, run
 from process_state import restored_environ
 from streamlit.testing.v1 import AppTest
 
-from raylane import plots
-from raylane.console import registry as reg
+from raylane.console import versions as reg
 from raylane.console.registry_access import NotAllowed, mlflow_errors
-from raylane.registry import CHAMPION, set_alias
-from raylane.tracking import RunLog, mlflow_client
+from raylane.tracking import plots
+from raylane.tracking.registry import CHAMPION, set_alias
+from raylane.tracking.runs import RunLog, mlflow_client
 
 pytestmark = pytest.mark.slow
 PAGE = str(Path(__file__).resolve().parents[1] / "console" / "pages" / "models.py")

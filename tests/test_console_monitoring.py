@@ -13,10 +13,10 @@ from monitoring_history import monitoring_history
 from process_state import restored_environ
 from streamlit.testing.v1 import AppTest
 
-from raylane.evaluation import GateResult
 from raylane.monitoring.reference import reference_sample
-from raylane.publishing import publish
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.release.gates import GateResult
+from raylane.release.publish import publish
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 
 pytestmark = pytest.mark.slow
 PAGE = str(ss.ROOT / "console" / "pages" / "monitoring.py")

@@ -64,7 +64,8 @@ def credit_rows(n: int) -> pd.DataFrame:
 def test_predict_form_from_metadata_and_answer(console_env):
     at = page("predict").run()
     no_exception(at)
-    # categorical columns are select boxes with the training categories (metadata_categories)
+    # categorical columns are select boxes with the training categories, read from the
+    # version's reference profile (the service itself does not list them: metadata_categories 0)
     home = next(s for s in at.selectbox if s.label.startswith("Home"))
     assert {"owner", "rent", "parents"} <= set(home.options)
     assert home.options[0] == "(missing)"  # Home is nullable

@@ -4,7 +4,6 @@ the CT run, the training run and the model version link to each other."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -17,15 +16,15 @@ from process_state import restored_environ
 
 from raylane.config import load_config
 from raylane.continuous import run_continuous_training
-from raylane.data import infer_schema, split_data
-from raylane.families import get_family
-from raylane.judging import score_graph
-from raylane.metrics import METRICS
-from raylane.model_store import load_version
-from raylane.onnx_model import OnnxModel
-from raylane.pipeline import run_pipeline
-from raylane.tracking import mlflow_client
-from raylane.training import fit_model, model_output
+from raylane.data.read import infer_schema, split_data
+from raylane.model.families import get_family
+from raylane.model.metrics import METRICS
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.store import load_version
+from raylane.release.judging import score_graph
+from raylane.tracking.runs import mlflow_client
+from raylane.training.fit import fit_model, model_output
+from raylane.training.job import run_pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -142,8 +141,6 @@ def test_a_better_challenger_is_promoted_and_every_step_links_up(
     assert definition["judging_rows"] == int(version.tags["raylane.judging.rows"])
 
 
-@pytest.mark.skipif(importlib.util.find_spec("raylane.monitoring") is None,
-                    reason="raylane.monitoring (the monitor, issue 11 part 2) is not merged yet")
 def test_drifted_traffic_triggers_retraining_linked_to_the_monitoring_run(
         tmp_path, sqlite_uri, split_credit):
     """Predictions logged by the serving code on drifted inputs -> the monitor says retrain ->

@@ -13,7 +13,7 @@ from job_support import (
     ray_job_submit,
 )
 
-from raylane.tracking import mlflow_client
+from raylane.tracking.runs import mlflow_client
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from process_state import restored_environ
 
 from raylane.config import load_config
 from raylane.continuous import new_labelled_rows
-from raylane.data import DataError
-from raylane.pipeline import load_data
+from raylane.data.read import DataError
+from raylane.training.job import load_data
 
 pytestmark = pytest.mark.slow
 

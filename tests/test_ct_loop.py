@@ -21,9 +21,9 @@ import serving_support as ss
 
 from raylane.config import load_config
 from raylane.continuous import run_continuous_training
-from raylane.holdout import HoldoutDefinition, holdout_mask
-from raylane.pipeline import run_pipeline
-from raylane.tracking import mlflow_client
+from raylane.data.holdout import HoldoutDefinition, holdout_mask
+from raylane.tracking.runs import mlflow_client
+from raylane.training.job import run_pipeline
 
 pytestmark = pytest.mark.slow
 

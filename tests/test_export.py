@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from conftest import CREDIT_CSV, DIAMONDS_CSV
 
-from raylane.data import infer_schema, read_table, split_data
-from raylane.export import check_parity, to_onnx
-from raylane.families import FAMILIES, get_family
-from raylane.metrics import METRICS
-from raylane.onnx_model import OnnxModel, UnsafeModelError
-from raylane.training import fit_model
+from raylane.data.read import infer_schema, read_table, split_data
+from raylane.model.families import FAMILIES, get_family
+from raylane.model.metrics import METRICS
+from raylane.model.onnx_model import OnnxModel, UnsafeModelError
+from raylane.release.export import check_parity, to_onnx
+from raylane.training.fit import fit_model
 
 SMALL = {
     "xgboost": {"n_estimators": 30, "max_depth": 4},

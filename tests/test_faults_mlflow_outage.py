@@ -22,11 +22,11 @@ import serving_support as ss
 import yaml
 from test_trial_logging_outage import Server
 
-from raylane.registry import set_alias
 from raylane.serving.api import bind, build_api
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.replica import Replica
-from raylane.tracking import mlflow_client
+from raylane.tracking.registry import set_alias
+from raylane.tracking.runs import mlflow_client
 
 pytestmark = pytest.mark.slow
 URI = "models:/credit@champion"

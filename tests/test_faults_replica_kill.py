@@ -1,6 +1,6 @@
 """Fault: one of two replicas is SIGKILLed under 64 connections of one-row traffic.
 
-Budget (issue 10): at most 0.1% of the requests fail, timeouts included, as the client counts
+Budget: at most 0.1% of the requests fail, timeouts included, as the client counts
 them over the whole run (the kill ~5 s into 25 s of load, the replacement coming up inside it);
 the killed replica comes back (a new replica process, two replicas RUNNING, both in HAProxy's
 backend) and the traffic after recovery is 100% OK.

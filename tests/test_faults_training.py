@@ -2,7 +2,7 @@
 job searches (no finished trial is lost), and a worker node of a two-node Ray cluster SIGKILLed
 while a trial runs on it (the trial is retried elsewhere, ``tune.max_failures``).
 
-Both act at a hold point (``RAYLANE_TEST_HOLD``, see ``raylane.tuning.StopCallback``): the
+Both act at a hold point (``RAYLANE_TEST_HOLD``, see ``raylane.training.tuning.StopCallback``): the
 driver waits at a known trial result, and so does the trial that reported it, so the fault
 lands at a known place in the search, not after a sleep.
 """

@@ -20,9 +20,9 @@ from mlflow_auth_support import (
 )
 from serving_support import publish_trained, train
 
-from raylane.model_store import load_registered_model
-from raylane.registry import CHAMPION, set_alias
-from raylane.tracking import mlflow_client
+from raylane.model.store import load_registered_model
+from raylane.tracking.registry import CHAMPION, set_alias
+from raylane.tracking.runs import mlflow_client
 
 pytestmark = pytest.mark.slow
 

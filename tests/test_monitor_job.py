@@ -14,12 +14,12 @@ from job_support import (
     ray_job_submit,
 )
 
-from raylane.evaluation import GateResult
+from raylane.model.onnx_model import OnnxModel
 from raylane.monitoring.reference import reference_sample
-from raylane.onnx_model import OnnxModel
-from raylane.publishing import publish
+from raylane.release.gates import GateResult
+from raylane.release.publish import publish
 from raylane.serving.prediction_log import PredictionLog
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 
 pytestmark = pytest.mark.slow
 

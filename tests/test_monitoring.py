@@ -24,11 +24,11 @@ import serving_support as ss
 
 from ray_jobs import monitor as monitor_job
 from raylane.config import load_config
-from raylane.evaluation import GateResult
 from raylane.monitoring import run_monitor
 from raylane.monitoring.reference import reference_sample
-from raylane.publishing import publish
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.release.gates import GateResult
+from raylane.release.publish import publish
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 
 pytestmark = pytest.mark.slow
 ROWS = 2000

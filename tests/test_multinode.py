@@ -73,9 +73,9 @@ from multinode_support import (
 )
 from process_state import driver_state
 
-from raylane import model_store
-from raylane.data import read_table
-from raylane.onnx_model import OnnxModel
+from raylane.data.read import read_table
+from raylane.model import store
+from raylane.model.onnx_model import OnnxModel
 
 pytestmark = pytest.mark.slow
 
@@ -169,7 +169,7 @@ def test_training_job_runs_trials_on_the_worker_node(cluster, trained):
         a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
 
     # The registered model comes back over HTTP (proxied artifacts) and predicts.
-    registered = model_store.load_registered_model(f"models:/{MODEL}@champion",
+    registered = store.load_registered_model(f"models:/{MODEL}@champion",
                                                     cluster["mlflow"])
     assert registered.metadata["source_run_id"] == parent.info.run_id
     rows = read_table(str(CREDIT_CSV)).drop(columns=["Status"]).head(20)
@@ -218,7 +218,7 @@ def test_serve_replicas_spread_over_both_nodes(cluster, trained, tmp_path):
             ("class_name", "=", f"ServeReplica:{app_name}:{dep_name}"), ("state", "=", "ALIVE")])
         assert sorted(a.node_id for a in actors) == sorted([cluster["head"], cluster["worker"]])
 
-        registered = model_store.load_registered_model(f"models:/{MODEL}@champion",
+        registered = store.load_registered_model(f"models:/{MODEL}@champion",
                                                        cluster["mlflow"])
         model = OnnxModel(registered.onnx_bytes, registered.schema)
         frame = read_table(str(CREDIT_CSV)).drop(columns=["Status"]).head(40)

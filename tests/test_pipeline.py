@@ -11,12 +11,12 @@ from conftest import CREDIT_CSV, DIAMONDS_CSV, ROOT
 from process_state import restored_environ
 
 from raylane.config import load_config
-from raylane.export import ParityError
-from raylane.model_store import load_registered_model
-from raylane.onnx_model import OnnxModel
-from raylane.pipeline import load_data, run_pipeline
-from raylane.summary import render
-from raylane.tracking import mlflow_client
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.store import load_registered_model
+from raylane.release.export import ParityError
+from raylane.tracking.runs import mlflow_client
+from raylane.training.job import load_data, run_pipeline
+from raylane.training.summary import render
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ import serving_support as ss
 from conftest import wait_http
 from mlflow.deployments import PredictionsResponse
 
-from raylane.onnx_model import OnnxModel
+from raylane.model.onnx_model import OnnxModel
 from raylane.serving.prediction_log import PredictionLog
 from raylane.serving.protocols import native
 

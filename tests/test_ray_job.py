@@ -63,8 +63,8 @@ def test_a_submitted_job_keeps_its_store_outside_rays_working_dir(ray_head, tmp_
     """Without a tracking URI the store would be written into Ray's temporary copy of the
     working dir: the job refuses before any work, saying how to set it. The README's example
     (an absolute SQLite path) keeps the runs and the model outside it."""
-    from raylane.model_store import load_registered_model
-    from raylane.store_location import ray_package_dir
+    from raylane.model.store import load_registered_model
+    from raylane.tracking.experiments import ray_package_dir
 
     assert "MLFLOW_TRACKING_URI" not in os.environ
     started = time.monotonic()
@@ -113,7 +113,7 @@ def test_working_dir_upload_stays_small(tmp_path, respect_gitignore):
     size = package.stat().st_size
     assert size < 5 * 2**20, f"working_dir package is {size / 2**20:.1f} MiB"
     assert not [n for n in names if n.startswith((".git/", ".venv/", "ray_results/", "mlruns/"))]
-    assert "raylane/pipeline.py" in names and "tune_configs/credit_xgboost.yaml" in names
+    assert "raylane/training/job.py" in names and "tune_configs/credit_xgboost.yaml" in names
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

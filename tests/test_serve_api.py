@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import serving_support as ss
 
-from raylane.onnx_model import OnnxModel
+from raylane.model.onnx_model import OnnxModel
 
 pytestmark = pytest.mark.slow
 

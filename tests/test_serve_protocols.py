@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from raylane.onnx_model import Prediction
-from raylane.schema import ColumnSpec, FeatureSchema
+from raylane.model.onnx_model import Prediction
+from raylane.model.schema import ColumnSpec, FeatureSchema
 from raylane.serving import fastpath
 from raylane.serving.columns import RequestError, decode_json, numeric_column
 from raylane.serving.prediction_log import PredictionLog

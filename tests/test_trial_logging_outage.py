@@ -1,4 +1,4 @@
-"""Per-trial logging (raylane/trial_logging.py) through an MLflow outage: a real `mlflow server`
+"""Per-trial logging (raylane/tracking/trials.py) through an MLflow outage: a real `mlflow server`
 process is stopped during the search and started again on the same port and store."""
 
 from __future__ import annotations
@@ -10,8 +10,13 @@ import pytest
 from mlflow_server_support import Server
 from ray.tune.experiment import Trial
 
-from raylane.tracking import ensure_experiment, mlflow_client, mlflow_globals_restored, parent_run
-from raylane.trial_logging import BatchedMLflowLoggerCallback
+from raylane.tracking.runs import (
+    ensure_experiment,
+    mlflow_client,
+    mlflow_globals_restored,
+    parent_run,
+)
+from raylane.tracking.trials import BatchedMLflowLoggerCallback
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +100,7 @@ def test_an_outage_past_the_end_is_reported_not_raised(server, caplog):
              "the first trial's run")
     server.stop()
     second = run_trial(cb, "b2", [0.5, 0.55])
-    with caplog.at_level(logging.WARNING, logger="raylane.trial_logging"):
+    with caplog.at_level(logging.WARNING, logger="raylane.tracking.trials"):
         cb.on_experiment_end([first, second])  # returns: the search keeps its trials
     assert cb.unlogged_results == 2
     assert "2 of 3 trial results and 3 other calls could not be logged" in caplog.text

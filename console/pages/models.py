@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from raylane.console import registry as reg
 from raylane.console import ui
+from raylane.console import versions as reg
 from raylane.console.registry_access import (
     NotAllowed,
     NotFound,

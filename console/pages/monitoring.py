@@ -8,7 +8,6 @@ import streamlit as st
 
 from raylane.console import monitoring as mon
 from raylane.console import ui
-from raylane.console.registry import operator_name
 from raylane.console.registry_access import (
     NotAllowed,
     NotFound,
@@ -16,6 +15,7 @@ from raylane.console.registry_access import (
     connect,
     mlflow_errors,
 )
+from raylane.console.versions import operator_name
 
 config = ui.settings()
 NAME, URI, TIMEOUT = config.registered_model, config.tracking_uri, config.timeout_s

@@ -13,6 +13,7 @@ from raylane.console.serving import (
     predict,
     record_from_form,
     reference_summary,
+    training_categories,
     training_ranges,
 )
 
@@ -27,8 +28,9 @@ def metadata(url: str, timeout: float):
 
 
 @st.cache_data(ttl=300, show_spinner=False)
-def ranges(tracking_uri: str, name: str, version: str) -> dict:
-    return training_ranges(reference_summary(tracking_uri, name, version))
+def training_profile(tracking_uri: str, name: str, version: str) -> tuple[dict, dict]:
+    summary = reference_summary(tracking_uri, name, version)
+    return training_ranges(summary), training_categories(summary)
 
 
 try:
@@ -37,13 +39,15 @@ except ServiceDown as exc:
     ui.service_down("serving", config.serve_url, exc.reason)
     st.stop()
 
-fields = form_fields(meta, ranges(config.tracking_uri, meta.name, meta.version))
+ranges, categories = training_profile(config.tracking_uri, meta.name, meta.version)
+fields = form_fields(meta, ranges, categories)
 st.markdown(f"Model **{meta.name}** version **{meta.version}**"
             + (f" (`@{meta.alias}`)" if meta.alias else "")
             + f" · {meta.task} of `{meta.target}` · {len(fields)} inputs")
 if not any(f.categories for f in fields if f.kind == "categorical"):
-    st.info("The service does not list its categories, so categorical inputs are free text. "
-            "Set `metadata_categories: 50` in the Serve `user_config` to get select boxes.",
+    st.info("The version's training categories could not be read (no reference profile in "
+            "MLflow, or MLflow not reachable), so categorical inputs are free text. Setting "
+            "`metadata_categories: 50` in the Serve `user_config` lists them in /metadata too.",
             icon=":material/info:")
 
 errors = st.session_state.get("predict_errors", {})

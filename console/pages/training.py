@@ -7,7 +7,6 @@ import streamlit as st
 
 from raylane.config import ConfigError
 from raylane.console import jobs, ui
-from raylane.console.registry import operator_name
 from raylane.console.registry_access import (
     NotAllowed,
     NotFound,
@@ -15,6 +14,7 @@ from raylane.console.registry_access import (
     connect,
     mlflow_errors,
 )
+from raylane.console.versions import operator_name
 
 config = ui.settings()
 URI, RAY, TIMEOUT = config.tracking_uri, config.ray_address, config.timeout_s

@@ -1,4 +1,4 @@
-"""The Monitoring page's data: the monitoring runs in MLflow (raylane/monitoring/tracking.py) as
+"""The Monitoring page's data: the monitoring runs in MLflow (raylane/monitoring/recording.py) as
 drift scores over time, one run's report, a column's reference vs current distribution, and the
 live metrics of the runs where labels arrived. Queries are bounded: the newest N runs since a date.
 """
@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from raylane.console.registry_access import NotFound, translate
+from raylane.monitoring.recording import TAG_DECISION, TAG_MODEL, TAG_UNTIL, TAG_VERSION
 from raylane.monitoring.stattests import P_VALUE_METHODS
-from raylane.monitoring.tracking import TAG_DECISION, TAG_MODEL, TAG_UNTIL, TAG_VERSION
 
 SUFFIX = "-monitoring"
 REPORT, DISTRIBUTIONS = "monitoring/report.json", "monitoring/distributions.json"

@@ -189,20 +189,24 @@ def _is_integer_dtype(dtype: str) -> bool:
 Range = tuple[float, float, float]  # training min, max, median
 
 
-def form_fields(metadata: Metadata, ranges: dict[str, Range] | None = None) -> list[FormField]:
+def form_fields(metadata: Metadata, ranges: dict[str, Range] | None = None,
+                categories: dict[str, list[str]] | None = None) -> list[FormField]:
     """The form's inputs: one per model column, in the model's order.
 
-    Categorical columns get their categories when the service lists them (``metadata_categories``
-    in its Serve ``user_config``), else a free text input; numeric columns get the training range
-    from ``ranges`` when known (their default is the training median).
+    Categorical columns get select boxes with the categories the version trained on (from
+    ``categories``, read from its reference profile, else from ``/metadata`` when the service
+    lists them with ``metadata_categories``), and a free text input only when neither knows them;
+    numeric columns get the training range from ``ranges`` when known (their default is the
+    training median).
     """
     ranges = ranges or {}
+    known = categories or {}
     fields = []
     for col in metadata.inputs:
         name, kind, dtype = str(col["name"]), str(col["kind"]), str(col.get("dtype", ""))
         nullable = bool(col.get("nullable", True))
         if kind == "categorical":
-            categories = col.get("categories")
+            categories = known.get(name) or col.get("categories")
             count = col.get("category_count")
             fields.append(FormField(
                 name, kind, dtype, nullable, categories=list(categories) if categories else None,
@@ -259,6 +263,18 @@ def training_ranges(profile_summary: dict | None) -> dict[str, Range]:
     return out
 
 
+def training_categories(profile_summary: dict | None) -> dict[str, list[str]]:
+    """Categorical columns' training categories from a reference profile's ``summary.json``,
+    in the order training saw them; empty without one."""
+    if not profile_summary:
+        return {}
+    return {
+        name: [str(c) for c in col["training_categories"]]
+        for name, col in (profile_summary.get("columns") or {}).items()
+        if col.get("kind") == "categorical" and col.get("training_categories")
+    }
+
+
 def reference_summary(tracking_uri: str, name: str, version: str,
                       timeout_s: float = 10.0) -> dict | None:
     """The version's monitoring reference ``summary.json`` from MLflow (per-column training
@@ -267,7 +283,7 @@ def reference_summary(tracking_uri: str, name: str, version: str,
 
     from raylane.console.registry_access import quick
     from raylane.monitoring.reference import REFERENCE_TAG, SUMMARY_FILE
-    from raylane.tracking import mlflow_client
+    from raylane.tracking.runs import mlflow_client
 
     try:
         with quick(timeout_s):

@@ -8,10 +8,10 @@ import logging
 import pandas as pd
 
 from raylane.config import PipelineConfig
-from raylane.data import DataError
+from raylane.data.read import DataError
+from raylane.data.tables import read_tables
 from raylane.monitoring.performance import ID, LABEL, read_labels
 from raylane.monitoring.reading import OUTPUT_COLUMNS, read_window
-from raylane.tables import read_tables
 
 log = logging.getLogger(__name__)
 

@@ -21,10 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from raylane import stops, tracking
 from raylane.config import PipelineConfig
 from raylane.continuous.inputs import new_labelled_rows
-from raylane.data import DataError
+from raylane.data.read import DataError
+from raylane.tracking import runs
+from raylane.training import interrupts
 
 log = logging.getLogger(__name__)
 RESULT_MARKER = "raylane-ct-result: "
@@ -73,17 +74,17 @@ def run_continuous_training(
     ``retrain``; link to its run instead of monitoring again. ``monitor_only``: stop after the
     monitor's decision (``retrained`` stays False; ``reasons`` say what it decided).
     """
-    from raylane.pipeline import load_data, run_pipeline
+    from raylane.training.job import load_data, run_pipeline
 
     if not force and not predictions and not monitoring_run_id:
         raise DataError("--predictions is required unless --force")
-    client = tracking.mlflow_client(config.tracking_uri)
+    client = runs.mlflow_client(config.tracking_uri)
     experiment = f"{config.mlflow.experiment}-ct"
-    experiment_id = tracking.ensure_experiment(client, experiment)
+    experiment_id = runs.ensure_experiment(client, experiment)
     model_uri = model_uri or f"models:/{config.mlflow.registered_model}@champion"
-    with tracking.parent_run(client, experiment_id, run_name="continuous-training") as run_id:
-        stops.track_run(config.tracking_uri, run_id)
-        run = tracking.RunLog(client, run_id)
+    with runs.parent_run(client, experiment_id, run_name="continuous-training") as run_id:
+        interrupts.track_run(config.tracking_uri, run_id)
+        run = runs.RunLog(client, run_id)
         result = CTResult(run_id=run_id, experiment=experiment,
                           trigger="forced" if force else "monitor", retrained=False)
         run.tags({"raylane.role": "continuous-training", "raylane.ct.trigger": result.trigger,
@@ -97,7 +98,7 @@ def run_continuous_training(
                       "raylane.monitoring.decision": "retrain"})
             client.set_tag(monitoring_run_id, "raylane.ct.run_id", run_id)
         elif not force:
-            with stops.stage("monitoring"):
+            with interrupts.stage("monitoring"):
                 report = _monitor(config, predictions, labels, model_uri, since, until,
                                   report_path)
             result.report, result.monitoring_run_id = report.to_dict(), report.run_id
@@ -118,7 +119,7 @@ def run_continuous_training(
             result.reasons = ["forced"]
             run.tags({"raylane.ct.decision": "monitor only"})
             return result
-        with stops.stage("data load"):
+        with interrupts.stage("data load"):
             rows = new_labelled_rows(config, new_data, predictions, labels)
             result.new_rows = len(rows)
             loaded = load_data(config, rows if len(rows) else None)

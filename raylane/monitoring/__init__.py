@@ -15,7 +15,8 @@ __all__ = ["MonitorReport", "run_monitor"]
 
 
 def __getattr__(name: str):
-    # Lazy: raylane.publishing imports raylane.monitoring.reference, which must not pull in Ray.
+    # Lazy: raylane.release.publish imports raylane.monitoring.reference, which must not pull
+    # in Ray.
     if name == "run_monitor":
         from raylane.monitoring.monitor import run_monitor
 

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raylane.config import DriftConfig
+from raylane.model.schema import MISSING_CATEGORY
 from raylane.monitoring import stattests as st
-from raylane.schema import MISSING_CATEGORY
 
 
 @dataclass

@@ -8,17 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 
-from raylane import tracking as base_tracking
 from raylane.config import PipelineConfig
-from raylane.model_store import load_version
-from raylane.monitoring import tracking
+from raylane.model.schema import FeatureSchema
+from raylane.model.store import load_version
+from raylane.monitoring import recording
 from raylane.monitoring.drift import ColumnDrift, DatasetDrift, compare, sample
 from raylane.monitoring.drift import column_drift as drift_of
 from raylane.monitoring.performance import live_performance, read_labels
 from raylane.monitoring.reading import as_utc, read_window, time_range
 from raylane.monitoring.reference import load_profile
 from raylane.monitoring.report import MonitorReport, build_body, decide
-from raylane.schema import FeatureSchema
+from raylane.tracking import runs
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +38,17 @@ def run_monitor(
     defaults to now and is recorded, so the next "since last report" starts there.
     """
     mon = config.monitoring
-    client = base_tracking.mlflow_client(config.tracking_uri)
+    client = runs.mlflow_client(config.tracking_uri)
     uri = model_uri or mon.model_uri or f"models:/{config.mlflow.registered_model}@champion"
     registered = load_version(client, uri)
     version = client.get_model_version(registered.name, registered.version)
     profile = load_profile(client, version)
     schema = registered.schema
-    experiment_id = base_tracking.ensure_experiment(client, tracking.experiment_name(config))
+    experiment_id = runs.ensure_experiment(client, recording.experiment_name(config))
     until = as_utc(until) if until else datetime.now(UTC)
     since = as_utc(since) if since else None
     if since is None and mon.window.since_last_report:
-        since = tracking.last_report_end(client, experiment_id, registered.name)
+        since = recording.last_report_end(client, experiment_id, registered.name)
     if since is None and mon.window.lookback_hours:
         since = until - timedelta(hours=mon.window.lookback_hours)
 
@@ -86,11 +86,11 @@ def run_monitor(
         rows=rows, drift=drift, drift_share_threshold=mon.drift.drift_share,
         prediction=prediction.to_dict() if prediction else None, performance=performance,
     )
-    with base_tracking.parent_run(
+    with runs.parent_run(
         client, experiment_id, run_name=f"monitor-{registered.name}-v{registered.version}",
     ) as run_id:
         report = MonitorReport(decision, reasons, run_id, body)
-        tracking.log_report(client, run_id, report, until, drift)
+        recording.log_report(client, run_id, report, until, drift)
     if report_path:
         report.write(report_path)
     log.info("monitor: decision %s: %s", decision, "; ".join(reasons))

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from raylane.data import DataError
-from raylane.metrics import DEFAULT_METRIC, METRICS, evaluate_all
-from raylane.schema import FeatureSchema
-from raylane.tables import read_tables
+from raylane.data.read import DataError
+from raylane.data.tables import read_tables
+from raylane.model.metrics import DEFAULT_METRIC, METRICS, evaluate_all
+from raylane.model.schema import FeatureSchema
 
 ID, LABEL = "prediction_id", "label"
 

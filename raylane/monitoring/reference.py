@@ -1,7 +1,8 @@
 """A version's reference profile: a bounded sample of its training rows, the graph's predictions
 on them and per-column summaries, stored with the registered version.
 
-At registration (:func:`attach_profile`, called by :func:`raylane.publishing.publish`) the sample
+At registration (:func:`attach_profile`, called by :func:`raylane.release.publish.publish`) the
+sample
 and summaries are logged to the version's run under ``monitoring/reference/`` and the version gets
 the tag ``raylane.reference`` pointing to them, so monitoring needs only the registry and the
 prediction log, not the training files.
@@ -21,10 +22,10 @@ import pyarrow.parquet as pq
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from raylane.data import Split
-from raylane.metrics import evaluate_all
-from raylane.onnx_model import OnnxModel, Prediction
-from raylane.schema import MISSING_CATEGORY, FeatureSchema
+from raylane.data.read import Split
+from raylane.model.metrics import evaluate_all
+from raylane.model.onnx_model import OnnxModel, Prediction
+from raylane.model.schema import MISSING_CATEGORY, FeatureSchema
 
 REFERENCE_TAG = "raylane.reference"
 ARTIFACT_DIR = "monitoring/reference"

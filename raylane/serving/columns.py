@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from raylane.schema import MISSING_CATEGORY, FeatureSchema, category_value
+from raylane.model.schema import MISSING_CATEGORY, FeatureSchema, category_value
 
 try:  # orjson is optional; it is several times faster than json for request bodies
     import orjson
@@ -240,7 +240,7 @@ def categorical_column(
 ) -> np.ndarray:
     """A ``[N, 1]`` string column; ``null`` is the missing category; numbers are accepted.
 
-    Values are spelled as training spelled them (:func:`~raylane.schema.category_value`; a
+    Values are spelled as training spelled them (:func:`~raylane.model.schema.category_value`; a
     column of ``numeric`` codes reads ``1``, ``1.0``, ``"1"`` and ``"1.0"`` alike), then as the
     model recorded them (``aliases``: canonical -> recorded, for models trained before that
     spelling). Strings that cannot be encoded as UTF-8 (lone surrogates) are errors here: ONNX

@@ -1,7 +1,8 @@
 """The data plane every protocol shares: typed columns -> micro-batcher -> ONNX -> prediction.
 
 Protocols decode their request bodies into :data:`~raylane.serving.columns.Feeds`, hand them to
-:meth:`DataPlane.infer`, render the :class:`~raylane.onnx_model.Prediction` in their own shape and
+:meth:`DataPlane.infer`, render the :class:`~raylane.model.onnx_model.Prediction` in their own
+shape and
 report the answer with :meth:`DataPlane.answered` (telemetry and the sampled prediction log).
 """
 
@@ -11,8 +12,8 @@ import time
 
 import numpy as np
 
-from raylane.onnx_model import Prediction
-from raylane.schema import FeatureSchema
+from raylane.model.onnx_model import Prediction
+from raylane.model.schema import FeatureSchema
 from raylane.serving.batcher import MicroBatcher
 from raylane.serving.columns import Feeds, RequestError
 from raylane.serving.prediction_log import PredictionLog

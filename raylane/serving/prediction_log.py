@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raylane.onnx_model import Prediction
-from raylane.schema import FeatureSchema
+from raylane.model.onnx_model import Prediction
+from raylane.model.schema import FeatureSchema
 from raylane.serving.prediction_ids import new_prediction_ids
 
 log = logging.getLogger("ray.serve")

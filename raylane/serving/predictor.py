@@ -25,14 +25,14 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph as OrtInval
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf as OrtInvalidProtobuf
 from pydantic import ValidationError
 
-from raylane.model_store import (
+from raylane.model.onnx_model import OnnxModel, Prediction, UnsafeModelError
+from raylane.model.schema import MISSING_CATEGORY, FeatureSchema
+from raylane.model.store import (
     ModelNotFoundError,
     RegisteredModel,
     load_registered_model,
     resolve_version,
 )
-from raylane.onnx_model import OnnxModel, Prediction, UnsafeModelError
-from raylane.schema import MISSING_CATEGORY, FeatureSchema
 
 log = logging.getLogger("ray.serve")
 

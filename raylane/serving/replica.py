@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from raylane.model_store import load_registered_model
+from raylane.model.store import load_registered_model
 from raylane.serving.dataplane import DataPlane
 from raylane.serving.predictor import (
     Fetch,

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from raylane.config import ConfigError, apply_overrides, load_config
-from raylane.data import DataError
-from raylane.pipeline import load_data
+from raylane.data.read import DataError
+from raylane.training.job import load_data
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "tune_configs").glob("*.yaml"))

@@ -1,4 +1,4 @@
-"""The Models page's logic (raylane/console/registry.py) on a real SQLite MLflow store whose
+"""The Models page's logic (raylane/console/versions.py) on a real SQLite MLflow store whose
 versions carry the tags the training job writes, and the page itself through Streamlit's AppTest.
 """
 
@@ -11,9 +11,9 @@ import pytest
 from mlflow import MlflowClient
 from streamlit.testing.v1 import AppTest
 
-from raylane.console import registry as reg
+from raylane.console import versions as reg
 from raylane.console.registry_access import Unreachable, connect, mlflow_errors
-from raylane.registry import CHAMPION, set_alias
+from raylane.tracking.registry import CHAMPION, set_alias
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "console" / "pages" / "models.py")

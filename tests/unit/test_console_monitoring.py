@@ -14,11 +14,11 @@ from streamlit.testing.v1 import AppTest
 
 from raylane.config import DriftConfig, TriggersConfig
 from raylane.console import monitoring as mon
-from raylane.data import read_table
+from raylane.data.read import read_table
 from raylane.monitoring.drift import compare
+from raylane.monitoring.recording import log_report
 from raylane.monitoring.report import MonitorReport, build_body, decide
-from raylane.monitoring.tracking import log_report
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "console" / "pages" / "monitoring.py")

@@ -28,6 +28,7 @@ from raylane.console.serving import (
     field_errors,
     form_fields,
     record_from_form,
+    training_categories,
     training_ranges,
 )
 
@@ -143,6 +144,18 @@ def test_form_fields_with_and_without_categories_and_ranges():
     _, _, home = form_fields(metadata(False))
     assert home.categories is None and home.help == "2 categories in training"
     assert training_ranges(None) == {}
+
+
+def test_categories_come_from_the_reference_profile_by_default():
+    summary = {"columns": {
+        "Home": {"kind": "categorical", "training_categories": ["owner", "parents", "rent"]},
+        "Age": {"kind": "numeric", "quantiles": {"0.0": 18.0, "0.5": 36.0, "1.0": 68.0}}}}
+    categories = training_categories(summary)
+    assert categories == {"Home": ["owner", "parents", "rent"]}
+    # the service does not list categories (no metadata_categories): the profile's are offered
+    _, _, home = form_fields(metadata(False), training_ranges(summary), categories)
+    assert home.categories == ["owner", "parents", "rent"] and home.default == "owner"
+    assert training_categories(None) == {} and training_categories({"columns": {}}) == {}
 
 
 def test_record_from_form_and_errors_at_their_field():

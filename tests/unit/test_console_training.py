@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from raylane.config import ConfigError
 from raylane.console import jobs
-from raylane.tracking import ensure_experiment, mlflow_client
+from raylane.tracking.runs import ensure_experiment, mlflow_client
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = str(ROOT / "console" / "pages" / "training.py")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from conftest import CREDIT_CSV
 
-from raylane.data import DataError
-from raylane.tables import read_tables
+from raylane.data.read import DataError
+from raylane.data.tables import read_tables
 
 
 def credit() -> pd.DataFrame:

@@ -13,11 +13,10 @@ import pytest
 from sklearn.ensemble import ExtraTreesClassifier, ExtraTreesRegressor
 from threadpoolctl import threadpool_limits
 
-from raylane import families
 from raylane.config import parse_config
-from raylane.data import PreparedData, infer_schema, split_data
-from raylane.export import check_parity, to_onnx
-from raylane.families import (
+from raylane.data.read import PreparedData, infer_schema, split_data
+from raylane.model import families
+from raylane.model.families import (
     FAMILIES,
     FAMILY_ALIASES,
     Family,
@@ -26,11 +25,12 @@ from raylane.families import (
     get_family,
     register,
 )
-from raylane.metrics import METRICS
-from raylane.onnx_model import OnnxModel
-from raylane.schema import Task
-from raylane.training import fit_model
-from raylane.tuning import max_reports
+from raylane.model.metrics import METRICS
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.schema import Task
+from raylane.release.export import check_parity, to_onnx
+from raylane.training.fit import fit_model
+from raylane.training.tuning import max_reports
 
 BUILT_IN = {"xgboost", "random_forest", "hist_gradient_boosting", "linear"}
 # Small enough to be fast, with a final step that is not a multiple of REPORT_EVERY.
@@ -252,9 +252,9 @@ def test_an_unregistered_family_is_gone(extra_trees):
 
 
 def test_trial_imports_stay_light():
-    """Trial workers import raylane.training: no MLflow, Optuna, Tune or ONNX converters."""
+    """Trial workers import raylane.training.fit: no MLflow, Optuna, Tune or ONNX converters."""
     heavy = ["mlflow", "optuna", "ray.tune", "skl2onnx", "onnxmltools", "onnxruntime"]
-    code = ("import sys, raylane.training, raylane.families; "
+    code = ("import sys, raylane.training.fit, raylane.model.families; "
             f"print([m for m in {heavy!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

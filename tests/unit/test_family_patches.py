@@ -9,8 +9,8 @@ import logging
 import pytest
 from skl2onnx.common import tree_ensemble
 
-from raylane.families import hist_gradient_boosting as hgb
-from raylane.families.patches import UnverifiedPatchError, VersionedPatch
+from raylane.model.families import hist_gradient_boosting as hgb
+from raylane.model.families.patches import UnverifiedPatchError, VersionedPatch
 
 SKL2ONNX = importlib.metadata.version("skl2onnx")
 ORIGINAL_ADD_NODE = tree_ensemble.add_node
@@ -54,7 +54,7 @@ def test_refused_when_needed_but_written_for_another_version():
 @pytest.mark.parametrize("known", [True, False])
 def test_skipped_with_a_log_line_when_not_needed(caplog, known):
     install = Recorder()
-    caplog.set_level(logging.INFO, logger="raylane.families.patches")
+    caplog.set_level(logging.INFO, logger="raylane.model.families.patches")
     with patch(False, SKL2ONNX if known else "0.0.1", install).applied() as applied:
         assert not applied
     assert install.events == []

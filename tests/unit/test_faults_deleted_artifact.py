@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 from tiny_serving_model import ROWS, SCHEMA, tiny_onnx
 
-from raylane.registry import log_onnx_model, register_version, set_alias
 from raylane.serving.api import bind, build_api
 from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.replica import Replica
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.registry import log_onnx_model, register_version, set_alias
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 
 URI = "models:/credit@champion"
 RECORDS = [{"age": 30.0, "income": 50.0, "home": "rent"}]

@@ -18,7 +18,7 @@ import pytest
 import requests
 from tiny_serving_model import registered, tiny_onnx
 
-from raylane.model_store import ModelNotFoundError
+from raylane.model.store import ModelNotFoundError
 from raylane.serving.replica import Replica
 
 URI = "models:/credit@champion"

@@ -1,4 +1,4 @@
-"""The promotion gates and the underfit/overfit diagnosis (raylane/evaluation.py)."""
+"""The promotion gates and the underfit/overfit diagnosis (raylane/release/gates.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import Pipeline
 
 from raylane.config import GatesConfig
-from raylane.data import infer_schema, split_data
-from raylane.evaluation import Evaluation, check_gates, evaluate
-from raylane.metrics import METRICS
+from raylane.data.read import infer_schema, split_data
+from raylane.model.metrics import METRICS
+from raylane.release.gates import Evaluation, check_gates, evaluate
 
 
 def evaluation(**over) -> Evaluation:

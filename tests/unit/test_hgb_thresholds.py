@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from raylane.data import encode_target, infer_schema, prepare_features
-from raylane.export import to_onnx
-from raylane.families import get_family
-from raylane.families.hist_gradient_boosting import float32_round_down
-from raylane.onnx_model import OnnxModel
-from raylane.preprocessing import build_pipeline, build_preprocessor
+from raylane.data.read import encode_target, infer_schema, prepare_features
+from raylane.model.families import get_family
+from raylane.model.families.hist_gradient_boosting import float32_round_down
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.preprocessing import build_pipeline, build_preprocessor
+from raylane.release.export import to_onnx
 
 # Trained on 0.8 and 0.9 (as float32), the one split is at their float64 midpoint 0.84999999...,
 # whose nearest float32 is float32(0.85) = 0.85000002: above it. float32(0.85) itself is above

@@ -15,12 +15,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.linear_model import LogisticRegression
 
-from raylane.data import encode_target, infer_schema, prepare_features, split_data
-from raylane.export import check_parity, to_onnx
-from raylane.model_store import RegisteredModel
-from raylane.onnx_model import OnnxModel
-from raylane.preprocessing import build_pipeline, build_preprocessor
-from raylane.schema import FeatureSchema
+from raylane.data.read import encode_target, infer_schema, prepare_features, split_data
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.preprocessing import build_pipeline, build_preprocessor
+from raylane.model.schema import FeatureSchema
+from raylane.model.store import RegisteredModel
+from raylane.release.export import check_parity, to_onnx
 from raylane.serving.api import bind, build_api
 from raylane.serving.dataplane import DataPlane
 from raylane.serving.predictor import LoadedModel, ModelHolder

@@ -1,4 +1,5 @@
-"""The stable holdout (raylane/holdout.py) and the fair judge (raylane/judging.py): real data,
+"""The stable holdout (raylane/data/holdout.py) and the fair judge (raylane/release/judging.py):
+real data,
 real ONNX graphs, a real SQLite MLflow registry; no Ray."""
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from conftest import CREDIT_CSV, ROOT
 from serving_support import Trained, train
 
 from raylane.config import load_config
-from raylane.data import Split
-from raylane.evaluation import GateResult
-from raylane.holdout import HoldoutDefinition, holdout_mask, row_buckets
-from raylane.judging import JudgingSet, decision_from, judge, score_graph
-from raylane.onnx_model import OnnxModel
-from raylane.pipeline import load_data
-from raylane.publishing import publish
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.data.holdout import HoldoutDefinition, holdout_mask, row_buckets
+from raylane.data.read import Split
+from raylane.model.onnx_model import OnnxModel
+from raylane.release.gates import GateResult
+from raylane.release.judging import JudgingSet, decision_from, judge, score_graph
+from raylane.release.publish import publish
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.training.job import load_data
 
 CONFIG = ROOT / "tune_configs" / "credit_xgboost.yaml"
 
@@ -179,7 +180,7 @@ def test_a_champion_whose_files_cannot_be_read_keeps_its_alias(store, models):
 
 
 def test_gates_and_verdict_both_count():
-    from raylane.judging import Verdict
+    from raylane.release.judging import Verdict
 
     verdict = Verdict(metric="roc_auc", rows=100, challenger_score=0.9, champion_score=0.8)
     assert decision_from(verdict, GateResult(passed=True)).promoted

@@ -1,4 +1,5 @@
-"""Binary metrics count the configured positive class (raylane/metrics.py), not whichever label
+"""Binary metrics count the configured positive class (raylane/model/metrics.py), not whichever
+label
 sorts last."""
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from sklearn import metrics as skm
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from raylane.data import infer_schema, split_data
-from raylane.evaluation import evaluate
-from raylane.metrics import METRICS, evaluate_all
+from raylane.data.read import infer_schema, split_data
+from raylane.model.metrics import METRICS, evaluate_all
+from raylane.release.gates import evaluate
 
 Y = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
 PROBA = np.array([[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8],

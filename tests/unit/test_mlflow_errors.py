@@ -1,4 +1,4 @@
-"""Which MLflow failures are worth a retry (raylane/mlflow_errors.py)."""
+"""Which MLflow failures are worth a retry (raylane/tracking/errors.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException, RestException
 
-from raylane.mlflow_errors import is_transient
+from raylane.tracking.errors import is_transient
 
 
 def test_a_refused_connection_is_transient(monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from serving_support import CREDIT_CSV
 
 from raylane.config import DriftConfig, TriggersConfig
-from raylane.data import infer_schema, read_table, split_data
+from raylane.data.read import infer_schema, read_table, split_data
 from raylane.monitoring.drift import compare
 from raylane.monitoring.report import MonitorReport, build_body, decide
 

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 from serving_support import train
 
-from raylane.data import Split
-from raylane.evaluation import GateResult
+from raylane.data.read import Split
+from raylane.model.onnx_model import OnnxModel
 from raylane.monitoring.performance import live_performance, read_labels
 from raylane.monitoring.reference import (
     REFERENCE_TAG,
@@ -20,9 +20,9 @@ from raylane.monitoring.reference import (
     load_profile,
     reference_sample,
 )
-from raylane.onnx_model import OnnxModel
-from raylane.publishing import publish
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
+from raylane.release.gates import GateResult
+from raylane.release.publish import publish
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
 
 
 @pytest.fixture(scope="module")

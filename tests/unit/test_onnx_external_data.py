@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 from tiny_serving_model import tiny_onnx
 
-from raylane.onnx_model import UnsafeModelError, check_self_contained
+from raylane.model.onnx_model import UnsafeModelError, check_self_contained
 
 
 def external(name: str = "w") -> TensorProto:

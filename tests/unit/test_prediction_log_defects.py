@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from raylane.onnx_model import Prediction
-from raylane.schema import ColumnSpec, FeatureSchema
+from raylane.model.onnx_model import Prediction
+from raylane.model.schema import ColumnSpec, FeatureSchema
 from raylane.serving.prediction_log import PredictionLog
 
 SCHEMA = FeatureSchema(

@@ -1,4 +1,5 @@
-"""Every branch of the promotion decision (raylane/promotion.py ``decide``), without a registry.
+"""Every branch of the promotion decision (raylane/release/decision.py ``decide``), without a
+registry.
 
 The same branches through a real (SQLite) registry are in test_publish.py.
 """
@@ -9,9 +10,9 @@ import logging
 
 import pytest
 
-from raylane.evaluation import GateResult
-from raylane.metrics import METRICS
-from raylane.promotion import CHALLENGER, CHAMPION, ChampionProblem, decide, decision_tags
+from raylane.model.metrics import METRICS
+from raylane.release.decision import CHALLENGER, CHAMPION, ChampionProblem, decide, decision_tags
+from raylane.release.gates import GateResult
 
 AUC, RMSE = METRICS["roc_auc"], METRICS["rmse"]
 PASSED = GateResult(passed=True)

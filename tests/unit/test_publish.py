@@ -1,4 +1,4 @@
-"""``raylane.publishing.publish`` and the promotion it drives, against a real MLflow store
+"""``raylane.release.publish.publish`` and the promotion it drives, against a real MLflow store
 (SQLite and local artifacts in a temporary directory, in process)."""
 
 from __future__ import annotations
@@ -19,17 +19,17 @@ from mlflow.tracking._tracking_service import utils as tracking_utils
 from serving_support import Trained, load_frame, register_raw, train
 
 from raylane.config import ExportConfig
-from raylane.data import infer_schema, split_data
-from raylane.evaluation import GateResult
-from raylane.export import ParityError
-from raylane.families import get_family
-from raylane.metrics import METRICS, Metric
-from raylane.model_store import SCHEMA_METADATA_KEY, load_registered_model
-from raylane.onnx_model import OnnxModel
-from raylane.promotion import decide_and_record, decide_for
-from raylane.publishing import publish
-from raylane.tracking import ensure_experiment, mlflow_client, parent_run
-from raylane.training import fit_model, model_output
+from raylane.data.read import infer_schema, split_data
+from raylane.model.families import get_family
+from raylane.model.metrics import METRICS, Metric
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.store import SCHEMA_METADATA_KEY, load_registered_model
+from raylane.release.decision import decide_and_record, decide_for
+from raylane.release.export import ParityError
+from raylane.release.gates import GateResult
+from raylane.release.publish import publish
+from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.training.fit import fit_model, model_output
 
 PASSED = GateResult(passed=True)
 

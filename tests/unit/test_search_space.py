@@ -11,8 +11,8 @@ import pytest
 from ray.tune.search.sample import Categorical, Float, Integer, Quantized
 
 from raylane.config import Distribution, parse_config
-from raylane.families import get_family
-from raylane.tuning import max_reports, param_space
+from raylane.model.families import get_family
+from raylane.training.tuning import max_reports, param_space
 
 
 def config(family: str = "xgboost", report_every: int = 10, **model: Any):

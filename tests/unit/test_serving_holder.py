@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from tiny_serving_model import SCHEMA, registered, tiny_onnx
 
-from raylane.model_store import RegisteredModel
+from raylane.model.store import RegisteredModel
 from raylane.serving.predictor import ModelHolder
 
 URI = "models:/credit@champion"
@@ -133,7 +133,7 @@ def mlflow_503() -> Exception:
 def wrapped(exc: Exception) -> Exception:
     """As model_store.resolve_version reports a registry failure: a ModelNotFoundError whose
     cause is what the registry client raised."""
-    from raylane.model_store import ModelNotFoundError
+    from raylane.model.store import ModelNotFoundError
 
     try:
         raise ModelNotFoundError(f"models:/credit@champion: {exc}") from exc
@@ -206,7 +206,7 @@ def test_transient_failures_are_never_given_up_and_the_backoff_is_capped(flaky):
     ("unknown", 3),  # an error of no known kind: given up once it repeated
 ])
 def test_permanent_or_repeated_failures_are_given_up_and_reported(flaky, good, exc, attempts):
-    from raylane.model_store import ModelNotFoundError
+    from raylane.model.store import ModelNotFoundError
 
     reg, holder, clock, _ = flaky
     reg.alias = "2"
@@ -285,8 +285,8 @@ def test_failure_kinds():
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
-    from raylane.model_store import ModelNotFoundError
-    from raylane.onnx_model import UnsafeModelError
+    from raylane.model.onnx_model import UnsafeModelError
+    from raylane.model.store import ModelNotFoundError
     from raylane.serving.predictor import WarmupError, failure_kind
 
     def http_error(status: int) -> requests.HTTPError:

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 from tiny_serving_model import SCHEMA, loaded, tiny_onnx
 
-from raylane.model_store import RegisteredModel
-from raylane.onnx_model import OnnxModel
-from raylane.schema import ColumnSpec, FeatureSchema
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.schema import ColumnSpec, FeatureSchema
+from raylane.model.store import RegisteredModel
 from raylane.serving.api import bind, build_api
 from raylane.serving.columns import RequestError, decode_json
 from raylane.serving.dataplane import DataPlane

@@ -13,7 +13,7 @@ import time
 import pytest
 from tiny_serving_model import registered, tiny_onnx
 
-from raylane.model_store import RegisteredModel
+from raylane.model.store import RegisteredModel
 from raylane.serving.prediction_log import PredictionLog
 from raylane.serving.replica import Replica
 from raylane.serving.telemetry import ServingTelemetry

@@ -1,4 +1,4 @@
-"""Train / validation / holdout splits (raylane/data.py ``split_data``): every class in every
+"""Train / validation / holdout splits (raylane/data/read.py ``split_data``): every class in every
 split or a clear error before any work; the positive class for binary metrics; regression
 splits stratified on the target's quantiles."""
 
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from raylane.config import parse_config
-from raylane.data import DataError, infer_schema, min_rows_per_class, split_data
-from raylane.pipeline import load_data
+from raylane.data.read import DataError, infer_schema, min_rows_per_class, split_data
+from raylane.training.job import load_data
 
 
 def classes_frame(counts: dict[str, int], seed: int = 0) -> pd.DataFrame:

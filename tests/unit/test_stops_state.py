@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from raylane import stops
-from raylane.stops import JobState, ResumeError, Stopped
+from raylane.training import interrupts
+from raylane.training.interrupts import JobState, ResumeError, Stopped
 
 
 def test_stopped_exit_codes_and_message():
@@ -40,21 +40,21 @@ def test_resume_state_round_trip_and_refusals(tmp_path):
 
 
 def test_resume_hint(tmp_path):
-    assert "nothing was started" in stops.resume_hint(None)
+    assert "nothing was started" in interrupts.resume_hint(None)
     state = JobState.new(tmp_path, "run123", "d")
-    assert "--resume to continue" in stops.resume_hint(state)
+    assert "--resume to continue" in interrupts.resume_hint(state)
     state.stages_done.append("registration")
     state.save()
-    assert stops.resume_hint(state).startswith("not resumable:")
+    assert interrupts.resume_hint(state).startswith("not resumable:")
 
 
 def test_stages_are_recorded_and_a_failed_stage_is_not_done(tmp_path, monkeypatch):
-    monkeypatch.setattr(stops, "_ctl", stops._Controller())
+    monkeypatch.setattr(interrupts, "_ctl", interrupts._Controller())
     state = JobState.new(tmp_path, "run123", "d")
-    stops.bind_state(state)
-    with stops.stage("refit"):
+    interrupts.bind_state(state)
+    with interrupts.stage("refit"):
         assert JobState.for_resume(tmp_path, "d").stage == "refit"
-    with pytest.raises(ValueError), stops.stage("export"):
+    with pytest.raises(ValueError), interrupts.stage("export"):
         raise ValueError
     saved = JobState.for_resume(tmp_path, "d")
     assert saved.stages_done == ["refit"] and saved.stage == "export"
@@ -63,21 +63,20 @@ def test_stages_are_recorded_and_a_failed_stage_is_not_done(tmp_path, monkeypatc
 def test_a_stop_ends_only_the_current_jobs_run(tmp_path, monkeypatch):
     """A process that runs two jobs (a notebook, a service): stopping the second must not turn
     the first job's finished run into KILLED."""
-    from raylane import tracking
-
-    monkeypatch.setattr(stops, "_ctl", stops._Controller())
+    from raylane.tracking import runs
+    monkeypatch.setattr(interrupts, "_ctl", interrupts._Controller())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = tracking.mlflow_client(uri)
-    experiment = tracking.ensure_experiment(client, "two-jobs")
+    client = runs.mlflow_client(uri)
+    experiment = runs.ensure_experiment(client, "two-jobs")
     first = client.create_run(experiment).info.run_id
-    stops.bind_state(JobState.new(tmp_path / "first", first, "d"))
-    stops.track_run(uri, first)
+    interrupts.bind_state(JobState.new(tmp_path / "first", first, "d"))
+    interrupts.track_run(uri, first)
     client.set_terminated(first, "FINISHED")
-    stops.mark_finished("1")
+    interrupts.mark_finished("1")
 
     second = client.create_run(experiment).info.run_id
-    stops.bind_state(JobState.new(tmp_path / "second", second, "d"))
-    stops.track_run(uri, second)
-    assert stops.finish(stops.Stopped(signal.SIGTERM, "refit")) == 143
+    interrupts.bind_state(JobState.new(tmp_path / "second", second, "d"))
+    interrupts.track_run(uri, second)
+    assert interrupts.finish(interrupts.Stopped(signal.SIGTERM, "refit")) == 143
     assert client.get_run(first).info.status == "FINISHED"
     assert client.get_run(second).info.status == "KILLED"

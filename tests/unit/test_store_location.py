@@ -1,5 +1,5 @@
 """A job run from Ray's uploaded working directory (``ray job submit --working-dir``) refuses a
-tracking store inside it before any work (raylane/store_location.py)."""
+tracking store inside it before any work (raylane/tracking/experiments.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from conftest import CREDIT_CSV, ROOT
 
 from raylane.config import ConfigError
-from raylane.store_location import (
+from raylane.tracking.experiments import (
     check_store,
     new_experiment_artifact_location,
     ray_package_dir,

@@ -1,4 +1,4 @@
-"""The job's MLflow bookkeeping through an explicit client (raylane/tracking.py)."""
+"""The job's MLflow bookkeeping through an explicit client (raylane/tracking/runs.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from raylane.tracking import (
+from raylane.tracking.runs import (
     RunLog,
     ensure_experiment,
     mlflow_client,

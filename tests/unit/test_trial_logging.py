@@ -1,4 +1,4 @@
-"""Per-trial MLflow child runs (raylane/trial_logging.py), driven as Tune drives the callback:
+"""Per-trial MLflow child runs (raylane/tracking/trials.py), driven as Tune drives the callback:
 its methods called directly with real ``Trial`` objects, against a real SQLite store."""
 
 from __future__ import annotations
@@ -12,8 +12,13 @@ import pytest
 from ray import cloudpickle
 from ray.tune.experiment import Trial
 
-from raylane.tracking import ensure_experiment, mlflow_client, mlflow_globals_restored, parent_run
-from raylane.trial_logging import BatchedMLflowLoggerCallback
+from raylane.tracking.runs import (
+    ensure_experiment,
+    mlflow_client,
+    mlflow_globals_restored,
+    parent_run,
+)
+from raylane.tracking.trials import BatchedMLflowLoggerCallback
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +128,7 @@ def test_calls_mlflow_refuses_are_reported_not_raised(env, caplog):
     cb.log_trial_start(t)
     cb.log_trial_result(1, t, result(1, 0.6))
     cb.log_trial_end(t)
-    with caplog.at_level(logging.WARNING, logger="raylane.trial_logging"):
+    with caplog.at_level(logging.WARNING, logger="raylane.tracking.trials"):
         cb.on_experiment_end([t])
     assert cb.unlogged_results == 1
     assert "1 of 1 trial results and 1 other calls could not be logged" in caplog.text

@@ -12,9 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from raylane.model_store import RegisteredModel
-from raylane.onnx_model import OnnxModel
-from raylane.schema import ColumnSpec, FeatureSchema
+from raylane.model.onnx_model import OnnxModel
+from raylane.model.schema import ColumnSpec, FeatureSchema
+from raylane.model.store import RegisteredModel
 from raylane.serving.predictor import LoadedModel
 
 SCHEMA = FeatureSchema(

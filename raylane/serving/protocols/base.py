@@ -20,8 +20,8 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from raylane.onnx_model import Prediction
-from raylane.schema import FeatureSchema
+from raylane.model.onnx_model import Prediction
+from raylane.model.schema import FeatureSchema
 from raylane.serving.columns import Feeds, RequestError, decode_json
 from raylane.serving.dataplane import DataPlane, not_ready
 from raylane.serving.http_io import json_response, read_body

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from raylane.onnx_model import Prediction
-from raylane.schema import ColumnSpec, FeatureSchema
+from raylane.model.onnx_model import Prediction
+from raylane.model.schema import ColumnSpec, FeatureSchema
 from raylane.serving.columns import (
     Feeds,
     RequestError,

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import raylane
-from raylane.onnx_model import Prediction
-from raylane.schema import FeatureSchema
+from raylane.model.onnx_model import Prediction
+from raylane.model.schema import FeatureSchema
 from raylane.serving.columns import (
     Feeds,
     RequestError,

@@ -1,0 +1,1 @@
+"""Tables in: reading, schema inference, splits and the holdout."""

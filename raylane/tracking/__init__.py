@@ -1,0 +1,1 @@
+"""MLflow: runs, plots, trial logging, experiments, the registry and its errors."""
