@@ -13,8 +13,11 @@ with the pair as the worker template's annotation ``raylane.io/worker-bounds``: 
 the bounds out of the cluster hash, so without the annotation a change would never reach a running
 RayService; with it, the change rolls out as a new cluster.
 
-    python -m raylane.deploy.render            # rewrite kuberay/base/rayservice.yaml (+ dev patch)
-    python -m raylane.deploy.render --check    # exit 1 if a manifest is out of date
+It also writes the observability manifests generated from their sources
+(:mod:`raylane.observability.manifests`: the PrometheusRule from the alert rules file).
+
+    python -m raylane.deploy.render            # rewrite kuberay/base/rayservice.yaml (+ the rest)
+    python -m raylane.deploy.render --check    # exit 1 if a generated file is out of date
 
 Paths default to the repository layout, relative to the current directory (the repo root).
 """
@@ -287,8 +290,11 @@ def render_bounds(serve: dict, manifest_text: str, patch_text: str | None
 def outputs(serve_config: Path, manifest: Path, dev_patch: Path | None) -> dict[Path, str]:
     """Every file this module writes, with the text it should hold."""
     out = {manifest: render(serve_config, manifest)}
-    if dev_patch is not None:
+    if dev_patch is not None:  # the repository's own layout: the observability manifests too
         out[dev_patch] = render_dev_patch(serve_config, manifest, dev_patch)
+        from raylane.observability import manifests
+
+        out[manifests.PROMETHEUS_RULE] = manifests.render_prometheus_rule()
     return out
 
 
