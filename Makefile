@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 AIRFLOW_VENV ?= .venv-airflow
 
-.PHONY: install demo serve serve-stop console test test-fast bench clean airflow-install
+.PHONY: install demo serve serve-stop console observe test test-fast bench clean airflow-install
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ serve: install  ## a local Ray with the RayService's cluster env, serving the ch
 console: install  ## the Streamlit console against the local stack (RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS)
 	$(PY) -m streamlit run console/app.py --server.headless true --browser.gatherUsageStats false
 
+# Prometheus on 127.0.0.1:9090 (a temporary TSDB) scraping the Ray cluster `make serve` started,
+# through the service discovery file Ray writes, with the alert rules loaded. Ctrl-C stops it.
+PROMETHEUS_PORT ?= 9090
+observe: install $(VENV)/.prometheus  ## Prometheus for `make serve`'s cluster (127.0.0.1:9090), with the alert rules
+	$(PY) -m raylane.observability.local --port $(PROMETHEUS_PORT)
+
 serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, nothing else)
 	$(PY) -m raylane.deploy.local stop
 
@@ -56,7 +62,14 @@ $(VENV)/.chromium: | $(VENV)/.installed
 	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 	touch $@
 
-test: install $(VENV)/.chromium  ## ruff, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
+# Prometheus and promtool from Debian (the alert rules' checks and unit tests, `make observe`);
+# installed once, as Chromium is.
+$(VENV)/.prometheus: | $(VENV)/.installed
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus)
+	touch $@
+
+test: install $(VENV)/.chromium $(VENV)/.prometheus  ## ruff, the unit tests, then the rest of the suite: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests/unit
 	$(PY) -m pytest -q --ignore=tests/unit

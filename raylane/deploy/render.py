@@ -14,7 +14,8 @@ the bounds out of the cluster hash, so without the annotation a change would nev
 RayService; with it, the change rolls out as a new cluster.
 
 It also writes the observability manifests generated from their sources
-(:mod:`raylane.observability.manifests`: the PrometheusRule from the alert rules file).
+(:mod:`raylane.observability.manifests`: the PrometheusRule from the alert rules file, Ray's
+Grafana dashboards from Ray's own dashboard factory).
 
     python -m raylane.deploy.render            # rewrite kuberay/base/rayservice.yaml (+ the rest)
     python -m raylane.deploy.render --check    # exit 1 if a generated file is out of date
@@ -295,6 +296,8 @@ def outputs(serve_config: Path, manifest: Path, dev_patch: Path | None) -> dict[
         from raylane.observability import manifests
 
         out[manifests.PROMETHEUS_RULE] = manifests.render_prometheus_rule()
+        for name, text in manifests.grafana_dashboards().items():
+            out[manifests.DASHBOARDS / name] = text
     return out
 
 
@@ -329,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for path in stale:
         path.write_text(files[path])
-        print(f"{path}: rendered from {args.serve_config}")
+        print(f"{path}: rendered")
     return 0
 
 
