@@ -213,7 +213,7 @@ def _project_images(objs) -> set[str]:
     images = set()
     for obj in objs:
         for _, c in k8s.containers(obj):
-            if not c["image"].startswith(("postgres:", "minio/minio:")):  # third-party images
+            if not c["image"].startswith(("postgres:", "minio/minio:", "redis:")):  # third-party
                 images.add(c["image"])
     return images
 
