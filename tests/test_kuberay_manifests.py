@@ -216,7 +216,7 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
 MLFLOW_ACCOUNT_SECRETS = ("mlflow-admin", "mlflow-writer", "mlflow-reader")
 RAY_TOKEN_SECRET = "raylane-ray-token"
 PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", RAY_TOKEN_SECRET,
-                         *MLFLOW_ACCOUNT_SECRETS)
+                         "raylane-redis", *MLFLOW_ACCOUNT_SECRETS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_IDS)
@@ -236,9 +236,12 @@ def test_secret_references_resolve(overlay):
     assert refs, "expected Secret references"
     # the Ray token Secret every cluster names (authOptions.secretName)
     refs |= {c["authOptions"]["secretName"] for o in objs for c in k8s.ray_cluster_specs(o)}
+    # and the Redis password of GCS fault tolerance
+    refs |= {c["gcsFaultToleranceOptions"]["redisPassword"]["valueFrom"]["secretKeyRef"]["name"]
+             for o in objs for c in k8s.ray_cluster_specs(o) if "gcsFaultToleranceOptions" in c}
     assert refs <= secrets | external, refs - secrets
     if overlay == "dev":
-        assert len(secrets) == 6 and {"prediction-log-s3", RAY_TOKEN_SECRET,
+        assert len(secrets) == 7 and {"prediction-log-s3", RAY_TOKEN_SECRET, "raylane-redis",
                                       *MLFLOW_ACCOUNT_SECRETS} <= secrets
         assert {s for s in secrets if s.startswith("mlflow-postgres-")}
     else:  # every external Secret is named in the prod overlay's instructions
@@ -503,7 +506,8 @@ def test_network_policies_select_pods_that_exist(overlay):
     objs, pods = _platform(overlay)
     policies = _policies(objs)
     extra = {"ray-to-minio", "minio"} if overlay == "dev" else set()
-    assert set(policies) == {"postgres", "mlflow", "ray", "serve-http", "console"} | extra
+    assert set(policies) == {"postgres", "mlflow", "ray", "serve-http", "console",
+                             "redis"} | extra
     # labels of pods that are not the manifests' (you set them on your own pods)
     outside = {"raylane.io/console-client"}
     for name, spec in policies.items():
@@ -516,8 +520,8 @@ def test_network_policies_select_pods_that_exist(overlay):
                 assert _matched(peer["podSelector"], pods), f"{name}: {peer} matches no pod"
         for rule in spec.get("egress", []):
             for peer in rule.get("to", []):
-                if "ipBlock" in peer:
-                    continue
+                if "ipBlock" in peer or "namespaceSelector" in peer:
+                    continue  # outside the cluster, other namespaces (Prometheus, Grafana)
                 assert _matched(peer["podSelector"], pods), f"{name}: {peer} matches no pod"
     # every Ray pod (head and workers, every kind) is under the Ray policy
     ray_pods = [(w, labels) for w, labels in pods if w.split(":")[0] in RAY_POD_OWNERS

@@ -5,8 +5,9 @@
 
 ``start`` runs ``ray start --head`` with the cluster environment the RayService's Ray containers
 carry (:data:`SERVING_ENV`: HAProxy ingress, throughput-optimised Serve, replicas at normal
-priority) and ``MLFLOW_TRACKING_URI`` (default: ``sqlite:///$PWD/mlflow.db``, where ``make demo``
-registers), deploys the Serve config, and waits until the application is RUNNING.
+priority), ``RAY_PROMETHEUS_HOST`` (the Prometheus of ``make observe``) and
+``MLFLOW_TRACKING_URI`` (default: ``sqlite:///$PWD/mlflow.db``, where ``make demo`` registers),
+deploys the Serve config, and waits until the application is RUNNING.
 
 Everything lives in one short state directory (Ray's temp dir, HAProxy's files and sockets), so
 ``stop`` ends exactly the processes whose command line names it: never another Ray cluster on
@@ -35,6 +36,7 @@ DEFAULT_STATE = Path(f"/tmp/raylane-serve-{os.getuid()}")  # short: unix sockets
 DEFAULT_CONFIG = Path("serve/config.yaml")
 DASHBOARD_PORT = 8265
 SERVE_PORT = 8000
+PROMETHEUS_HOST = "http://127.0.0.1:9090"  # `make observe`
 
 
 def free_port() -> int:
@@ -59,6 +61,9 @@ def cluster_env(state_dir: Path) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_NBTHREAD": str(max(1, (os.cpu_count() or 2) // 2)),
         "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
         "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
+        # the dashboard's metrics views read the Prometheus `make observe` runs (Grafana is not
+        # installed locally: RAY_GRAFANA_HOST stays unset and the dashboard says so)
+        "RAY_PROMETHEUS_HOST": os.environ.get("RAY_PROMETHEUS_HOST", PROMETHEUS_HOST),
     }
 
 

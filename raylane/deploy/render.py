@@ -14,8 +14,12 @@ with the pair as the worker template's annotation ``raylane.io/worker-bounds``: 
 the bounds out of the cluster hash, so without the annotation a change would never reach a running
 RayService; with it, the change rolls out as a new cluster.
 
-    python -m raylane.deploy.render            # rewrite kuberay/base/rayservice.yaml (+ dev patch)
-    python -m raylane.deploy.render --check    # exit 1 if a manifest is out of date
+It also writes the observability manifests generated from their sources
+(:mod:`raylane.observability.manifests`: the PrometheusRule from the alert rules file, Ray's
+Grafana dashboards from Ray's own dashboard factory).
+
+    python -m raylane.deploy.render            # rewrite kuberay/base/rayservice.yaml (+ the rest)
+    python -m raylane.deploy.render --check    # exit 1 if a generated file is out of date
 
 Paths default to the repository layout, relative to the current directory (the repo root).
 """
@@ -294,8 +298,13 @@ def outputs(serve_config: Path, manifest: Path, dev_patch: Path | None,
             cluster_env: Path = DEFAULT_CLUSTER_ENV) -> dict[Path, str]:
     """Every file this module writes, with the text it should hold."""
     out = {manifest: render(serve_config, manifest, cluster_env)}
-    if dev_patch is not None:
+    if dev_patch is not None:  # the repository's own layout: the observability manifests too
         out[dev_patch] = render_dev_patch(serve_config, manifest, dev_patch)
+        from raylane.observability import manifests
+
+        out[manifests.PROMETHEUS_RULE] = manifests.render_prometheus_rule()
+        for name, text in manifests.grafana_dashboards().items():
+            out[manifests.DASHBOARDS / name] = text
     return out
 
 
@@ -331,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     for path in stale:
         path.write_text(files[path])
-        print(f"{path}: rendered from {args.serve_config}")
+        print(f"{path}: rendered")
     return 0
 
 

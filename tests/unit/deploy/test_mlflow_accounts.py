@@ -44,3 +44,19 @@ def test_main_refuses_without_admin_or_server(monkeypatch, capsys):
 def test_waiting_for_a_server_that_is_not_there_times_out():
     with pytest.raises(TimeoutError):
         accounts.wait_for_server("http://127.0.0.1:1", timeout_s=0)
+
+
+def test_accounts_from_credentials_files(tmp_path):
+    """The sidecar's form: each account as MLflow's credentials file (the mounted Secret)."""
+    writer = tmp_path / "writer"
+    writer.write_text("[mlflow]\nmlflow_tracking_username = w\nmlflow_tracking_password = p%x\n")
+    env = {"RAYLANE_MLFLOW_WRITER_CREDENTIALS": str(writer),
+           "RAYLANE_MLFLOW_READER_USERNAME": "r", "RAYLANE_MLFLOW_READER_PASSWORD": "rp"}
+    w, r = accounts.accounts_from_env(env)
+    assert (w.username, w.password, r.username) == ("w", "p%x", "r")
+    writer.write_text("[mlflow]\nmlflow_tracking_username = w\n")
+    with pytest.raises(ValueError, match="mlflow_tracking_password"):
+        accounts.accounts_from_env(env)
+    with pytest.raises(ValueError, match="no such credentials file"):
+        accounts.accounts_from_env({**env,
+                                    "RAYLANE_MLFLOW_WRITER_CREDENTIALS": str(tmp_path / "x")})
