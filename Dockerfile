@@ -5,6 +5,8 @@
 # Python the project tests on (3.11); `-cpu` is the Ubuntu-based CPU image.
 # tests/integration/deploy/test_dockerfile.py and tests/test_kuberay_crosschecks.py fail if the
 # tag, the pin and the manifests' rayVersion drift.
+# By tag, not digest: see docs/security.md (pin `rayproject/ray:2.60.0-py311-cpu@sha256:...` once
+# resolved with `docker buildx imagetools inspect`; no registry was reachable where this was written).
 FROM rayproject/ray:2.60.0-py311-cpu
 
 # The rayproject/ray images already run as the non-root user `ray` (uid 1000, gid 100 "users");
@@ -18,12 +20,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Install the package (its Ray pin equals the base image's Ray, so pip keeps that Ray and adds only
-# the missing extras and libraries). psycopg2-binary is the one extra: the same image runs
-# `mlflow server` against PostgreSQL in kuberay/base/mlflow.yaml, and MLflow does not ship a driver.
-COPY --chown=1000:100 pyproject.toml README.md ./
+# the missing extras and libraries), every dependency at the version uv.lock names: the lock,
+# exported as pip constraints, so a build next month installs what the suite ran against.
+# psycopg2-binary is the one extra: the same image runs `mlflow server` against PostgreSQL in
+# kuberay/base/mlflow.yaml, and MLflow does not ship a driver.
+COPY --chown=1000:100 pyproject.toml uv.lock README.md ./
 COPY --chown=1000:100 raylane ./raylane
 COPY --chown=1000:100 ray_jobs ./ray_jobs
-RUN pip install --no-cache-dir ".[console]" "psycopg2-binary==2.9.13" \
+RUN pip install --no-cache-dir "uv==0.13.9" \
+ && uv export --frozen --no-emit-project --no-hashes --extra console -o /tmp/locked.txt \
+ && pip install --no-cache-dir -c /tmp/locked.txt ".[console]" "psycopg2-binary==2.9.13" \
+ && rm /tmp/locked.txt \
  && python -c "import ray, raylane, ray_jobs, psycopg2, flask_wtf, streamlit, altair; assert ray.__version__ == '2.60.0', ray.__version__"
 
 # What the job and the service read at run time, relative to WORKDIR (the RayJob entrypoint is

@@ -15,14 +15,24 @@ CONSOLE_ADDRESS ?= 127.0.0.1
 
 .PHONY: install demo serve serve-stop console observe test test-fast bench clean airflow-install
 
-$(VENV)/.installed: pyproject.toml
+UV_VERSION := 0.13.9
+
+# Exactly the versions in uv.lock (`uv lock` after changing pyproject.toml's dependencies), each
+# checked against the lock's hashes; then raylane itself, editable, without resolving again.
+define install_locked
+	$(UV) export -q --frozen --no-emit-project $(1) -o $(VENV)/requirements.lock.txt
+	$(UV) pip install -p $(PY) -q --compile-bytecode --require-hashes -r $(VENV)/requirements.lock.txt
+	$(UV) pip install -p $(PY) -q --compile-bytecode --no-deps -e .
+endef
+
+$(VENV)/.installed: pyproject.toml uv.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip uv
-	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev,console]"
+	$(PY) -m pip install -q --upgrade pip "uv==$(UV_VERSION)"
+	$(call install_locked,--extra dev --extra console)
 	touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
-	$(UV) pip install -p $(PY) -q --compile-bytecode -e ".[dev,console,bench]"
+	$(call install_locked,--extra dev --extra console --extra bench)
 	touch $@
 
 install: $(VENV)/.installed

@@ -5,6 +5,7 @@ import streamlit as st
 
 from raylane.console import ui
 from raylane.console.scoring import (
+    MAX_UPLOAD_MB,
     UnreadableFile,
     missing_columns,
     read_table,
@@ -35,7 +36,7 @@ except ServiceDown as exc:
 st.markdown(f"Model **{meta.name}** version **{meta.version}** · columns: "
             + ", ".join(f"`{c['name']}`" for c in meta.inputs))
 upload = st.file_uploader("A table with the model's columns (others are kept as they are)",
-                          type=["csv", "parquet"])
+                          type=["csv", "parquet"], max_upload_size=MAX_UPLOAD_MB)
 batch_rows = st.select_slider("Rows per request", options=[16, 64, 256, 1000], value=256)
 
 if upload is None:

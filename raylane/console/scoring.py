@@ -15,11 +15,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from raylane.console.serving import Answer, Metadata, Rejection, predict
 
 DEFAULT_BATCH_ROWS = 256
 MAX_UPLOAD_ROWS = 200_000
+# Largest upload (MB): the file uploader's max_upload_size and server.maxUploadSize in
+# .streamlit/config.toml. A console pod has 1 GiB; pandas needs several times a CSV's size.
+MAX_UPLOAD_MB = 25
 PREDICTION, PREDICTION_ID, MODEL_VERSION = "prediction", "prediction_id", "model_version"
 
 Predict = Callable[[list[dict]], Answer | Rejection]
@@ -30,14 +34,23 @@ class UnreadableFile(ValueError):
     """The upload is not a CSV or Parquet table the console can read."""
 
 
-def read_table(name: str, data: bytes, max_rows: int = MAX_UPLOAD_ROWS) -> pd.DataFrame:
-    """An uploaded CSV or Parquet file (by its name's suffix) as a frame of at most ``max_rows``."""
+def read_table(name: str, data: bytes, max_rows: int = MAX_UPLOAD_ROWS,
+               max_mb: float = MAX_UPLOAD_MB) -> pd.DataFrame:
+    """An uploaded CSV or Parquet file (by its name's suffix) as a frame of at most ``max_rows``.
+    A file over the limits is refused before it is parsed: its size first, then Parquet's row
+    count from its footer, and a CSV is read no further than ``max_rows + 1`` rows."""
+    if len(data) > max_mb * 1024 * 1024:
+        raise UnreadableFile(f"{name}: {len(data) / 1024 / 1024:,.1f} MB; the console takes "
+                             f"files up to {max_mb:g} MB (use a batch job for more)")
     lower = name.lower()
     try:
         if lower.endswith((".parquet", ".pq")):
+            rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+            if rows > max_rows:
+                raise UnreadableFile(_too_many(name, rows, max_rows))
             frame = pd.read_parquet(io.BytesIO(data))
         elif lower.endswith((".csv", ".txt")):
-            frame = pd.read_csv(io.BytesIO(data))
+            frame = pd.read_csv(io.BytesIO(data), nrows=max_rows + 1)
         else:
             raise UnreadableFile(f"{name}: expected a .csv or .parquet file")
     except UnreadableFile:
@@ -47,9 +60,14 @@ def read_table(name: str, data: bytes, max_rows: int = MAX_UPLOAD_ROWS) -> pd.Da
     if len(frame) == 0:
         raise UnreadableFile(f"{name}: no rows")
     if len(frame) > max_rows:
-        raise UnreadableFile(f"{name}: {len(frame):,} rows; the console scores at most "
-                             f"{max_rows:,} (use a batch job for more)")
+        raise UnreadableFile(_too_many(name, len(frame), max_rows, more=True))
     return frame
+
+
+def _too_many(name: str, rows: int, max_rows: int, more: bool = False) -> str:
+    count = f"over {max_rows:,}" if more else f"{rows:,}"
+    return (f"{name}: {count} rows; the console scores at most {max_rows:,} (use a batch job "
+            "for more)")
 
 
 def missing_columns(frame: pd.DataFrame, metadata: Metadata) -> list[str]:

@@ -9,6 +9,7 @@ params, ``raylane.gates`` / ``raylane.parity`` tags and ``plots/feature_importan
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
 import os
 import tempfile
@@ -21,7 +22,12 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from raylane.console.registry_access import NotAllowed, NotFound, translate
-from raylane.tracking.registry import CHALLENGER, CHAMPION, get_alias, set_alias
+from raylane.tracking.registry import (  # the pages read the alias names from here
+    CHALLENGER,  # noqa: F401
+    CHAMPION,
+    get_alias,
+    set_alias,
+)
 from raylane.tracking.tags import (
     CHAMPION_VERSION,
     DECISION,
@@ -205,21 +211,52 @@ def operator_name(env: dict[str, str] | None = None) -> str:
         return "unknown"
 
 
+CURRENT_PERMISSIONS = "/api/3.0/mlflow/users/current/permissions"
+
+
 def write_access(client: MlflowClient, name: str) -> tuple[bool, str]:
-    """Whether these credentials may move ``name``'s aliases, and why not. Probed with a write
-    that changes nothing: the alias set again to the version it already names."""
-    for alias in (CHAMPION, CHALLENGER):
-        current = get_alias(client, name, alias)
-        if current is not None:
-            try:
-                set_alias(client, name, alias, current.version)
-            except Exception as exc:
-                err = translate(exc)
-                if isinstance(err, NotAllowed):
-                    return False, str(err)
-                raise err from exc
-            return True, "these credentials may move the aliases"
-    return True, "no alias set yet; a promotion will tell whether these credentials may write"
+    """Whether these credentials may move ``name``'s aliases, and why not: asked of MLflow's
+    basic-auth app (the current user's grants), never probed with a write, which would revert
+    a promotion landing between its read and its write. A store without accounts (a local
+    store, a server without the auth app) lets anyone write. Advisory: the registry still
+    decides when the alias is set."""
+    uri = client.tracking_uri
+    if not uri.startswith(("http://", "https://")):
+        return True, "a local store has no accounts"
+    from mlflow.tracking._tracking_service.utils import _get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(_get_default_host_creds(uri), CURRENT_PERMISSIONS, "GET",
+                                max_retries=0, raise_on_status=False)
+    except Exception as exc:
+        raise translate(exc) from exc
+    if response.status_code == 404:
+        return True, "this MLflow server has no accounts (no basic-auth app)"
+    if response.status_code in (401, 403):
+        return False, f"MLflow refused these credentials ({response.status_code})"
+    if response.status_code != 200:
+        raise translate(RuntimeError(f"{CURRENT_PERMISSIONS}: HTTP {response.status_code}"))
+    return model_permission(response.json(), name)
+
+
+def model_permission(body: dict, name: str) -> tuple[bool, str]:
+    """Whether a ``users/current/permissions`` answer lets its user update model ``name``."""
+    from mlflow.server.auth.permissions import PERMISSION_PRIORITY, get_permission
+
+    if body.get("is_admin"):
+        return True, "an MLflow admin account"
+    grants = [row.get("permission", "") for row in body.get("permissions") or []
+              if row.get("resource_type") == "registered_model"
+              and fnmatch.fnmatchcase(name, str(row.get("resource_pattern", "")))]
+    if not grants:
+        return False, f"no grant on registered model {name!r} for these credentials"
+    if "DENY" in grants:
+        return False, f"these credentials are denied registered model {name!r}"
+    best = max(grants, key=lambda g: PERMISSION_PRIORITY.get(g, 0))
+    if get_permission(best).can_update:
+        return True, f"{best} on registered model {name!r}"
+    return False, f"only {best} on registered model {name!r}"
 
 
 def promote(client: MlflowClient, name: str, version: str, who: str, why: str,

@@ -13,12 +13,10 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import yaml
 from mlflow import MlflowClient
-from mlflow.artifacts import download_artifacts
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
@@ -26,7 +24,13 @@ from raylane.model.metrics import Metric
 from raylane.model.mlflow_failures import is_transient
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
-from raylane.model.store import ONNX_FILE, SCHEMA_METADATA_KEY
+from raylane.model.store import (
+    ONNX_FILE,
+    SCHEMA_METADATA_KEY,
+    UntrustedModelError,
+    fetch_files,
+    verify_digest,
+)
 from raylane.tracking.registry import CHALLENGER, CHAMPION, set_alias
 from raylane.tracking.tags import (
     CHAMPION_VERSION,
@@ -87,9 +91,10 @@ def load_champion(
             f"{exc}")
     with tempfile.TemporaryDirectory(prefix="raylane-champion-") as tmp:
         try:  # reaching the registry and the artifact store: a failure says nothing of the model
-            source = client.get_model_version_download_uri(champion.name, champion.version)
-            local = Path(download_artifacts(artifact_uri=source, dst_path=tmp,
-                                            tracking_uri=client.tracking_uri))
+            local = fetch_files(client, champion, tmp)
+        except UntrustedModelError as exc:  # it says something of the model: not to be trusted
+            return champion, None, ChampionProblem("broken", f"champion v{champion.version} "
+                                                   f"was refused: {exc}")
         except Exception as exc:
             return champion, None, ChampionProblem(
                 "unavailable", f"champion v{champion.version} could not be fetched: {exc}")
@@ -97,7 +102,18 @@ def load_champion(
             mlmodel = yaml.safe_load((local / "MLmodel").read_text()) or {}
             theirs = FeatureSchema.model_validate((mlmodel.get("metadata") or {})[
                 SCHEMA_METADATA_KEY])
-            return champion, OnnxModel((local / ONNX_FILE).read_bytes(), theirs), None
+            onnx_bytes = (local / ONNX_FILE).read_bytes()
+        except Exception as exc:
+            return champion, None, ChampionProblem(
+                "broken", f"champion v{champion.version} could not be loaded: "
+                f"{type(exc).__name__}: {exc}")
+        try:
+            verify_digest(champion, onnx_bytes)
+        except UntrustedModelError as exc:
+            return champion, None, ChampionProblem("broken", f"champion v{champion.version} "
+                                                   f"was refused: {exc}")
+        try:
+            return champion, OnnxModel(onnx_bytes, theirs), None
         except Exception as exc:
             return champion, None, ChampionProblem(
                 "broken", f"champion v{champion.version} could not be loaded: "

@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model, infer_signature
 
 from raylane.model.schema import FeatureSchema
-from raylane.model.store import SCHEMA_METADATA_KEY
+from raylane.model.store import DIGEST_TAG, ONNX_FILE, SCHEMA_METADATA_KEY, onnx_digest
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -72,6 +72,7 @@ def log_onnx_model(
     graphs with external data.
     """
     metadata = {SCHEMA_METADATA_KEY: schema.model_dump(), **(extra_metadata or {})}
+    written: dict[str, str] = {}
 
     def save(path: str, mlflow_model: Model) -> None:
         mlflow.onnx.save_model(
@@ -84,14 +85,21 @@ def log_onnx_model(
             pip_requirements=["onnxruntime"],
             onnx_execution_providers=["CPUExecutionProvider"],
         )
+        # the file as uploaded (the flavor writes the graph again), so replicas can verify it
+        written[DIGEST_TAG] = onnx_digest((Path(path) / ONNX_FILE).read_bytes())
 
-    return log_logged_model(client, run_id, name, save)
+    model = log_logged_model(client, run_id, name, save)
+    client.set_logged_model_tags(model.model_id, written)
+    return client.get_logged_model(model.model_id)
 
 
 def register_version(
     client: MlflowClient, model: LoggedModel, name: str, run_id: str, tags: dict[str, str]
 ) -> ModelVersion:
-    """Register the logged ``model`` as a new version of ``name`` with ``tags``."""
+    """Register the logged ``model`` as a new version of ``name`` with ``tags`` and the digest
+    of its model.onnx that log_onnx_model recorded (replicas verify it before loading)."""
+    if DIGEST_TAG in (model.tags or {}):
+        tags = {**tags, DIGEST_TAG: model.tags[DIGEST_TAG]}
     try:
         client.get_registered_model(name)
     except MlflowException:

@@ -56,9 +56,21 @@ def test_runs_as_non_root():
 def test_installs_the_package_and_only_the_db_driver():
     runs = " ".join(rest for op, rest in instructions() if op == "RUN")
     installs = re.findall(r"pip install ([^&]+)", runs)
-    assert len(installs) == 1
-    args = [a for a in installs[0].split() if not a.startswith("-")]
-    assert args == ['".[console]"', '"psycopg2-binary==2.9.13"'], args
+    assert len(installs) == 2
+    args = installs[0].split()
+    assert args[:2] == ["--no-cache-dir", '"uv==0.13.9"'], args  # uv, pinned, to export the lock
+    args = [a for a in installs[1].split() if not a.startswith("-")]
+    assert args == ["/tmp/locked.txt", '".[console]"', '"psycopg2-binary==2.9.13"'], args
+
+
+def test_installs_the_versions_in_the_lock():
+    """The image's dependencies are uv.lock's (as pip constraints), not the newest at build."""
+    runs = " ".join(rest for op, rest in instructions() if op == "RUN")
+    assert "uv export --frozen --no-emit-project --no-hashes --extra console -o /tmp/locked.txt" \
+        in runs
+    assert 'pip install --no-cache-dir -c /tmp/locked.txt ".[console]"' in runs
+    copied = [rest for op, rest in instructions() if op == "COPY"]
+    assert any("uv.lock" in rest.split() for rest in copied)
 
 
 def _dockerignored(path: str, patterns: list[str]) -> bool:

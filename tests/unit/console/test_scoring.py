@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
+import tomllib
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from raylane.console.scoring import (
+    MAX_UPLOAD_MB,
     UnreadableFile,
     missing_columns,
     read_table,
@@ -17,6 +20,8 @@ from raylane.console.scoring import (
     to_download,
 )
 from raylane.console.serving import Answer, Metadata, Rejection
+
+ROOT = Path(__file__).resolve().parents[2]
 
 META = Metadata(
     name="m", version="3", alias="champion", model_uri="models:/m@champion", run_id=None,
@@ -100,7 +105,7 @@ def test_read_table_csv_parquet_and_errors():
         read_table("t.xlsx", b"x")
     with pytest.raises(UnreadableFile, match="not a readable table"):
         read_table("t.parquet", b"not parquet")
-    with pytest.raises(UnreadableFile, match="at most 1"):
+    with pytest.raises(UnreadableFile, match="at most 1 "):
         read_table("t.csv", df.to_csv(index=False).encode(), max_rows=1)
     assert missing_columns(df[["c"]], META) == ["x"]
 
@@ -119,3 +124,30 @@ def test_summary_and_download():
     result.frame["prediction"] = [float(i) for i in range(9)]
     hist = summary(result, "regression")
     assert hist["rows"].sum() == 9 and len(hist) == 20
+
+
+def test_limits_are_checked_before_the_file_is_parsed(tmp_path):
+    """A CSV is read no further than the row cap (a broken tail past it is never parsed), a
+    Parquet file's row count comes from its footer (its damaged data pages are never read),
+    and a file over the size cap is refused unread."""
+    good = pd.DataFrame({"x": range(50), "c": ["a"] * 50}).to_csv(index=False).encode()
+    broken_tail = good + b'1,"never closed\n' * 3
+    with pytest.raises(UnreadableFile, match="over 10 rows; the console scores at most 10"):
+        read_table("t.csv", broken_tail, max_rows=10)
+    table = pd.DataFrame({"x": [float(i) for i in range(5000)],
+                          "c": [f"value-{i}" for i in range(5000)]})
+    path = tmp_path / "t.parquet"
+    table.to_parquet(path, compression="snappy", row_group_size=1000)
+    data = bytearray(path.read_bytes())
+    data[100:len(data) // 2] = b"\xff" * (len(data) // 2 - 100)  # the data pages, not the footer
+    with pytest.raises(UnreadableFile, match="5,000 rows; the console scores at most 1,000"):
+        read_table("t.parquet", bytes(data), max_rows=1000)
+    with pytest.raises(UnreadableFile, match=r"the console takes files up to 0\.001 MB"):
+        read_table("t.csv", good * 100, max_mb=0.001)
+
+
+def test_the_upload_cap_is_streamlits_too():
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == MAX_UPLOAD_MB
+    assert "max_upload_size=MAX_UPLOAD_MB" in (ROOT / "console" / "pages" / "score_file.py"
+                                               ).read_text()

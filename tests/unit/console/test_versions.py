@@ -116,13 +116,23 @@ def test_unreachable_stores_are_reported_quickly(tmp_path):
         MlflowClient("http://127.0.0.1:9").search_experiments()
 
 
+def _bind(address: str):
+    old = st_config.get_option("server.address")
+    st_config.set_option("server.address", address)
+    yield
+    st_config.set_option("server.address", old)
+
+
 @pytest.fixture()
 def loopback():
     """The console as `make console` runs it, on 127.0.0.1: the OS user may write."""
-    old = st_config.get_option("server.address")
-    st_config.set_option("server.address", "127.0.0.1")
-    yield
-    st_config.set_option("server.address", old)
+    yield from _bind("127.0.0.1")
+
+
+@pytest.fixture()
+def everywhere():
+    """The console on every interface without a login: its visitors are anonymous."""
+    yield from _bind("0.0.0.0")
 
 
 def _app(monkeypatch, uri: str) -> AppTest:
@@ -136,9 +146,9 @@ def _app(monkeypatch, uri: str) -> AppTest:
     return at
 
 
-def test_an_anonymous_visitor_cannot_promote(store, monkeypatch):
+def test_an_anonymous_visitor_cannot_promote(store, monkeypatch, everywhere):
     uri, client, v = store
-    at = _app(monkeypatch, uri)  # server.address unset: every interface, no login
+    at = _app(monkeypatch, uri)
     assert any("Sign in to promote" in w.value for w in at.warning), [w.value for w in at.warning]
     assert not [t for t in at.text_input if t.key == "models_who"]  # no free-text name
     assert at.selectbox(key="models_target").disabled
@@ -174,3 +184,16 @@ def test_page_shows_versions_and_refuses_a_failed_version(store, monkeypatch, lo
 def test_page_says_mlflow_is_down(tmp_path, monkeypatch):
     at = _app(monkeypatch, "http://127.0.0.1:9")
     assert "MLflow is not reachable" in at.error[0].value
+
+
+def test_grants_decide_write_access_without_writing():
+    """The basic-auth app's users/current/permissions answer, read (the server test uses a real
+    one: tests/test_console_write_access.py)."""
+    row = {"resource_type": "registered_model", "resource_pattern": "*", "permission": "EDIT"}
+    assert reg.model_permission({"permissions": [row]}, "credit")[0]
+    assert not reg.model_permission({"permissions": [{**row, "permission": "READ"}]}, "credit")[0]
+    assert not reg.model_permission({"permissions": [{**row, "resource_pattern": "other"}]},
+                                    "credit")[0]
+    assert not reg.model_permission({"permissions": [row, {**row, "resource_pattern": "credit",
+                                                           "permission": "DENY"}]}, "credit")[0]
+    assert reg.model_permission({"is_admin": True, "permissions": []}, "credit")[0]

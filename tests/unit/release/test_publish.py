@@ -279,10 +279,12 @@ def test_an_unreachable_champion_blocks_promotion(store, models, monkeypatch):
     """The champion's artifacts live in a store that refuses connections (a real, closed
     port): nothing is known about it, so the challenger stays challenger and says why."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    offline = closed_port_url()
+    monkeypatch.setenv("RAYLANE_ARTIFACT_ROOTS", offline)  # a store the operator trusts
     client, trained = store.client, models["big"]
     client.create_registered_model("offline")
     champion = client.create_model_version(
-        "offline", source=f"{closed_port_url()}/api/2.0/mlflow-artifacts/artifacts/1/model")
+        "offline", source=f"{offline}/api/2.0/mlflow-artifacts/artifacts/1/model")
     client.set_registered_model_alias("offline", "champion", champion.version)
     published, run_id = publish_in_run(store, "offline", trained)
     decision = published.decision
