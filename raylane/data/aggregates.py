@@ -280,7 +280,10 @@ class _PickledAggregate(AggregateFnV2):
         raise NotImplementedError
 
     def aggregate_block(self, block) -> bytes:
-        return pickle.dumps(self.compute(BlockAccessor.for_block(block).to_pandas()))
+        # pyarrow's own conversion: NumPy dtypes, NaN for nulls (Ray's is Arrow-backed)
+        frame = block.to_pandas() if isinstance(block, pa.Table) else \
+            BlockAccessor.for_block(block).to_pandas()
+        return pickle.dumps(self.compute(frame))
 
     def combine(self, current_accumulator: bytes, new: bytes) -> bytes:
         return pickle.dumps(self.merge_values(pickle.loads(current_accumulator),

@@ -132,7 +132,7 @@ def _label_spelling(target: pd.Series) -> bool:
     return numeric_codes(str(target.dtype)) or pd.api.types.is_numeric_dtype(target)
 
 
-def _to_pandas(dataset: ray.data.Dataset) -> pd.DataFrame:
+def to_pandas(dataset: ray.data.Dataset) -> pd.DataFrame:
     """A small dataset as pandas reads Arrow (NumPy dtypes, as the small-data path has them)."""
     tables = ray.get(dataset.to_arrow_refs())
     return pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame()
@@ -203,7 +203,7 @@ def load_distributed(options: DatasetOptions) -> DistributedData:
     """Read, infer, split and summarize the table ``options.path`` names, on Ray Data."""
     source = resolve(options.path)
     raw = read_dataset(source)
-    sample = _to_pandas(raw.limit(SAMPLE_ROWS))
+    sample = to_pandas(raw.limit(SAMPLE_ROWS))
     if options.target not in sample.columns:
         raise DataError(f"data.target: column {options.target!r} not in the data; columns are "
                         f"{list(sample.columns)}")

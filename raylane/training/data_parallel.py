@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import xgboost as xgb
+from ray.data.expressions import col
 from sklearn.compose import ColumnTransformer
 
 from raylane.data.aggregates import SPLIT_COLUMN
@@ -67,10 +69,12 @@ def preprocessor_from_stats(schema: FeatureSchema, medians: dict[str, float],
     return preprocessor.fit(frame)
 
 
-def transform_block(batch: pd.DataFrame, preprocessor: ColumnTransformer,
+def transform_block(batch: pa.Table | pd.DataFrame, preprocessor: ColumnTransformer,
                     schema: FeatureSchema) -> pd.DataFrame:
     """One prepared block as the model sees it: float32 feature columns, the label (class index
     or float) and the split."""
+    if isinstance(batch, pa.Table):
+        batch = batch.to_pandas()  # NumPy dtypes, as the preprocessing was fitted on
     features = preprocessor.transform(batch[schema.feature_names]).astype(np.float32)
     out = pd.DataFrame(features, columns=[f"f{i}" for i in range(features.shape[1])])
     y = batch[TARGET_COLUMN]
@@ -86,10 +90,10 @@ def transform_block(batch: pd.DataFrame, preprocessor: ColumnTransformer,
 def transformed_splits(data: DistributedData, preprocessor: ColumnTransformer):
     """Train, validation and holdout, transformed once and materialized (shared by trials)."""
     transformed = data.dataset.map_batches(
-        transform_block, batch_format="pandas",
+        transform_block, batch_format="pyarrow",
         fn_kwargs={"preprocessor": preprocessor, "schema": data.schema}).materialize()
     return tuple(
-        transformed.filter(expr=f"{SPLIT_COLUMN} == {code}").drop_columns([SPLIT_COLUMN])
+        transformed.filter(expr=col(SPLIT_COLUMN) == code).drop_columns([SPLIT_COLUMN])
         .materialize()
         for code in (TRAIN, VALID, HOLDOUT))
 

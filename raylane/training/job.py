@@ -142,6 +142,12 @@ def run_pipeline(
     MLflow is reached only through a client for ``config.tracking_uri``: the job leaves MLflow's
     process-wide state (tracking URI, active run) as it found it.
     """
+    if config.tune.workers_per_trial > 1:
+        if resume:
+            raise interrupts.ResumeError("--resume: not supported with tune.workers_per_trial > 1")
+        from raylane.training.scale_job import run_scale_pipeline
+
+        return run_scale_pipeline(config, tags)
     started = time.perf_counter()
     frame, data = loaded or load_data(config)
     metric = tuning_metric(config, data.schema.task).with_pos_label(data.pos_index)
