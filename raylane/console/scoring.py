@@ -48,7 +48,8 @@ def read_table(name: str, data: bytes, max_rows: int = MAX_UPLOAD_ROWS) -> pd.Da
         raise UnreadableFile(f"{name}: no rows")
     if len(frame) > max_rows:
         raise UnreadableFile(f"{name}: {len(frame):,} rows; the console scores at most "
-                             f"{max_rows:,} (use a batch job for more)")
+                             f"{max_rows:,}; score larger tables with `python -m "
+                             "ray_jobs.batch_predict` (docs/scale.md)")
     return frame
 
 
