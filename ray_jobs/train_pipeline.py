@@ -58,8 +58,8 @@ def _run(args: argparse.Namespace) -> int:
     except interrupts.ResumeError as exc:
         print(f"error: cannot resume: {exc}", file=sys.stderr)
         return 2
-    except ConfigError as exc:  # the experiment's artifact location (see check_store)
-        print(f"error: {exc}", file=sys.stderr)
+    except (ConfigError, DataError) as exc:  # the artifact location (see check_store); the
+        print(f"error: {exc}", file=sys.stderr)  # data-parallel job's data, read with Ray Data
         return 2
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -18,7 +18,7 @@ from ray.data.expressions import col
 from sklearn.pipeline import Pipeline
 from xgboost import XGBClassifier, XGBRegressor
 
-from raylane.config import PipelineConfig
+from raylane.config import ConfigError, PipelineConfig
 from raylane.data.aggregates import SPLIT_COLUMN
 from raylane.data.distributed import TARGET_COLUMN, DatasetOptions, DistributedData, to_pandas
 from raylane.data.read import Split
@@ -60,7 +60,7 @@ def dataset_options(config: PipelineConfig) -> DatasetOptions:
 def check_metric(metric: Metric, data: DistributedData) -> None:
     if metric.name not in XGB_METRICS or (
             metric.name == "roc_auc" and len(data.schema.class_labels or []) != 2):
-        raise ValueError(f"tune.metric: {metric.name!r} is not available with "
+        raise ConfigError(f"tune.metric: {metric.name!r} is not available with "
                          f"tune.workers_per_trial > 1; use one of {sorted(XGB_METRICS)} "
                          "(roc_auc for binary targets)")
 
