@@ -138,11 +138,11 @@ def trained(s3_and_ray, shards, tmp_path_factory):
         "data": {"path": str(root), "target": "Status", "task": "classification"},
         "model": {"family": "xgboost", "report_every": 5,
                   "params": {"tree_method": "hist", "n_jobs": 1, "n_estimators": 30,
-                             "max_depth": 3},
-                  # two strong configurations finish first; the weak ones trail at every rung
-                  "search_space": {"learning_rate": {"type": "grid",
-                                                     "values": [0.3, 0.2, 0.0001, 0.0002]}}},
-        "tune": {"num_samples": 1, "max_concurrent_trials": 2, "workers_per_trial": 2,
+                             "learning_rate": 0.3},
+                  # trees against stumps, twice: a stump trial reaching a rung after a tree
+                  # trial is below ASHA's cutoff there
+                  "search_space": {"max_depth": {"type": "grid", "values": [4, 1]}}},
+        "tune": {"num_samples": 2, "max_concurrent_trials": 2, "workers_per_trial": 2,
                  "cpus_per_trial": 1, "search_alg": "random", "metric": "roc_auc",
                  "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
                  "storage_path": str(tmp / "ray_results")},
