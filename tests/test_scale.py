@@ -162,8 +162,10 @@ def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained):
     assert len(trials) == 4
     assert (trials["steps"] < 30).any(), trials  # ASHA stopped at least one trial early
     assert (trials["steps"] == 30).sum() >= 1
+    # every trial, stopped or finished, gave its workers' placement group back (the job waits
+    # for Ray Train's cleaner before it goes on)
     left = list_placement_groups(filters=[("state", "=", "CREATED")])
-    assert not left, left  # every stopped trial gave its workers' placement group back
+    assert not left, left
     assert result.parity.passed and result.parity.rows > 500
     assert result.evaluation.holdout["roc_auc"] > 0.75
     assert result.decision.promoted and result.version == "1"

@@ -227,3 +227,32 @@ def trial_driver(config: dict[str, Any], *, train, valid, features: list[str],
                              storage_path=storage_path, callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
+
+
+def created_placement_groups() -> list[str] | None:
+    """Ids of the cluster's placement groups still CREATED (Ray's State API, which needs the
+    dashboard); None when the State API cannot be reached."""
+    try:
+        from ray.util.state import list_placement_groups
+
+        groups = list_placement_groups(filters=[("state", "=", "CREATED")],
+                                       raise_on_missing_output=False)
+        return [pg.placement_group_id for pg in groups]
+    except Exception:  # the State API is unavailable (no dashboard): nothing to check with
+        return None
+
+
+def wait_placement_groups_released(before: set[str], timeout_s: float = 60.0) -> list[str]:
+    """Wait until no placement group created since ``before`` is left (Ray Train's cleaner
+    removes a stopped trial's asynchronously); the ones still there at the timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now = created_placement_groups()
+        if now is None:
+            return []
+        left = sorted(set(now) - before)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(1.0)

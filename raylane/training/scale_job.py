@@ -35,9 +35,11 @@ from raylane.tracking.experiments import check_store, new_experiment_artifact_lo
 from raylane.training.data_parallel import (
     LABEL_COLUMN,
     XGB_METRICS,
+    created_placement_groups,
     preprocessor_from_stats,
     transformed_splits,
     trial_driver,
+    wait_placement_groups_released,
 )
 from raylane.training.tuning import SearchOutcome, build_tuner, new_run_dir, run_search, summarize
 
@@ -209,8 +211,13 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
                                    str(run_dir / "train"))
         tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment,
                             run_dir, trainable=trainable)
+        before = set(created_placement_groups() or [])
         with runs.mlflow_globals_restored():
             results = run_search(tuner)
+        left = wait_placement_groups_released(before)
+        if left:
+            log.warning("placement groups still held after the search: %s", left)
+        run.metrics({"search.placement_groups_left": len(left)})
         search: SearchOutcome = summarize(results, metric)
         booster, best = best_booster(results, metric)
         phases["search_s"] = time.perf_counter() - clock
