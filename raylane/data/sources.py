@@ -67,7 +67,8 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" not in uri:
         return pafs.LocalFileSystem(), os.path.abspath(uri)
     try:
-        return pafs.FileSystem.from_uri(uri)
+        fs, path = pafs.FileSystem.from_uri(uri)
+        return fs, path.rstrip("/") or path  # object stores refuse a key ending in "/"
     except (ValueError, OSError):  # a scheme pyarrow does not know (ArrowInvalid)
         pass
     import fsspec
@@ -76,7 +77,7 @@ def filesystem_for(uri: str) -> tuple[pafs.FileSystem, str]:
         fs, path = fsspec.core.url_to_fs(uri)
     except (ImportError, ValueError) as exc:
         raise DataError(f"data.path: no filesystem for {uri!r}: {exc}") from None
-    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/") or path
 
 
 def _expand(fs: pafs.FileSystem, path: str, spec: str) -> list[pafs.FileInfo]:
