@@ -149,10 +149,11 @@ def resolve(spec: str | Sequence[str]) -> Source:
 
 
 def is_single_file(spec: str | Sequence[str]) -> bool:
-    """A plain file path or URI (no list, glob or local directory): read as before."""
-    if not isinstance(spec, str) or any(c in spec for c in _GLOB_CHARS):
+    """A plain local file path (no list, glob, directory or URI): read as before. URIs go
+    through :func:`resolve` (pyarrow's S3 needs no s3fs)."""
+    if not isinstance(spec, str) or any(c in spec for c in _GLOB_CHARS) or "://" in spec:
         return False
-    return "://" in spec or not os.path.isdir(spec)
+    return not os.path.isdir(spec)
 
 
 def read_frame(spec: str | Sequence[str]) -> pd.DataFrame:
