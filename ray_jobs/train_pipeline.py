@@ -34,7 +34,9 @@ def _run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.set)
         # a store in Ray's uploaded working dir would vanish with it: refuse before any work
         check_store(config.tracking_uri)
-        loaded = load_data(config)  # a bad path, target or column fails here, before Ray
+        # a bad path, target or column fails here, before Ray (the data-parallel job reads its
+        # table with Ray Data, never whole here)
+        loaded = load_data(config) if config.tune.workers_per_trial == 1 else None
     try:
         result = run_pipeline(config, resume=args.resume, loaded=loaded)
     except interrupts.ResumeError as exc:

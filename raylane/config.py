@@ -25,7 +25,9 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    path: str = Field(description="Local path or fsspec URI of a CSV/Parquet table")
+    path: str | list[str] = Field(
+        description="A CSV/Parquet file, a directory, a glob or a list of them; local paths or "
+        "pyarrow/fsspec URIs (s3://...)")
     target: str
     task: Task | None = Field(None, description="Inferred from the target when omitted")
     columns: list[str] | None = Field(None, description="Feature columns to use (default: all)")
@@ -118,6 +120,9 @@ class TuneConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     search_alg: Literal["random", "optuna"] = "random"
     cpus_per_trial: float = Field(1.0, gt=0)
+    workers_per_trial: int = Field(
+        1, ge=1, description="Data-parallel workers per trial (Ray Train); 1: each trial fits "
+        "in one process on a table read whole by the driver")
     time_budget_s: float | None = Field(None, gt=0)
     metric: str | None = Field(None, description=f"One of {sorted(METRICS)}")
     max_failures: int = Field(2, ge=0, description="Retries of a failed trial")
@@ -261,6 +266,13 @@ class PipelineConfig(_Strict):
                         f"model.{section}.{key}: not a hyperparameter of {family.name}; expected "
                         f"one of {sorted(known)}"
                     )
+        if self.tune.workers_per_trial > 1:
+            if family.name != "xgboost":
+                raise ValueError(f"tune.workers_per_trial: data-parallel trials train xgboost "
+                                 f"only; model.family is {family.name!r}")
+            if self.judging.time_column:
+                raise ValueError("judging.time_column: not supported with "
+                                 "tune.workers_per_trial > 1 (the holdout is hashed per row)")
         if self.tune.metric and self.tune.metric not in METRICS:
             raise ValueError(f"tune.metric: unknown metric {self.tune.metric!r}; expected one "
                              f"of {sorted(METRICS)}")

@@ -160,11 +160,19 @@ def compare(reference: pa.Table, current: pa.Table, kinds: dict[str, str], cfg: 
             categories: dict[str, set[str]] | None = None, threads: int = 2) -> DatasetDrift:
     """Drift of every column in ``kinds`` (name -> numeric|categorical); columns in parallel
     threads (counting and sorting release the GIL)."""
+    return compare_samples(reference, {n: sample(current.column(n), kinds[n]) for n in kinds},
+                           kinds, cfg, categories, threads)
+
+
+def compare_samples(reference: pa.Table, current: dict[str, Sample], kinds: dict[str, str],
+                    cfg: DriftConfig, categories: dict[str, set[str]] | None = None,
+                    threads: int = 2) -> DatasetDrift:
+    """:func:`compare` with the current window already counted (raylane.monitoring.window)."""
     categories = categories or {}
 
     def one(name: str) -> tuple[ColumnDrift, Sample, Sample]:
         kind = kinds[name]
-        ref, cur = sample(reference.column(name), kind), sample(current.column(name), kind)
+        ref, cur = sample(reference.column(name), kind), current[name]
         known = categories.get(name, set()) | {str(v) for v in ref.counts.values} \
             if kind == "categorical" else None
         return column_drift(name, kind, ref, cur, cfg, known), ref, cur

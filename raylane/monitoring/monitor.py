@@ -13,12 +13,20 @@ from raylane.locations import check_location
 from raylane.model.schema import FeatureSchema
 from raylane.model.store import load_version
 from raylane.monitoring import recording
-from raylane.monitoring.drift import ColumnDrift, DatasetDrift, compare, sample
+from raylane.monitoring.drift import (
+    ColumnDrift,
+    DatasetDrift,
+    Sample,
+    compare,
+    compare_samples,
+    sample,
+)
 from raylane.monitoring.drift import column_drift as drift_of
 from raylane.monitoring.performance import live_performance, read_labels
-from raylane.monitoring.reading import as_utc, read_window, time_range
+from raylane.monitoring.reading import as_utc, read_window, time_range, window_dataset
 from raylane.monitoring.reference import load_profile
 from raylane.monitoring.report import MonitorReport, build_body, decide
+from raylane.monitoring.window import WindowSummary, reference_edges, summarize_dataset
 from raylane.tracking import runs
 from raylane.tracking.experiments import open_experiment
 
@@ -60,20 +68,33 @@ def run_monitor(
 
     features = _columns(mon.drift.columns, schema)
     _ensure_ray()
-    window = read_window(predictions, registered.name, registered.version, features,
-                         since=since, until=until, max_rows=mon.max_rows, seed=config.seed)
-    rows = window.num_rows
+    kinds = {c: schema.column(c).kind for c in features}
+    summary: WindowSummary | None = None
+    if labels is None and mon.max_rows is None:
+        # Counted where the blocks lie: the driver holds counts per column, not the rows.
+        summary = _summarize(predictions, registered, features, kinds, schema, profile,
+                             since, until)
+        rows = summary.rows
+    else:  # live performance joins rows with their labels; max_rows samples rows
+        window = read_window(predictions, registered.name, registered.version, features,
+                             since=since, until=until, max_rows=mon.max_rows, seed=config.seed)
+        rows = window.num_rows
     log.info("monitor: %d logged rows of %s v%s in [%s, %s)", rows, registered.name,
              registered.version, since, until)
 
     drift: DatasetDrift | None = None
     prediction: ColumnDrift | None = None
     if rows >= mon.triggers.min_rows:
-        kinds = {c: schema.column(c).kind for c in features}
         categories = {c.name: set(c.categories or []) for c in schema.columns
                       if c.kind == "categorical"}
-        drift = compare(profile.sample, window, kinds, mon.drift, categories)
-        prediction = _prediction_drift(profile.predictions, window, schema, mon.drift)
+        if summary is not None:
+            drift = compare_samples(profile.sample, summary.samples, kinds, mon.drift,
+                                    categories)
+            prediction = _prediction_drift_of(profile.predictions, summary.samples.get(
+                "prediction"), schema, mon.drift)
+        else:
+            drift = compare(profile.sample, window, kinds, mon.drift, categories)
+            prediction = _prediction_drift(profile.predictions, window, schema, mon.drift)
     performance = None
     if labels:
         performance = live_performance(
@@ -82,7 +103,7 @@ def run_monitor(
             min_rows=mon.triggers.min_labelled_rows)
     decision, reasons = decide(rows, drift, prediction, performance, mon.triggers)
 
-    first, last = time_range(window)
+    first, last = (summary.first, summary.last) if summary is not None else time_range(window)
     body = build_body(
         model={"name": registered.name, "version": registered.version, "uri": uri,
                "reference": profile.uri, "reference_rows": profile.sample.num_rows},
@@ -121,6 +142,29 @@ def _prediction_drift(reference: pa.Table, window: pa.Table, schema: FeatureSche
     ref, cur = sample(reference.column("prediction"), kind), sample(window.column("prediction"),
                                                                      kind)
     return drift_of("prediction", kind, ref, cur, cfg,
+                    set(schema.class_labels or []) if kind == "categorical" else None)
+
+
+def _summarize(predictions: str, registered, features: list[str], kinds: dict[str, str],
+               schema: FeatureSchema, profile, since, until) -> WindowSummary:
+    dataset = window_dataset(predictions, registered.name, registered.version, features,
+                             since=since, until=until)
+    if dataset is None:
+        return WindowSummary()
+    counted = dict(kinds)
+    counted["prediction"] = "categorical" if schema.task == "classification" else "numeric"
+    edges = reference_edges(profile.sample, [c for c, k in kinds.items() if k == "numeric"])
+    return summarize_dataset(dataset, counted, edges)
+
+
+def _prediction_drift_of(reference: pa.Table, current: Sample | None, schema: FeatureSchema,
+                         cfg) -> ColumnDrift | None:
+    """:func:`_prediction_drift` with the window's predictions already counted."""
+    if current is None:
+        return None
+    kind = "categorical" if schema.task == "classification" else "numeric"
+    ref = sample(reference.column("prediction"), kind)
+    return drift_of("prediction", kind, ref, current, cfg,
                     set(schema.class_labels or []) if kind == "categorical" else None)
 
 

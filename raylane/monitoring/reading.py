@@ -64,6 +64,28 @@ def read_window(
     ``since <= timestamp < until``, as one table of the feature columns (None: all logged) and
     the outputs; sampled down to ``max_rows`` (with ``seed``) when given. An empty log gives an
     empty table."""
+    import ray
+
+    ds = window_dataset(predictions, model_name, model_version, features, since=since,
+                        until=until)
+    if ds is None:
+        return _empty(features)
+    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
+    if not tables:
+        return _empty(features)
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if max_rows is not None and table.num_rows > max_rows:
+        idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, max_rows, replace=False))
+        table = table.take(pa.array(idx))
+    return table
+
+
+def window_dataset(
+    predictions: str, model_name: str, model_version: str | None, features: list[str] | None, *,
+    since: datetime | None = None, until: datetime | None = None,
+):
+    """The window's rows as a lazy Ray Dataset (flattened: feature columns and outputs), None
+    when there is no log to read."""
     import ray.data
     from ray.data.expressions import col, lit
 
@@ -73,7 +95,7 @@ def read_window(
                                    partitioning=None)
     except (FileNotFoundError, ValueError) as exc:
         log.warning("prediction log %s: nothing to read (%s)", predictions, exc)
-        return _empty(features)
+        return None
     predicate = col("model_name") == lit(model_name)
     if model_version is not None:
         predicate = predicate & (col("model_version") == lit(str(model_version)))
@@ -81,16 +103,8 @@ def read_window(
         predicate = predicate & (col("timestamp") >= lit(as_utc(since)))
     if until is not None:
         predicate = predicate & (col("timestamp") < lit(as_utc(until)))
-    ds = ds.filter(expr=predicate).map_batches(
+    return ds.filter(expr=predicate).map_batches(
         _flatten, fn_kwargs={"features": features}, batch_format="pyarrow", batch_size=None)
-    tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
-    if not tables:
-        return _empty(features)
-    table = pa.concat_tables(tables, promote_options="permissive")
-    if max_rows is not None and table.num_rows > max_rows:
-        idx = np.sort(np.random.default_rng(seed).choice(table.num_rows, max_rows, replace=False))
-        table = table.take(pa.array(idx))
-    return table
 
 
 def _empty(features: list[str] | None) -> pa.Table:

@@ -15,7 +15,8 @@ import ray
 
 from raylane.config import PipelineConfig
 from raylane.data.holdout import HoldoutDefinition, holdout_mask, newest_mask
-from raylane.data.read import DataError, PreparedData, infer_schema, read_table, split_data
+from raylane.data.read import DataError, PreparedData, infer_schema, split_data
+from raylane.data.sources import describe, read_frame
 from raylane.model.families import get_family
 from raylane.model.schema import FeatureSchema
 from raylane.monitoring.reference import reference_sample
@@ -78,7 +79,7 @@ def load_data(
     challenger is judged on the holdout rows among them (see :func:`stable_holdout`).
     """
     dc = config.data
-    frame = read_table(dc.path)
+    frame = read_frame(dc.path)
     is_new = np.zeros(len(frame), dtype=bool)
     if new_rows is not None and len(new_rows):
         frame = pd.concat([frame, new_rows[[c for c in frame.columns if c in new_rows]]],
@@ -89,7 +90,7 @@ def load_data(
                        ("judging.time_column", [time_column] if time_column else [])):
         missing = [c for c in names if c not in frame.columns]
         if missing:
-            raise DataError(f"{key}: columns {missing} are not in {dc.path}")
+            raise DataError(f"{key}: columns {missing} are not in {describe(dc.path)}")
     keep = frame[dc.target].notna().to_numpy() if dc.target in frame.columns else slice(None)
     frame, is_new = frame[keep].reset_index(drop=True), is_new[keep]
     times = frame[time_column] if time_column else None
@@ -106,7 +107,8 @@ def load_data(
     if config.tune.metric:
         tuning_metric(config, schema.task)  # fail now if the metric does not fit the task
     holdout, judge, definition = stable_holdout(config, frame, schema, times, is_new)
-    data = split_data(frame, schema, dc.valid_fraction, dc.holdout_fraction, config.seed, dc.path,
+    data = split_data(frame, schema, dc.valid_fraction, dc.holdout_fraction, config.seed,
+                      describe(dc.path),
                       pos_label=dc.pos_label, holdout=holdout)
     data.judge_rows = judge[holdout]
     data.holdout_definition = {**definition.as_dict(), "rows": int(holdout.sum()),
@@ -148,6 +150,12 @@ def run_pipeline(
     MLflow is reached only through a client for ``config.tracking_uri``: the job leaves MLflow's
     process-wide state (tracking URI, active run) as it found it.
     """
+    if config.tune.workers_per_trial > 1:
+        if resume:
+            raise interrupts.ResumeError("--resume: not supported with tune.workers_per_trial > 1")
+        from raylane.training.scale_job import run_scale_pipeline
+
+        return run_scale_pipeline(config, tags)
     started = time.perf_counter()
     frame, data = loaded or load_data(config)
     metric = tuning_metric(config, data.schema.task).with_pos_label(data.pos_index)

@@ -95,9 +95,10 @@ def make_trainable(config: PipelineConfig, data: PreparedData):
 def build_tuner(
     config: PipelineConfig, data: PreparedData, parent_run_id: str, tracking_uri: str,
     experiment_name: str, run_dir: Path, points_to_evaluate: list[dict] | None = None,
-    extra_callbacks: Sequence[tune.Callback] = (),
+    extra_callbacks: Sequence[tune.Callback] = (), trainable: Any = None,
 ) -> tune.Tuner:
-    """A fresh Tuner for this config, keeping its state in ``run_dir``.
+    """A fresh Tuner for this config, keeping its state in ``run_dir``; ``trainable`` replaces
+    the one-process trial function (the data-parallel job passes its own).
 
     ``points_to_evaluate`` are configurations to try first (e.g. a known good one, or the same
     list another search tried, for a fair comparison).
@@ -134,7 +135,7 @@ def build_tuner(
         )
     ]
     return tune.Tuner(
-        make_trainable(config, data),
+        trainable or make_trainable(config, data),
         param_space=param_space(config),
         tune_config=tune.TuneConfig(
             metric=tune_metric,

@@ -1,0 +1,133 @@
+"""Scale benchmark: the single-process path (tune.workers_per_trial: 1) vs the data-parallel path
+(Ray Data + Ray Train, workers_per_trial: 2) on one generated table, same params and rounds.
+
+    python -m benchmarks.bench_scale --rows 1000000 --out /tmp/bench_scale.json
+    python -m benchmarks.bench_scale --rows 1000000 10000000 --workers 2
+
+The table (seeded; 12 numeric columns, 6 categorical, a binary target learnable from a few of
+them) is written as Parquet shards by a Ray Data pipeline (``ray.data.range(N).map_batches``).
+Each path runs the whole training job (read, search of one fixed configuration, evaluation,
+ONNX export, parity, registry) in its own child process, so the driver's peak RSS
+(``ru_maxrss``) is that path's own; Ray's worker processes are not in that figure. The
+data-parallel path's phases come from the ``phase.*`` metrics its job records. Not in CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+NUMERIC, CATEGORICAL = 12, 6
+PARAMS = {"tree_method": "hist", "n_jobs": 1, "n_estimators": 100, "max_depth": 6,
+          "learning_rate": 0.1}
+
+
+def generate(batch: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Rows for the ids in ``batch`` (seeded by the first id: the table is the same each run)."""
+    ids = batch["id"]
+    rng = np.random.default_rng(int(ids[0]))
+    n = len(ids)
+    out = {f"x{i}": rng.normal(size=n) for i in range(NUMERIC)}
+    for i in range(CATEGORICAL):
+        out[f"c{i}"] = rng.choice([f"v{j}" for j in range(5 + 3 * i)], n)
+    logit = (out["x0"] - 0.8 * out["x1"] + 0.5 * out["x2"] * out["x3"]
+             + np.where(out["c0"] == "v1", 1.0, 0.0) - 0.5)
+    out["x4"][rng.random(n) < 0.02] = np.nan
+    out["target"] = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    return pd.DataFrame(out)
+
+
+def write_table(rows: int, where: Path) -> float:
+    import ray
+
+    started = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        ray.data.range(rows).map_batches(generate, batch_format="numpy", batch_size=250_000) \
+            .write_parquet(str(where))
+    finally:
+        ray.shutdown()
+    return time.perf_counter() - started
+
+
+def run_path(table: Path, workers: int, store: Path) -> dict:
+    """One training job in this process (called in a child); its figures as a dict."""
+    import ray
+
+    from raylane.config import parse_config
+    from raylane.training.job import run_pipeline
+
+    config = parse_config({
+        "data": {"path": str(table), "target": "target", "task": "classification"},
+        "model": {"family": "xgboost", "params": PARAMS, "report_every": 20},
+        "tune": {"num_samples": 1, "workers_per_trial": workers, "cpus_per_trial": 1,
+                 "scheduler": {"type": "fifo"}, "metric": "roc_auc",
+                 "storage_path": str(store / "ray_results")},
+        "mlflow": {"registered_model": f"bench{workers}", "experiment": "bench-scale",
+                   "tracking_uri": f"sqlite:///{store / 'mlflow.db'}"},
+        "gates": {"must_beat_baseline": False}, "seed": 0,
+    })
+    started = time.perf_counter()
+    # The dashboard stays on: Ray Train's placement-group cleaner needs it.
+    ray.init(num_cpus=2, include_dashboard=workers > 1, log_to_driver=False)
+    try:
+        result = run_pipeline(config)
+        from raylane.tracking.runs import mlflow_client
+
+        metrics = mlflow_client(config.tracking_uri).get_run(result.run_id).data.metrics
+    finally:
+        ray.shutdown()
+    return {
+        "workers_per_trial": workers, "wall_s": time.perf_counter() - started,
+        "holdout_roc_auc": result.evaluation.holdout["roc_auc"],
+        "auc_error_bound": metrics.get("holdout_auc_error_bound"),
+        "phases_s": {k.removeprefix("phase."): v for k, v in metrics.items()
+                     if k.startswith("phase.")},
+        "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--child", nargs=3, metavar=("TABLE", "WORKERS", "STORE"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        table, workers, store = args.child
+        print(json.dumps(run_path(Path(table), int(workers), Path(store))))
+        return
+    report = []
+    for rows in args.rows:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            table = Path(tmp) / "table"
+            entry = {"rows": rows, "write_s": write_table(rows, table)}
+            for workers in (1, args.workers):
+                store = Path(tmp) / f"w{workers}"
+                store.mkdir()
+                out = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.bench_scale", "--child", str(table),
+                     str(workers), str(store)], capture_output=True, text=True, check=True)
+                entry[f"workers_{workers}"] = json.loads(out.stdout.strip().splitlines()[-1])
+            single, parallel = entry["workers_1"], entry[f"workers_{args.workers}"]
+            entry["wall_ratio"] = parallel["wall_s"] / single["wall_s"]
+            entry["auc_difference"] = parallel["holdout_roc_auc"] - single["holdout_roc_auc"]
+            print(json.dumps(entry, indent=2))
+            report.append(entry)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

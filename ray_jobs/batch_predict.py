@@ -1,0 +1,49 @@
+"""Score a table with a registered model on Ray Data; scored rows as Parquet under --output,
+refused rows (with the reason the HTTP service would give) under --output/rejected/.
+
+    python -m ray_jobs.batch_predict --model-uri models:/credit@champion \
+        --input 's3://bucket/table/*.parquet' --output s3://bucket/scores [--id-column id]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import ray
+
+from raylane.batch.job import batch_predict
+from raylane.data.read import DataError
+from raylane.model.store import ModelNotFoundError, load_registered_model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-uri", required=True, help="models:/<name>@<alias> or /<version>")
+    parser.add_argument("--input", required=True, nargs="+", help="files, directories or globs")
+    parser.add_argument("--output", required=True, help="a directory or URI for the Parquet")
+    parser.add_argument("--id-column", help="the input column that identifies a row")
+    parser.add_argument("--actors", type=int, default=1, help="ONNX Runtime sessions")
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    args = parser.parse_args(argv)
+    try:
+        model = load_registered_model(args.model_uri, args.tracking_uri)
+    except (ModelNotFoundError, ValueError) as exc:
+        print(f"error: --model-uri: {exc}", file=sys.stderr)
+        return 2
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
+    spec = args.input[0] if len(args.input) == 1 else args.input
+    try:
+        result = batch_predict(spec, args.output, model, args.id_column, args.actors)
+    except (DataError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"scored {result.scored} rows, rejected {result.rejected} (model {model.name} "
+          f"version {result.version}) -> {result.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""The batch-predict job: read the input with Ray Data, score with an actor pool of ONNX Runtime
+sessions, write scored rows as Parquet under the output and refused ones under ``rejected/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray.data
+
+from raylane.batch.scoring import INPUT, PREDICTION, REASON, Scorer
+from raylane.data.distributed import read_dataset
+from raylane.data.sources import filesystem_for, resolve
+from raylane.model.store import RegisteredModel
+
+REJECTED = "rejected"
+
+
+@dataclass
+class BatchResult:
+    scored: int
+    rejected: int
+    output: str
+    version: str
+
+
+def score_dataset(dataset: ray.data.Dataset, model: RegisteredModel,
+                  id_column: str | None = None, actors: int = 1,
+                  batch_size: int = 4096) -> ray.data.Dataset:
+    """Every row of ``dataset`` scored or rejected (see raylane.batch.scoring)."""
+    return dataset.map_batches(
+        Scorer, batch_format="pyarrow", batch_size=batch_size,
+        fn_constructor_kwargs={"onnx_bytes": model.onnx_bytes,
+                               "schema_json": model.schema.to_json(),
+                               "version": model.version, "id_column": id_column},
+        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+
+
+def batch_predict(input_spec: str | list[str], output: str, model: RegisteredModel,
+                  id_column: str | None = None, actors: int = 1) -> BatchResult:
+    """Score the table ``input_spec`` names into ``output`` (a directory or URI)."""
+    source = resolve(input_spec)
+    if id_column:
+        sample = read_dataset(source).limit(1).to_pandas()
+        if id_column not in sample.columns:
+            raise ValueError(f"--id-column: column {id_column!r} is not in the input; columns "
+                             f"are {list(sample.columns)}")
+    scored = score_dataset(read_dataset(source), model, id_column, actors).materialize()
+    fs, path = filesystem_for(output)
+    path = path.rstrip("/")
+    good = scored.filter(fn=lambda r: r[REASON] is None)
+    bad = scored.filter(fn=lambda r: r[REASON] is not None)
+    good.drop_columns([REASON, INPUT]).write_parquet(path, filesystem=fs)
+    bad.select_columns(["id", "model_version", REASON, INPUT]).write_parquet(
+        f"{path}/{REJECTED}", filesystem=fs)
+    return BatchResult(scored=good.count(), rejected=bad.count(), output=output,
+                       version=model.version)
+
+
+__all__ = ["PREDICTION", "BatchResult", "batch_predict", "score_dataset"]

@@ -1,0 +1,199 @@
+"""Past one node, on a real local Ray and a real S3-compatible server (moto).
+
+Tables read with Ray Data (raylane/data/distributed.py): a directory, glob or list of shards,
+local or s3://, gives the schema, holdout rows and training statistics the small-data path gives
+for the same table. Data-parallel trials (tune.workers_per_trial: 2): ASHA stops a weak trial,
+no placement group is left after the search, the best trial's booster is registered through
+the same publish path and its graph reproduces it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+import ray
+from conftest import CREDIT_CSV, free_port, wait_http
+from process_state import restored_environ
+
+from raylane.config import parse_config
+from raylane.data.distributed import DatasetOptions, load_distributed
+from raylane.data.read import DataError
+from raylane.data.splits import HOLDOUT, TRAIN
+from raylane.training.job import load_data, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+BUCKET = "raylane-tables"
+KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="module")
+def s3_and_ray(tmp_path_factory):
+    """A moto S3 server with a bucket, then a local Ray whose workers see its endpoint."""
+    port = free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                             str(port)], stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{endpoint}/moto-api/", timeout=60)
+        fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
+                               access_key="testing", secret_key="testing",
+                               allow_bucket_creation=True)
+        fs.create_dir(BUCKET)
+        with restored_environ():
+            os.environ.update({**KEYS, "AWS_ENDPOINT_URL": endpoint})
+            # The dashboard stays on: Ray Train's placement-group cleaner needs its State API.
+            ray.init(address="local", num_cpus=6, include_dashboard=True,
+                     dashboard_host="127.0.0.1", dashboard_port=free_port(),
+                     log_to_driver=False)
+            try:
+                yield fs
+            finally:
+                ray.shutdown()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def _config(path, **data):
+    return parse_config({
+        "data": {"path": path, "target": "Status", "task": "classification", **data},
+        "model": {"family": "xgboost"}, "mlflow": {"registered_model": "m"}, "seed": 7})
+
+
+def _options(config) -> DatasetOptions:
+    dc = config.data
+    return DatasetOptions(path=dc.path, target=dc.target, task=dc.task,
+                          valid_fraction=dc.valid_fraction, holdout_fraction=dc.holdout_fraction,
+                          key_columns=config.judging.key_columns,
+                          hash_seed=config.judging.hash_seed)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    frame = pd.read_csv(CREDIT_CSV)
+    root = tmp_path_factory.mktemp("credit")
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 4)):
+        frame.iloc[part].to_parquet(root / f"part-{i}.parquet", index=False)
+    return frame, root
+
+
+def test_parquet_shards_match_the_small_data_path(s3_and_ray, shards):
+    _, root = shards
+    small_frame, small = load_data(_config(str(CREDIT_CSV)))
+    big = load_distributed(_options(_config(str(root))))
+    assert big.schema == small.schema  # kinds, dtypes, categories, nullability, labels
+    assert big.pos_label == small.pos_label
+    rows = big.dataset.to_pandas()
+    assert len(rows) == len(small_frame)
+    hold = rows[rows["__split"] == HOLDOUT]
+    assert big.rows["holdout"] == len(small.holdout.y) == len(hold)
+    # the same holdout rows: both hash each row's key
+    key = small.schema.feature_names
+    small_hold = small.holdout.X[key].astype(str).agg("|".join, axis=1).sort_values()
+    big_hold = hold[key].astype(str).agg("|".join, axis=1).sort_values()
+    assert small_hold.tolist() == big_hold.tolist()
+    train = rows[rows["__split"] == TRAIN]
+    for name in small.schema.numeric:  # exact here: these columns hold integers or cents
+        assert big.stats.medians[name] == pytest.approx(np.nanmedian(train[name]), abs=1e-9)
+    for name in small.schema.categorical:
+        assert big.stats.categories[name] == sorted(train[name].unique())
+
+
+def test_csv_glob_and_s3_read_the_same_table(s3_and_ray, shards, tmp_path):
+    fs = s3_and_ray
+    frame, root = shards
+    for i, part in enumerate(np.array_split(np.arange(len(frame)), 3)):
+        frame.iloc[part].to_csv(tmp_path / f"p{i}.csv", index=False)
+        with fs.open_output_stream(f"{BUCKET}/credit/p{i}.parquet") as out:
+            pq.write_table(pa.Table.from_pandas(frame.iloc[part], preserve_index=False), out)
+    local = load_distributed(_options(_config(str(root))))
+    by_csv = load_distributed(_options(_config(str(tmp_path / "p*.csv"))))
+    by_s3 = load_distributed(_options(_config(f"s3://{BUCKET}/credit/")))
+    for other in (by_csv, by_s3):
+        assert other.rows == local.rows
+        assert other.schema == local.schema
+        assert other.stats.medians == local.stats.medians
+    assert by_s3.source.format == "parquet" and len(by_s3.source.paths) == 3
+    with pytest.raises(DataError, match=r"data\.path: no \.csv"):
+        load_distributed(_options(_config(f"s3://{BUCKET}/credit/*.csv")))
+
+
+@pytest.fixture(scope="module")
+def trained(s3_and_ray, shards, tmp_path_factory):
+    """The data-parallel job over the credit shards: 4 trials of 2 workers each, ASHA."""
+    _, root = shards
+    tmp = tmp_path_factory.mktemp("job")
+    config = parse_config({
+        "data": {"path": str(root), "target": "Status", "task": "classification"},
+        "model": {"family": "xgboost", "report_every": 5,
+                  "params": {"tree_method": "hist", "n_jobs": 1, "n_estimators": 30,
+                             "learning_rate": 0.3},
+                  # trees against stumps, twice: a stump trial reaching a rung after a tree
+                  # trial is below ASHA's cutoff there
+                  "search_space": {"max_depth": {"type": "grid", "values": [4, 1]}}},
+        "tune": {"num_samples": 2, "max_concurrent_trials": 2, "workers_per_trial": 2,
+                 "cpus_per_trial": 1, "search_alg": "random", "metric": "roc_auc",
+                 "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
+                 "storage_path": str(tmp / "ray_results")},
+        "mlflow": {"registered_model": "scale", "experiment": "scale",
+                   "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"},
+        "gates": {"min_holdout": {"roc_auc": 0.75}},
+        "seed": 7,
+    })
+    return config, run_pipeline(config)
+
+
+def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained):
+    from ray.util.state import list_placement_groups
+
+    _, result = trained
+    trials = result.search.trials
+    assert len(trials) == 4
+    assert (trials["steps"] < 30).any(), trials  # ASHA stopped at least one trial early
+    assert (trials["steps"] == 30).sum() >= 1
+    # every trial, stopped or finished, gave its workers' placement group back (the job waits
+    # for Ray Train's cleaner before it goes on)
+    left = list_placement_groups(filters=[("state", "=", "CREATED")])
+    assert not left, left
+    assert result.parity.passed and result.parity.rows > 500
+    assert result.evaluation.holdout["roc_auc"] > 0.75
+    assert result.decision.promoted and result.version == "1"
+
+
+def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path):
+    from raylane.batch.job import batch_predict
+    from raylane.model.onnx_model import OnnxModel
+    from raylane.model.store import load_registered_model
+
+    config, _ = trained
+    model = load_registered_model("models:/scale@champion", config.tracking_uri)
+    rows = pd.read_csv(CREDIT_CSV).head(600).assign(row_id=lambda f: [f"r{i}" for i in
+                                                                      range(len(f))])
+    rows.loc[[7, 301], "Income"] = np.inf  # serving refuses a non-finite number
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(rows)), 3)):
+        rows.iloc[part].to_parquet(inputs / f"p{i}.parquet", index=False)
+    out = tmp_path / "out"
+    result = batch_predict(str(inputs), str(out), model, id_column="row_id", actors=1)
+    assert (result.scored, result.rejected) == (598, 2)
+    scored = pd.concat([pd.read_parquet(p) for p in out.glob("*.parquet")]).set_index("id")
+    rejected = pd.concat([pd.read_parquet(p) for p in (out / "rejected").glob("*.parquet")])
+    assert sorted(rejected["id"]) == ["r301", "r7"]
+    assert rejected["reason"].str.contains("Income").all()
+    assert (scored["model_version"] == model.version).all()
+    good = rows.drop(index=[7, 301]).set_index("row_id")
+    expected = OnnxModel(model.onnx_bytes, model.schema).predict_frame(good)
+    np.testing.assert_allclose(scored.loc[good.index, "p_good"], expected.probabilities[:, 1],
+                               rtol=1e-6)

@@ -1,0 +1,42 @@
+"""Batch scoring's per-block function: the rows serving would accept are scored exactly as the
+graph scores them, the others rejected with serving's reason, ids kept or made."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from tiny_serving_model import ROWS, SCHEMA, tiny_onnx
+
+from raylane.batch.scoring import Scorer, output_columns
+from raylane.model.onnx_model import OnnxModel
+
+
+def test_good_rows_are_scored_and_bad_rows_carry_serving_reasons():
+    onnx_bytes = tiny_onnx()
+    scorer = Scorer(onnx_bytes, SCHEMA.to_json(), version="3", id_column="key")
+    batch = ROWS.assign(key=[f"k{i}" for i in range(len(ROWS))]).astype({"age": object})
+    batch.loc[2, "age"] = "old"  # not a number
+    batch.loc[5, "income"] = float("inf")  # not finite
+    out = scorer(batch)
+    assert list(out.columns) == output_columns(SCHEMA)
+    assert out["id"].tolist() == batch["key"].tolist()
+    assert (out["model_version"] == "3").all()
+    bad = out["reason"].notna()
+    assert bad.tolist() == [i in (2, 5) for i in range(len(ROWS))]
+    assert "age" in out.loc[2, "reason"] and "income" in out.loc[5, "reason"]
+    assert '"old"' in out.loc[2, "input"] and out.loc[~bad, "input"].isna().all()
+    good = ROWS[~bad.to_numpy()]
+    expected = OnnxModel(onnx_bytes, SCHEMA).predict_frame(good)
+    np.testing.assert_allclose(out.loc[~bad, "p_good"], expected.probabilities[:, 1], rtol=1e-6)
+    assert out.loc[~bad, "prediction"].tolist() == [SCHEMA.class_labels[i]
+                                                   for i in expected.labels]
+
+
+def test_without_an_id_column_each_row_gets_a_prediction_id_and_missing_columns_reject_all():
+    scorer = Scorer(tiny_onnx(), SCHEMA.to_json(), version="1")
+    out = scorer(ROWS)
+    assert out["id"].str.len().eq(32).all() and out["id"].is_unique
+    assert out["reason"].isna().all()
+    out = scorer(ROWS.drop(columns=["home"]))
+    assert out["reason"].str.contains("missing columns").all()
+    assert pd.isna(out["p_good"]).all()

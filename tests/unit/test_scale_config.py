@@ -1,0 +1,34 @@
+"""tune.workers_per_trial and a data.path list: what the config accepts and refuses, by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from raylane.config import ConfigError, parse_config
+
+
+def _raw(**over) -> dict:
+    raw = {"data": {"path": ["a.parquet", "b/"], "target": "y"},
+           "model": {"family": "xgboost"}, "tune": {"workers_per_trial": 2},
+           "mlflow": {"registered_model": "m"}}
+    for key, value in over.items():
+        section, name = key.split("__")
+        raw.setdefault(section, {})[name] = value
+    return raw
+
+
+def test_a_list_of_paths_and_workers_are_accepted():
+    config = parse_config(_raw())
+    assert config.data.path == ["a.parquet", "b/"] and config.tune.workers_per_trial == 2
+    assert parse_config(_raw(tune__workers_per_trial=1)).tune.workers_per_trial == 1
+
+
+@pytest.mark.parametrize(("over", "message"), [
+    ({"model__family": "random_forest"}, "tune.workers_per_trial: data-parallel trials train "
+                                          "xgboost only"),
+    ({"judging__time_column": "ts"}, "judging.time_column: not supported"),
+    ({"tune__workers_per_trial": 0}, "tune.workers_per_trial"),
+])
+def test_what_the_data_parallel_path_cannot_do_is_refused_by_name(over, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_raw(**over))
