@@ -22,7 +22,7 @@ def scrape(registry: CollectorRegistry) -> dict[str, dict[tuple, float]]:
 
 
 def test_last_report_per_model_and_failures(tmp_path, monkeypatch):
-    from raylane.monitoring.tracking import TAG_MODEL as MONITORING_TAG
+    from raylane.monitoring.recording import TAG_MODEL as MONITORING_TAG
 
     assert TAG_MODEL == MONITORING_TAG  # the tag the monitor writes
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")

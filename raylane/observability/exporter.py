@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-# raylane.monitoring.tracking's tag naming the model a monitoring run reports on
+# raylane.monitoring.recording's tag naming the model a monitoring run reports on
 TAG_MODEL = "raylane.monitor.model_name"
 
 
