@@ -1,6 +1,7 @@
 """The PR comment from a training job's log (raylane.deploy.ci.train_report): the summary table
 raylane.training.summary prints is read back (promotion reasons included), the last summary
-wins, a log without one is an error, and the job's entrypoint keeps a PR's run away from the champion."""
+wins, a log without one is an error, and the job's entrypoint keeps a PR's run away from the
+champion."""
 
 from __future__ import annotations
 
