@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
-from ray_auth_support import RayHead, token_ray_head  # noqa: F401 - the fixture
 from support.paths import CREDIT_CSV, ROOT
+from support.ray_auth import RayHead, token_ray_head  # noqa: F401 - the fixture
 
 from raylane.tracking.runs import mlflow_client
 

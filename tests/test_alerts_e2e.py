@@ -15,9 +15,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import serving_support as ss
 import yaml
-from process_state import restored_environ
+from support import serving as ss
+from support.environ import restored_environ
 
 from raylane.observability import local, manifests
 

@@ -6,7 +6,7 @@ the version it had just read, reverting a promotion that landed in between."""
 from __future__ import annotations
 
 import pytest
-from mlflow_auth_support import READER, WRITER, as_user, auth_mlflow_server, run_account_setup
+from support.mlflow_server import READER, WRITER, as_user, mlflow_server, run_account_setup
 
 from raylane.console import versions as reg
 from raylane.tracking.registry import CHAMPION, set_alias
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """The auth server with a model of two versions, v1 champion, made by the writer."""
-    with auth_mlflow_server(tmp_path_factory.mktemp("auth-mlflow")) as url:
+    with mlflow_server(tmp_path_factory.mktemp("auth-mlflow"), auth=True) as server:
+        url = server.url
         setup = run_account_setup(url)
         assert setup.returncode == 0, setup.stderr
         with as_user(WRITER):

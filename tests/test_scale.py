@@ -19,8 +19,9 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import ray
-from conftest import CREDIT_CSV, free_port, wait_http
-from process_state import restored_environ
+from support.environ import restored_environ
+from support.net import free_port, wait_http
+from support.paths import CREDIT_CSV
 
 from raylane.config import parse_config
 from raylane.data.distributed import DatasetOptions, load_distributed

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from ray_auth_support import RayHead, token_ray_head  # noqa: F401 - the fixture
 from support.paths import ROOT
+from support.ray_auth import RayHead, token_ray_head  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
 SNAPSHOT = ROOT / "tests" / "snapshots" / "train_report.md"

@@ -1,5 +1,5 @@
 """Score a table with a registered graph, block by block: each row is checked as the HTTP
-service checks a request's row (raylane.serving.columns) and scored by ONNX Runtime, or
+service checks a request's row (raylane.model.feeds) and scored by ONNX Runtime, or
 rejected with the reason the service would give.
 
 One output schema for both (so every block writes alike): the row's id, the model version, the
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from raylane.model.feeds import RequestError, feeds_from_columns
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
-from raylane.serving.columns import RequestError, feeds_from_columns
 from raylane.serving.prediction_ids import new_prediction_ids
 
 ID, VERSION, PREDICTION, REASON, INPUT = "id", "model_version", "prediction", "reason", "input"

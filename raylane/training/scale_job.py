@@ -31,7 +31,7 @@ from raylane.release.gates import Evaluation, check_gates
 from raylane.release.judging import JudgingSet
 from raylane.release.publish import publish
 from raylane.tracking import runs
-from raylane.tracking.experiments import check_store, new_experiment_artifact_location
+from raylane.tracking.experiments import open_experiment
 from raylane.training.data_parallel import (
     LABEL_COLUMN,
     XGB_METRICS,
@@ -186,11 +186,8 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
     phases["preprocessing_s"] = time.perf_counter() - clock
 
     tracking_uri = config.tracking_uri
-    check_store(tracking_uri)
     client = runs.mlflow_client(tracking_uri)
-    experiment_id = runs.ensure_experiment(
-        client, config.mlflow.experiment,
-        new_experiment_artifact_location(tracking_uri, config.mlflow.experiment))
+    experiment_id = open_experiment(client, config.mlflow.experiment)
     run_dir = new_run_dir(config)
     with runs.parent_run(client, experiment_id, config.mlflow.run_name) as run_id:
         run = runs.RunLog(client, run_id)

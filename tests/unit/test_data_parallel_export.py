@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import xgboost as xgb
-from conftest import CREDIT_CSV
+from support.paths import CREDIT_CSV
 
 from raylane.data.aggregates import medians_local, merge_by_split, summarize_by_split
 from raylane.data.distributed import TARGET_COLUMN, prepare_block

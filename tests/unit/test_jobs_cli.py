@@ -8,7 +8,7 @@ import signal
 from datetime import UTC, datetime
 
 import pytest
-from serving_support import ROOT
+from support.serving import ROOT
 
 from ray_jobs import continuous_training, monitor, train_pipeline
 from raylane.config import ConfigError

@@ -22,11 +22,11 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
-from raylane.serving.predictor import failure_kind
 
 from raylane.console.registry_access import NotAllowed, NotFound, Unreachable, translate
 from raylane.model.mlflow_failures import chain, http_status, is_missing, is_transient
 from raylane.model.store import ModelNotFoundError
+from raylane.serving.load_failures import failure_kind
 
 
 class _Answer(http.server.BaseHTTPRequestHandler):

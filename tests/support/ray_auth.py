@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from job_support import ray_processes
+
 from support.net import free_port, wait_http
 from support.paths import BIN
+from support.processes import wait_none_naming as ray_processes
 
 
 @dataclass(frozen=True)
