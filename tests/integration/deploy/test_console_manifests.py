@@ -6,9 +6,9 @@ security contexts and the command-line scan: tests/test_kuberay_manifests.py, fo
 
 from __future__ import annotations
 
-import k8s_support as k8s
 import pytest
 import yaml
+from support import k8s
 
 from raylane.console.settings import ConsoleSettings
 

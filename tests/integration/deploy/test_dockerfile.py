@@ -6,8 +6,8 @@ import fnmatch
 import re
 import tomllib
 
-import k8s_support as k8s
 from packaging.specifiers import SpecifierSet
+from support import k8s
 
 REPO = k8s.REPO
 DOCKERFILE = (REPO / "Dockerfile").read_text()

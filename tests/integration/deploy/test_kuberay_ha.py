@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 
-import k8s_support as k8s
 import pytest
+from support import k8s
 
 OVERLAYS = [p.name for p in k8s.OVERLAYS]
 CLUSTERS = ("RayCluster/raylane", "RayService/raylane-serve")

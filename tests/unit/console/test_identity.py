@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from raylane.console import identity
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TRAINING = str(ROOT / "console" / "pages" / "training.py")
 APP = str(ROOT / "console" / "app.py")
 

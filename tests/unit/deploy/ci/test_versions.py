@@ -10,7 +10,7 @@ import pytest
 
 from raylane.deploy.ci import versions
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture()

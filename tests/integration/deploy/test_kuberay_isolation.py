@@ -12,8 +12,8 @@ import os
 import subprocess
 import sys
 
-import k8s_support as k8s
 import pytest
+from support import k8s
 
 OVERLAYS = [p.name for p in k8s.OVERLAYS]
 

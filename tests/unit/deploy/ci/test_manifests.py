@@ -9,7 +9,7 @@ from pathlib import Path
 
 from raylane.deploy.ci import manifests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_every_overlay_renders_and_a_prod_change_shows_in_the_diff(tmp_path):

@@ -10,7 +10,7 @@ import yaml
 
 from raylane.deploy import cluster_env, local, render
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FILE = ROOT / "serve" / "cluster_env.yaml"
 MANIFEST = ROOT / "kuberay" / "base" / "rayservice.yaml"
 SERVE = ROOT / "serve" / "config.yaml"

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from raylane.deploy import render
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SERVE_CONFIG = ROOT / "serve" / "config.yaml"
 RAYSERVICE = ROOT / "kuberay" / "base" / "rayservice.yaml"
 MAX_CALL_S = 30  # the longest a registry call may hold the swap lock

@@ -12,9 +12,9 @@ import tomllib
 from fractions import Fraction
 from pathlib import Path
 
-import k8s_support as k8s
 import pytest
 import yaml
+from support import k8s
 
 from raylane.deploy import render
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import copy
 import math
 
-import k8s_support as k8s
 import pytest
 import yaml
+from support import k8s
 
 from raylane.deploy import render
 

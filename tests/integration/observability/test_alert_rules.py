@@ -15,7 +15,7 @@ import yaml
 
 from raylane.observability import manifests
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 ALERTS = REPO / manifests.ALERTS
 UNIT_TESTS = REPO / "tests" / "prometheus" / "alerts_test.yaml"
 RUNBOOK = REPO / "docs" / "operations.md"

@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 KUBERAY = REPO / "kuberay"
 CRD_DIR = KUBERAY / "crds"
 OVERLAYS = sorted(p.parent for p in (KUBERAY / "overlays").glob("*/kustomization.yaml"))

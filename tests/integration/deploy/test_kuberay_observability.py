@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 
-import k8s_support as k8s
 import pytest
 import yaml
+from support import k8s
 
 from raylane.deploy import render
 from raylane.observability import local, manifests

@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 STATUSES = Path(__file__).parent / "rollout_statuses"
 IMAGE, TAG = "ghcr.io/acme/raylane", "sha-new"
 

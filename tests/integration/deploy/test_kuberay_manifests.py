@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import re
 
-import k8s_support as k8s
 import pytest
+from support import k8s
 
 OVERLAY_IDS = [p.name for p in k8s.OVERLAYS]
 

@@ -23,7 +23,7 @@ from raylane.observability import local, manifests
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 INTERVAL_S = 2.0  # scrape and rule evaluation
 ALERT = "RaylaneModelLoadGaveUp"
 GAVE_UP = re.compile(r'^ray_raylane_model_load_gave_up\{[^}]*model_name="credit"[^}]*\} (\S+)$',

@@ -12,7 +12,7 @@ import pytest
 
 from raylane.tracking import tags
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TAGS_FILE = ROOT / "raylane" / "tracking" / "tags.py"
 SOURCES = sorted(p for d in ("raylane", "ray_jobs", "console") for p in (ROOT / d).rglob("*.py")
                  if p != TAGS_FILE)
