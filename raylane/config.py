@@ -345,8 +345,10 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> PipelineConfig:
 
 def config_locations(config: PipelineConfig) -> dict[str, str]:
     """Every data or log location the config names, by its dotted key."""
+    paths = config.data.path
     named = {
-        "data.path": config.data.path,
+        **({f"data.path[{i}]": p for i, p in enumerate(paths)} if isinstance(paths, list)
+           else {"data.path": paths}),
         "mlflow.tracking_uri": config.mlflow.tracking_uri,
         "tune.storage_path": config.tune.storage_path,
         "monitoring.model_uri": config.monitoring.model_uri,

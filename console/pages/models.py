@@ -12,7 +12,7 @@ from raylane.console.registry_access import (
     connect,
     mlflow_errors,
 )
-from raylane.tracking.tags import (
+from raylane.model.tags import (
     DIAGNOSIS,
     FAMILY,
     JUDGING_CHALLENGER,

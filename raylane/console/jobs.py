@@ -19,12 +19,14 @@ from mlflow.entities import Run
 
 from raylane.config import ConfigError, PipelineConfig, load_config
 from raylane.console.registry_access import translate
-from raylane.tracking.tags import (
+from raylane.model.tags import (
     DECISION,
     FAMILY,
     GATES,
     JOB_BY,
     JOB_CONFIG,
+    JOB_DEADLINE,
+    JOB_DEADLINE_S,
     JOB_STARTED_BY,
     MODEL_VERSION,
     TASK,
@@ -249,8 +251,8 @@ def submit(address: str, config: Path, overrides: list[str], who: str, *, folder
                 entrypoint=entrypoint(config, overrides, root, deadline),
                 runtime_env=runtime_env(root, job_env(tracking_uri)),
                 metadata={JOB_STARTED_BY: "train", JOB_CONFIG: config.name, JOB_BY: who,
-                          "raylane.deadline_s": str(deadline),
-                          "raylane.deadline": datetime.fromtimestamp(ends, UTC).isoformat(
+                          JOB_DEADLINE_S: str(deadline),
+                          JOB_DEADLINE: datetime.fromtimestamp(ends, UTC).isoformat(
                               timespec="seconds")})
         except Exception as exc:
             # a head that just started answers before its job agent registered

@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from raylane.console.registry_access import NotFound, translate
+from raylane.model.tags import MONITOR_DRIFTED_COLUMNS
 from raylane.monitoring.recording import TAG_DECISION, TAG_MODEL, TAG_UNTIL, TAG_VERSION
 from raylane.monitoring.stattests import P_VALUE_METHODS, STATTESTS
-from raylane.tracking.tags import MONITOR_DRIFTED_COLUMNS
 
 SUFFIX = "-monitoring"
 REPORT, DISTRIBUTIONS = "monitoring/report.json", "monitoring/distributions.json"

@@ -66,8 +66,8 @@ def read_table(name: str, data: bytes, max_rows: int = MAX_UPLOAD_ROWS,
 
 def _too_many(name: str, rows: int, max_rows: int, more: bool = False) -> str:
     count = f"over {max_rows:,}" if more else f"{rows:,}"
-    return (f"{name}: {count} rows; the console scores at most {max_rows:,}; score larger "
-            "tables with `python -m ray_jobs.batch_predict` (docs/scale.md)")
+    return (f"{name}: {count} rows; the console scores at most {max_rows:,} (score larger "
+            "tables with `python -m ray_jobs.batch_predict`, docs/scale.md)")
 
 
 def missing_columns(frame: pd.DataFrame, metadata: Metadata) -> list[str]:

@@ -22,13 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from raylane.console.registry_access import NotAllowed, NotFound, translate
-from raylane.tracking.registry import (  # the pages read the alias names from here
-    CHALLENGER,  # noqa: F401
-    CHAMPION,
-    get_alias,
-    set_alias,
-)
-from raylane.tracking.tags import (
+from raylane.model.tags import (
     CHAMPION_VERSION,
     DECISION,
     DECISION_REASONS,
@@ -51,6 +45,12 @@ from raylane.tracking.tags import (
     PROMOTION_PREVIOUS_CHAMPION,
     PROMOTION_REASON,
     holdout_metric,
+)
+from raylane.tracking.registry import (  # the pages read the alias names from here
+    CHALLENGER,  # noqa: F401
+    CHAMPION,
+    get_alias,
+    set_alias,
 )
 
 PAGE_SIZE = 50

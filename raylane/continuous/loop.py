@@ -25,9 +25,7 @@ from raylane.config import PipelineConfig
 from raylane.continuous.inputs import new_labelled_rows
 from raylane.data.read import DataError
 from raylane.locations import LocationError, check_location
-from raylane.tracking import runs
-from raylane.tracking.experiments import open_experiment
-from raylane.tracking.tags import (
+from raylane.model.tags import (
     CT_DECISION,
     CT_MODEL_URI,
     CT_RUN_ID,
@@ -48,6 +46,8 @@ from raylane.tracking.tags import (
     ROLE,
     TRAINING_RUN_ID,
 )
+from raylane.tracking import runs
+from raylane.tracking.experiments import open_experiment
 from raylane.training import interrupts
 
 log = logging.getLogger(__name__)

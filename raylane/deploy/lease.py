@@ -26,8 +26,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from raylane.model.tags import LEASE_PREFIX
+
 EXPERIMENT = "raylane-leases"
-TAG_PREFIX = "raylane.lease."
+TAG_PREFIX = LEASE_PREFIX
 
 
 @dataclass(frozen=True)

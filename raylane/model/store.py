@@ -27,12 +27,13 @@ from mlflow.artifacts import download_artifacts
 from mlflow.entities.model_registry import ModelVersion
 
 from raylane.model.schema import FeatureSchema
+from raylane.model.tags import ONNX_SHA256
 
 log = logging.getLogger(__name__)
 
 SCHEMA_METADATA_KEY = "raylane_schema"
 ONNX_FILE = "model.onnx"
-DIGEST_TAG = "raylane.onnx.sha256"
+DIGEST_TAG = ONNX_SHA256
 ENV_ARTIFACT_ROOTS = "RAYLANE_ARTIFACT_ROOTS"
 # "1": refuse versions registered without a digest (before digests were recorded, or by hand).
 ENV_REQUIRE_DIGEST = "RAYLANE_REQUIRE_MODEL_DIGEST"

@@ -9,11 +9,7 @@ from datetime import UTC, datetime
 from mlflow import MlflowClient
 
 from raylane.config import PipelineConfig
-from raylane.monitoring import charts, distributions
-from raylane.monitoring.drift import DatasetDrift
-from raylane.monitoring.report import RETRAIN, MonitorReport
-from raylane.tracking.runs import RunLog
-from raylane.tracking.tags import (
+from raylane.model.tags import (
     MONITOR_DECISION,
     MONITOR_DRIFTED_COLUMNS,
     MONITOR_LAST_RUN_ID,
@@ -24,6 +20,10 @@ from raylane.tracking.tags import (
     MONITOR_UNTIL,
     REFERENCE,
 )
+from raylane.monitoring import charts, distributions
+from raylane.monitoring.drift import DatasetDrift
+from raylane.monitoring.report import RETRAIN, MonitorReport
+from raylane.tracking.runs import RunLog
 
 TAG_MODEL, TAG_VERSION = MONITOR_MODEL_NAME, MONITOR_MODEL_VERSION
 TAG_UNTIL, TAG_SINCE = MONITOR_UNTIL, MONITOR_SINCE

@@ -26,7 +26,7 @@ from raylane.data.read import Split
 from raylane.model.metrics import evaluate_all
 from raylane.model.onnx_model import OnnxModel, Prediction
 from raylane.model.schema import MISSING_CATEGORY, FeatureSchema
-from raylane.tracking.tags import REFERENCE
+from raylane.model.tags import REFERENCE
 
 REFERENCE_TAG = REFERENCE
 ARTIFACT_DIR = "monitoring/reference"

@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from raylane.model.tags import MONITOR_MODEL_NAME
+
 # raylane.monitoring.recording's tag naming the model a monitoring run reports on
-TAG_MODEL = "raylane.monitor.model_name"
+TAG_MODEL = MONITOR_MODEL_NAME
 
 
 def last_reports(client, experiment: str, max_runs: int = 200) -> dict[str, float]:

@@ -31,8 +31,7 @@ from raylane.model.store import (
     fetch_files,
     verify_digest,
 )
-from raylane.tracking.registry import CHALLENGER, CHAMPION, set_alias
-from raylane.tracking.tags import (
+from raylane.model.tags import (
     CHAMPION_VERSION,
     DECISION,
     DECISION_REASONS,
@@ -40,6 +39,7 @@ from raylane.tracking.tags import (
     champion_holdout_metric,
     holdout_metric,
 )
+from raylane.tracking.registry import CHALLENGER, CHAMPION, set_alias
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,7 @@ from raylane.data.read import Split
 from raylane.model.metrics import Metric
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
-from raylane.release.decision import UNAVAILABLE_ADVICE, Decision, load_champion
-from raylane.release.gates import GateResult
-from raylane.tracking.tags import (
+from raylane.model.tags import (
     HOLDOUT_FRACTION,
     HOLDOUT_HASH_SEED,
     HOLDOUT_KEY,
@@ -33,6 +31,8 @@ from raylane.tracking.tags import (
     JUDGING_ROWS,
     JUDGING_SCORED_WITH,
 )
+from raylane.release.decision import UNAVAILABLE_ADVICE, Decision, load_champion
+from raylane.release.gates import GateResult
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from raylane.data.read import Split
 from raylane.model.metrics import Metric
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
+from raylane.model.tags import MODEL_VERSION, PARITY, PARITY_MAX_ABS_DIFF
 from raylane.monitoring.reference import attach_profile
 from raylane.release.decision import Decision, decision_tags, record
 from raylane.release.export import ParityError, ParityReport, check_parity, to_onnx
@@ -29,7 +30,6 @@ from raylane.release.gates import GateResult
 from raylane.release.judging import JudgingSet, decision_from, judge
 from raylane.tracking.registry import log_onnx_model, register_version
 from raylane.tracking.runs import RunLog
-from raylane.tracking.tags import MODEL_VERSION, PARITY, PARITY_MAX_ABS_DIFF
 
 
 @dataclass

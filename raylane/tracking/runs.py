@@ -30,8 +30,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from raylane.config import PipelineConfig
 from raylane.data.read import PreparedData
+from raylane.model.tags import DATASET_DIGEST, DATASET_ROWS, FAMILY, TASK
 from raylane.tracking.plots import close
-from raylane.tracking.tags import DATASET_DIGEST, DATASET_ROWS, FAMILY, TASK
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from ray.tune.result import TIMESTEPS_TOTAL, TRAINING_ITERATION
 from ray.tune.utils import flatten_dict
 
 from raylane.model.mlflow_failures import is_transient
-from raylane.tracking.tags import TRIAL_LOGGING
+from raylane.model.tags import TRIAL_LOGGING
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,14 @@ from raylane.data.read import DataError, PreparedData, infer_schema, split_data
 from raylane.data.sources import describe, read_frame
 from raylane.model.families import get_family
 from raylane.model.schema import FeatureSchema
+from raylane.model.tags import (
+    DATASET_DIGEST,
+    DIAGNOSIS,
+    FAMILY,
+    GATES,
+    POS_LABEL,
+    TRAINING_RUN_ID,
+)
 from raylane.monitoring.reference import reference_sample
 from raylane.release.decision import Decision
 from raylane.release.export import ParityReport
@@ -28,14 +36,6 @@ from raylane.release.publish import publish
 from raylane.tracking import plots, runs
 from raylane.tracking.experiments import check_store, open_experiment
 from raylane.tracking.runs import RunLog
-from raylane.tracking.tags import (
-    DATASET_DIGEST,
-    DIAGNOSIS,
-    FAMILY,
-    GATES,
-    POS_LABEL,
-    TRAINING_RUN_ID,
-)
 from raylane.training import interrupts
 from raylane.training.fit import FitResult, fit_model
 from raylane.training.interrupts import JobState

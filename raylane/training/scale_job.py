@@ -26,6 +26,15 @@ from raylane.data.splits import HOLDOUT, TRAIN
 from raylane.model.batched_metrics import Accumulator
 from raylane.model.metrics import Metric
 from raylane.model.preprocessing import build_pipeline
+from raylane.model.tags import (
+    DATASET_DIGEST,
+    DIAGNOSIS,
+    FAMILY,
+    GATES,
+    TASK,
+    TRAINING_RUN_ID,
+    WORKERS_PER_TRIAL,
+)
 from raylane.monitoring.reference import reference_sample
 from raylane.release.gates import Evaluation, check_gates
 from raylane.release.judging import JudgingSet
@@ -191,9 +200,8 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
     run_dir = new_run_dir(config)
     with runs.parent_run(client, experiment_id, config.mlflow.run_name) as run_id:
         run = runs.RunLog(client, run_id)
-        run.tags({**(tags or {}), "raylane.dataset.digest": data.digest,
-                  "raylane.task": data.schema.task, "raylane.family": "xgboost",
-                  "raylane.workers_per_trial": str(config.tune.workers_per_trial)})
+        run.tags({**(tags or {}), DATASET_DIGEST: data.digest, TASK: data.schema.task,
+                  FAMILY: "xgboost", WORKERS_PER_TRIAL: str(config.tune.workers_per_trial)})
         run.params({"data.path": data.source.spec, "data.files": len(data.source.paths),
                     "rows.train": data.rows["train"], "rows.valid": data.rows["validation"],
                     "rows.holdout": data.rows["holdout"], "seed": config.seed,
@@ -246,8 +254,7 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
                      **{f"baseline_{k}": v for k, v in baseline.items()},
                      f"train_{metric.name}": train_score, f"valid_{metric.name}": valid_score,
                      "holdout_auc_error_bound": held.auc_error_bound(), "overfit_gap": gap})
-        run.tags({"raylane.diagnosis": diagnosis,
-                  "raylane.gates": "passed" if gates.passed else "failed"})
+        run.tags({DIAGNOSIS: diagnosis, GATES: "passed" if gates.passed else "failed"})
 
         clock = time.perf_counter()
         pipeline: Pipeline = build_pipeline(preprocessor, as_estimator(booster,
@@ -259,8 +266,8 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
             pipeline, data.schema, holdout_sample, metric=metric, gates=gates, client=client,
             registered_model=config.mlflow.registered_model, run_id=run_id,
             export=config.export,
-            tags={"raylane.family": "xgboost", "raylane.dataset.digest": data.digest,
-                  "raylane.training_run_id": run_id, **(tags or {})},
+            tags={FAMILY: "xgboost", DATASET_DIGEST: data.digest, TRAINING_RUN_ID: run_id,
+                  **(tags or {})},
             judging=JudgingSet(rows=holdout_sample, definition=data.holdout_definition,
                                min_improvement=config.judging.min_improvement,
                                min_rows=config.judging.min_rows),

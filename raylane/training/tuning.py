@@ -20,7 +20,7 @@ from raylane.config import Distribution, PipelineConfig
 from raylane.data.read import PreparedData
 from raylane.model.families import Family, get_family
 from raylane.model.metrics import DEFAULT_METRIC, METRICS, Metric
-from raylane.tracking.tags import ROLE
+from raylane.model.tags import ROLE
 from raylane.tracking.trials import BatchedMLflowLoggerCallback
 from raylane.training import interrupts
 from raylane.training.fit import train_trial

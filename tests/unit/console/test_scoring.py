@@ -21,7 +21,7 @@ from raylane.console.scoring import (
 )
 from raylane.console.serving import Answer, Metadata, Rejection
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 META = Metadata(
     name="m", version="3", alias="champion", model_uri="models:/m@champion", run_id=None,

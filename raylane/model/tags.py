@@ -16,12 +16,14 @@ DIAGNOSIS = "raylane.diagnosis"
 GATES = "raylane.gates"
 TRIAL_LOGGING = "raylane.trial_logging"
 TRAINING_RUN_ID = "raylane.training_run_id"
+WORKERS_PER_TRIAL = "raylane.workers_per_trial"  # data-parallel trials (tune.workers_per_trial)
 REGISTERED_MODEL = "raylane.registered_model"
 MODEL_VERSION = "raylane.model_version"
 MODEL_URI = "raylane.model_uri"
 
 # --- the export and the promotion decision (run and version)
 PARITY = "raylane.parity"
+ONNX_SHA256 = "raylane.onnx.sha256"  # model.onnx as registered; replicas verify it
 PARITY_MAX_ABS_DIFF = "raylane.parity.max_abs_diff"
 DECISION = "raylane.decision"
 DECISION_REASONS = "raylane.decision.reasons"
@@ -73,9 +75,13 @@ DEMOTION_AT = "raylane.demotion.at"
 DEMOTION_REPLACED_BY = "raylane.demotion.replaced_by"
 
 # --- Ray job metadata of the jobs the console submits
+LEASE_PREFIX = "raylane.lease."  # + the lease name: a tag of the leases experiment
+
 JOB_STARTED_BY = "raylane.console"  # what the console started ("train")
 JOB_CONFIG = "raylane.config"
 JOB_BY = "raylane.by"
+JOB_DEADLINE_S = "raylane.deadline_s"  # the job's time limit, and when it ends
+JOB_DEADLINE = "raylane.deadline"
 
 
 def holdout_metric(metric: str) -> str:
