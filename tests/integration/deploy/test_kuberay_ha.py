@@ -6,6 +6,7 @@ Redis. Checked against KubeRay v1.7.0's validation of those fields (validation.g
 from __future__ import annotations
 
 import base64
+import copy
 
 import pytest
 from support import k8s
@@ -56,7 +57,8 @@ def test_both_clusters_keep_the_gcs_in_the_deployed_redis(overlay):
 
 
 def test_the_operator_checks_catch_a_password_on_the_head():
-    (cluster,) = k8s.ray_cluster_specs(objects("dev")["RayCluster/raylane"])
+    obj = copy.deepcopy(objects("dev")["RayCluster/raylane"])  # the render is cached: a copy
+    (cluster,) = k8s.ray_cluster_specs(obj)
     assert ft_operator_errors(cluster, {}) == []
     cluster["headGroupSpec"]["rayStartParams"]["redis-password"] = "x"
     assert ft_operator_errors(cluster, {"ray.io/ft-enabled": "true"})
