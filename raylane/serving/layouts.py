@@ -16,9 +16,12 @@ from raylane.model.schema import FeatureSchema
 from raylane.serving.limits import check_rows
 
 
-def check_columns(columns: list[str], schema: FeatureSchema, field: str) -> None:
+def check_columns(
+    columns: list[str], schema: FeatureSchema, field: str, names: bool = True
+) -> None:
     """A list of column names (a split's ``columns``, a CSV header): no more names than the
-    model has features, no name twice (found in one pass), exactly the model's columns."""
+    model has features, no name twice (found in one pass) and, if ``names``, exactly the
+    model's columns."""
     width = len(schema.feature_names)
     if len(columns) > width:
         raise RequestError(
@@ -38,7 +41,8 @@ def check_columns(columns: list[str], schema: FeatureSchema, field: str) -> None
             f"{field}: duplicate column(s) {sorted(dupes)}", field=field,
             reason="duplicate_column",
         )
-    check_names(columns, schema, field)
+    if names:
+        check_names(columns, schema, field)
 
 
 def check_names(given: list[str] | Any, schema: FeatureSchema, field: str) -> None:

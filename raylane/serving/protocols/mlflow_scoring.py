@@ -136,7 +136,8 @@ def parse_csv(body: bytes, schema: FeatureSchema, max_rows: int) -> tuple[Feeds,
         if header is None:
             raise RequestError("CSV body: expected a header row", field="body",
                                reason="empty_body")
-        check_columns(header, schema, "csv.columns")  # before any row is read
+        # bounded before any row is read; which names, after (a bad cell is reported first)
+        check_columns(header, schema, "csv.columns", names=False)
         converted = _csv_rows(reader, header, plan_for(schema).bounds, max_rows)
     except csv.Error as exc:
         raise RequestError(f"CSV body: line {reader.line_num}: {exc}", field="body",
