@@ -110,7 +110,7 @@ def on_collected(ref):
 model = Model()
 ref = weakref.ref(model, on_collected)
 del model
-time.sleep(10)
+time.sleep(3)  # the stopped worker runs on (without the hook) or exits here (with it)
 print("still running after the stop")
 """
 
