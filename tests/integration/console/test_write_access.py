@@ -24,9 +24,11 @@ def registry(tmp_path_factory):
         assert setup.returncode == 0, setup.stderr
         with as_user(WRITER):
             client = mlflow_client(url)
+            run = client.create_run(client.create_experiment("write-access"))
             client.create_registered_model("credit")
             for _ in range(2):
-                client.create_model_version("credit", source="mlflow-artifacts:/0/m/artifacts")
+                client.create_model_version("credit", source=f"{run.info.artifact_uri}/model",
+                                            run_id=run.info.run_id)
             set_alias(client, "credit", CHAMPION, "1")
         yield url
 
