@@ -210,7 +210,9 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
         trainable = make_trainable(config, data, train, valid, features, metric,
                                    str(run_dir / "train"))
         tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment,
-                            run_dir, trainable=trainable)
+                            run_dir, trainable=trainable,
+                            # a stopped trial's actor goes, and its Ray Train run with it
+                            reuse_actors=False)
         before = set(created_placement_groups() or [])
         with runs.mlflow_globals_restored():
             results = run_search(tuner)
