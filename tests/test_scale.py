@@ -23,7 +23,7 @@ from conftest import CREDIT_CSV, free_port, wait_http
 from process_state import restored_environ
 
 from raylane.config import parse_config
-from raylane.data.distributed import DatasetOptions, load_distributed
+from raylane.data.distributed import DatasetOptions, load_distributed, to_pandas
 from raylane.data.read import DataError
 from raylane.data.splits import HOLDOUT, TRAIN
 from raylane.training.job import load_data, run_pipeline
@@ -94,7 +94,7 @@ def test_parquet_shards_match_the_small_data_path(s3_and_ray, shards):
     big = load_distributed(_options(_config(str(root))))
     assert big.schema == small.schema  # kinds, dtypes, categories, nullability, labels
     assert big.pos_label == small.pos_label
-    rows = big.dataset.to_pandas()
+    rows = to_pandas(big.dataset)  # NumPy dtypes, NaN for missing, as the small path has
     assert len(rows) == len(small_frame)
     hold = rows[rows["__split"] == HOLDOUT]
     assert big.rows["holdout"] == len(small.holdout.y) == len(hold)
