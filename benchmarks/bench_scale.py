@@ -96,17 +96,48 @@ def run_path(table: Path, workers: int, store: Path) -> dict:
     }
 
 
+def auc_comparison(rows: int, batches: int = 100) -> dict:
+    """Histogram AUC over ``batches`` batches vs sklearn's exact AUC on ``rows`` scores from a
+    booster-like score distribution (no Ray)."""
+    from raylane.model.batched_metrics import Accumulator
+    from raylane.model.metrics import METRICS
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, rows)
+    score = 1 / (1 + np.exp(-(rng.normal(size=rows) + 1.2 * y - 0.6)))
+    proba = np.column_stack([1 - score, score]).astype(np.float32)
+    total = Accumulator("classification")
+    started = time.perf_counter()
+    for idx in np.array_split(np.arange(rows), batches):
+        part = Accumulator("classification")
+        part.add(y[idx], proba[idx])
+        total = total.merge(part)
+    histogram_s = time.perf_counter() - started
+    started = time.perf_counter()
+    exact = METRICS["roc_auc"](y, proba)
+    exact_s = time.perf_counter() - started
+    return {"rows": rows, "histogram_auc": total.auc(), "exact_auc": exact,
+            "difference": total.auc() - exact, "bound": total.auc_error_bound(),
+            "histogram_s": histogram_s, "exact_s": exact_s}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--auc-only", action="store_true",
+                        help="only the histogram-vs-exact AUC comparison (no Ray)")
     parser.add_argument("--child", nargs=3, metavar=("TABLE", "WORKERS", "STORE"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         table, workers, store = args.child
         print(json.dumps(run_path(Path(table), int(workers), Path(store))))
+        return
+    if args.auc_only:
+        for rows in args.rows:
+            print(json.dumps(auc_comparison(rows)))
         return
     report = []
     for rows in args.rows:

@@ -176,7 +176,11 @@ def _final_schema(draft: FeatureSchema, whole: Summary, options: DatasetOptions)
             columns.append(col.model_copy(update={"nullable": stats.missing > 0}))
             continue
         stats = whole.categorical[col.name]
-        if stats.overflowed and col.name not in options.categorical:
+        if stats.overflowed and col.name in options.categorical:
+            raise DataError(f"data.categorical: column {col.name!r} has more than "
+                            f"data.max_categories={options.max_categories} distinct values; "
+                            "raise data.max_categories or leave it numeric")
+        if stats.overflowed:
             log.warning("leaving out column %r: more than data.max_categories=%d distinct values",
                         col.name, options.max_categories)
             continue

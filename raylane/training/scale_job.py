@@ -177,7 +177,7 @@ def sample_split(dataset, split: int, schema, rows: int) -> Split:
 def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = None):
     """Every stage of the data-parallel job; returns the small job's ``PipelineResult``."""
     from raylane.data.distributed import load_distributed
-    from raylane.training.job import PipelineResult, _ensure_ray, tuning_metric
+    from raylane.training.job import PipelineResult, _ensure_ray, _log_search, tuning_metric
 
     started = time.perf_counter()
     _ensure_ray()
@@ -215,7 +215,9 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
         trainable = make_trainable(config, data, train, valid, features, metric,
                                    str(run_dir / "train"))
         tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment,
-                            run_dir, trainable=trainable)
+                            run_dir, trainable=trainable,
+                            # a stopped trial's actor goes, and its Ray Train run with it
+                            reuse_actors=False)
         before = set(created_placement_groups() or [])
         with runs.mlflow_globals_restored():
             results = run_search(tuner)
@@ -226,8 +228,7 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
         search: SearchOutcome = summarize(results, metric)
         booster, best = best_booster(results, metric)
         phases["search_s"] = time.perf_counter() - clock
-        run.params({f"best.{k}": v for k, v in best.config.items()})
-        run.frame(search.trials, "tuning/trials.csv")
+        _log_search(run, search, results, metric)  # the small job's trials table and plots
 
         clock = time.perf_counter()
         pos = data.pos_index

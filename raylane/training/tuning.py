@@ -96,6 +96,7 @@ def build_tuner(
     config: PipelineConfig, data: PreparedData, parent_run_id: str, tracking_uri: str,
     experiment_name: str, run_dir: Path, points_to_evaluate: list[dict] | None = None,
     extra_callbacks: Sequence[tune.Callback] = (), trainable: Any = None,
+    reuse_actors: bool = True,
 ) -> tune.Tuner:
     """A fresh Tuner for this config, keeping its state in ``run_dir``; ``trainable`` replaces
     the one-process trial function (the data-parallel job passes its own).
@@ -146,7 +147,7 @@ def build_tuner(
             max_concurrent_trials=config.tune.max_concurrent_trials,
             time_budget_s=config.tune.time_budget_s,
             # Keep trial workers between trials: no new process, imports or dataset fetch each.
-            reuse_actors=True,
+            reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=run_dir.name,
