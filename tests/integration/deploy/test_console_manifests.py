@@ -90,3 +90,11 @@ def test_the_image_carries_the_console():
     dockerfile = (k8s.REPO / "Dockerfile").read_text()
     assert "COPY --chown=1000:100 console ./console" in dockerfile
     assert '".[console]"' in dockerfile and "streamlit" in dockerfile
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_console_pod_caps_uploads_as_the_page_does(overlay):
+    from raylane.console.scoring import MAX_UPLOAD_MB
+
+    (c,) = objects(overlay)["Deployment/raylane-console"]["spec"]["template"]["spec"]["containers"]
+    assert f"--server.maxUploadSize={MAX_UPLOAD_MB}" in c["args"]
