@@ -223,11 +223,11 @@ def write_access(client: MlflowClient, name: str) -> tuple[bool, str]:
     uri = client.tracking_uri
     if not uri.startswith(("http://", "https://")):
         return True, "a local store has no accounts"
-    from mlflow.tracking._tracking_service.utils import _get_default_host_creds
+    from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     try:
-        response = http_request(_get_default_host_creds(uri), CURRENT_PERMISSIONS, "GET",
+        response = http_request(get_default_host_creds(uri), CURRENT_PERMISSIONS, "GET",
                                 max_retries=0, raise_on_status=False)
     except Exception as exc:
         raise translate(exc) from exc

@@ -35,8 +35,9 @@ def registry(tmp_path_factory):
 
 def test_the_grants_say_who_may_promote(registry):
     with as_user(WRITER):
+        # the writer created the model: MLflow grants its creator MANAGE (which may update)
         assert reg.write_access(mlflow_client(registry), "credit") == (
-            True, "EDIT on registered model 'credit'")
+            True, "MANAGE on registered model 'credit'")
     with as_user(READER):
         allowed, why = reg.write_access(mlflow_client(registry), "credit")
         assert not allowed and why == "only READ on registered model 'credit'"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -51,7 +52,10 @@ def s3_and_ray(tmp_path_factory):
                                allow_bucket_creation=True)
         fs.create_dir(BUCKET)
         with restored_environ():
-            os.environ.update({**KEYS, "AWS_ENDPOINT_URL": endpoint})
+            # the operator's allowlist: the test bucket and the temp dir
+            allowed = f"s3://{BUCKET}/ {tempfile.gettempdir()}"
+            os.environ.update({**KEYS, "AWS_ENDPOINT_URL": endpoint,
+                               "RAYLANE_ALLOWED_LOCATIONS": allowed})
             # The dashboard stays on: Ray Train's placement-group cleaner needs its State API.
             ray.init(address="local", num_cpus=6, include_dashboard=True,
                      dashboard_host="127.0.0.1", dashboard_port=free_port(),
