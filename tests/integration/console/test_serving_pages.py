@@ -174,7 +174,10 @@ def test_console_in_a_real_browser(stack, tmp_path):
             assert browser.locator("[data-testid='stException']").count() == 0, path
             if path == "monitoring":  # the stack's two reports, drawn
                 browser.get_by_text("Latest decision").wait_for()
-                assert browser.locator("[data-testid='stVegaLiteChart']").count() >= 2
+                # Vega draws after the script run ends: wait for the second chart to mount
+                charts = browser.locator("[data-testid='stVegaLiteChart']")
+                charts.nth(1).wait_for(timeout=60_000)
+                assert charts.count() >= 2
             if path not in ("", "score_file"):
                 browser.screenshot(path=SCREENSHOTS / f"{path or 'predict'}.png", full_page=True)
 

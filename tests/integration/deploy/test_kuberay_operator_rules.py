@@ -45,7 +45,7 @@ def test_the_documented_operator_install_enables_the_gates_the_jobs_need():
     gates = {g["name"]: g["enabled"] for g in values["featureGates"]}
     assert gates["RayCronJob"] is True  # alpha, off in the chart's defaults
     assert gates["RayJobDeletionPolicy"] is True  # the RayJobs' deletionRules
-    readme = (k8s.REPO / "README.md").read_text()
+    readme = (k8s.REPO / "docs" / "kubernetes.md").read_text()  # the documented install
     assert "-f kuberay/operator-values.yaml" in readme
 
 
