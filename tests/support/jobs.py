@@ -146,17 +146,21 @@ def runs(client: MlflowClient, experiment: str, role: str | None = None) -> list
 
 
 @contextmanager
-def ray_head(scratch: Path) -> Iterator[str]:
+def ray_head(scratch: Path, env: dict[str, str] | None = None,
+             temp_prefix: str = "rl-job-") -> Iterator[str]:
     """A real `ray start --head` in its own process group (its log in ``scratch``); its
     dashboard URL. Nothing of it may outlive the context (the ``ray_head`` fixtures of
-    tests/conftest.py: one for the session, one fresh for a test that needs an empty cluster).
+    tests/conftest.py: one for the session, one fresh for a test that needs an empty cluster;
+    tests/support/ray_auth.py: one with token auth and its own HOME). ``env`` replaces the
+    inherited environment.
 
     Its own temp dir (short: unix socket paths are capped): `ray start` writes the cluster's
     address to ``<temp dir>/ray_current_cluster``, and a SIGTERM'd `ray start --block` never
     removes it. In the default /tmp/ray it would send a later `ray.init()` / `serve run` to
     this dead cluster."""
     port, dash = free_port(), free_port()
-    temp_dir = Path(tempfile.mkdtemp(prefix="rl-job-", dir="/tmp"))
+    temp_dir = Path(tempfile.mkdtemp(prefix=temp_prefix, dir="/tmp"))
+    base = os.environ if env is None else env
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
          f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
@@ -166,9 +170,9 @@ def ray_head(scratch: Path) -> Iterator[str]:
          f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"],
         stdout=open(scratch / "head.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
         start_new_session=True, cwd=scratch,
-        env={**os.environ,
+        env={**base,
              # as with an activated virtualenv: the job's `python` is the one Ray runs on
-             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+             "PATH": f"{BIN}{os.pathsep}{base['PATH']}",
              # On SIGTERM `ray start --block` first drains its node (for Serve on KubeRay) through
              # the GCS, which the process-group SIGTERM below has already stopped: it would wait
              # out the whole drain timeout (30 s) before stopping its processes.

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.net import free_port, wait_http
-from support.paths import BIN
-from support.processes import wait_none_naming as ray_processes
+from support.jobs import ray_head
 
 
 @dataclass(frozen=True)
@@ -63,33 +57,10 @@ def token_ray_head(tmp_path: Path) -> Iterator[RayHead]:
     home = tmp_path / "ray-home"
     home.mkdir()
     token = secrets.token_hex(32)
-    port, dash = free_port(), free_port()
-    temp_dir = Path(tempfile.mkdtemp(prefix="rl-tok-", dir="/tmp"))  # socket paths are capped
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
-    env.update({"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-                "PATH": f"{BIN}{os.pathsep}{env['PATH']}",
-                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"})
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", f"--temp-dir={temp_dir}",
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
-         "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
-         f"--dashboard-agent-listen-port={free_port()}",
-         f"--dashboard-agent-grpc-port={free_port()}", f"--metrics-export-port={free_port()}"],
-        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        start_new_session=True, cwd=tmp_path, env=env)
-    head = RayHead(f"http://127.0.0.1:{dash}", token, home)
-    try:
-        wait_http(f"{head.url}/api/version", timeout=120)
+    env.update({"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token})
+    with ray_head(tmp_path, env=env, temp_prefix="rl-tok-") as url:
+        head = RayHead(url, token, home)
         _wait_job_agent(head)
         yield head
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        left = ray_processes(temp_dir, wait=30)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        assert not left, f"the Ray head left processes running: {left}"
-        assert not (home / ".ray" / "auth_token").exists()
+    assert not (home / ".ray" / "auth_token").exists()

@@ -20,7 +20,7 @@ import httpx
 import pytest
 import yaml
 from support import serving as ss
-from support.mlflow_server import MlflowServer
+from support.mlflow_server import mlflow_server
 
 from raylane.serving.api import bind, build_api
 from raylane.serving.protocols import PROTOCOLS
@@ -42,12 +42,8 @@ def server(tmp_path, monkeypatch):
     # for minutes by default; the replica's own polling is the retry): the serving env does it
     for key, value in REPLICA_ENV.items():
         monkeypatch.setenv(key, value)
-    srv = MlflowServer(tmp_path)
-    srv.start()
-    try:
+    with mlflow_server(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 class Traffic:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import math
-import subprocess
-import sys
 import time
 
 import httpx
@@ -21,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.deployments import PredictionsResponse
 from support import serving as ss
-from support.net import wait_http
+from support.s3 import KEYS, moto_server
 
 from raylane.model.onnx_model import OnnxModel
 from raylane.serving.prediction_log import PredictionLog
@@ -30,34 +28,11 @@ from raylane.serving.protocols import native
 pytestmark = pytest.mark.slow
 
 BUCKET = "raylane-logs"
-KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on a free port with an empty bucket; yields its environment."""
-    port = ss.free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{endpoint}/moto-api/", timeout=60)
-        env = {**KEYS, "AWS_ENDPOINT_URL": endpoint}
-        fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
-                               access_key="testing", secret_key="testing",
-                               allow_bucket_creation=True)
-        fs.create_dir(BUCKET)
-        yield env, fs
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with moto_server(tmp_path_factory.mktemp("moto"), BUCKET) as (endpoint, fs):
+        yield {**KEYS, "AWS_ENDPOINT_URL": endpoint}, fs
 
 
 def objects(fs: pafs.FileSystem, prefix: str) -> list[pafs.FileInfo]:

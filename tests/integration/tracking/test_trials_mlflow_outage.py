@@ -8,7 +8,7 @@ import time
 
 import pytest
 from ray.tune.experiment import Trial
-from support.mlflow_server import MlflowServer
+from support.mlflow_server import mlflow_server
 
 from raylane.tracking.runs import (
     ensure_experiment,
@@ -26,12 +26,8 @@ def server(tmp_path, monkeypatch):
     # fail fast while the server is down (MLflow's own retries would wait minutes per call)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    srv = MlflowServer(tmp_path)
-    srv.start()
-    try:
+    with mlflow_server(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def setup_callback(url: str, name: str, flush_timeout_s: float):

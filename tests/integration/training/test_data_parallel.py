@@ -9,20 +9,18 @@ the same publish path and its graph reproduces it."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import ray
 from support.environ import restored_environ
-from support.net import free_port, wait_http
+from support.net import free_port
 from support.paths import CREDIT_CSV
+from support.s3 import KEYS, moto_server
 
 from raylane.config import parse_config
 from raylane.data.distributed import DatasetOptions, load_distributed, to_pandas
@@ -33,41 +31,23 @@ from raylane.training.job import load_data, run_pipeline
 pytestmark = pytest.mark.slow
 
 BUCKET = "raylane-tables"
-KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
 @pytest.fixture(scope="module")
 def s3_and_ray(tmp_path_factory):
     """A moto S3 server with a bucket, then a local Ray whose workers see its endpoint."""
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{endpoint}/moto-api/", timeout=60)
-        fs = pafs.S3FileSystem(endpoint_override=endpoint, scheme="http", region="us-east-1",
-                               access_key="testing", secret_key="testing",
-                               allow_bucket_creation=True)
-        fs.create_dir(BUCKET)
-        with restored_environ():
-            # the operator's allowlist: the test bucket and the temp dir
-            allowed = f"s3://{BUCKET}/ {tempfile.gettempdir()}"
-            os.environ.update({**KEYS, "AWS_ENDPOINT_URL": endpoint,
-                               "RAYLANE_ALLOWED_LOCATIONS": allowed})
-            # The dashboard stays on: Ray Train's placement-group cleaner needs its State API.
-            ray.init(address="local", num_cpus=6, include_dashboard=True,
-                     dashboard_host="127.0.0.1", dashboard_port=free_port(),
-                     log_to_driver=False)
-            try:
-                yield fs
-            finally:
-                ray.shutdown()
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    with moto_server(tmp_path_factory.mktemp("moto"), BUCKET) as (endpoint, fs), \
+            restored_environ():
+        # the operator's allowlist: the test bucket and the temp dir
+        allowed = f"s3://{BUCKET}/ {tempfile.gettempdir()}"
+        os.environ.update({**KEYS, "AWS_ENDPOINT_URL": endpoint,
+                           "RAYLANE_ALLOWED_LOCATIONS": allowed})
+        # The dashboard stays on: Ray Train's placement-group cleaner needs its State API.
+        ray.init(address="local", num_cpus=6, include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=free_port(),
+                 log_to_driver=False)
+        try:
+            yield fs
+        finally:
+            ray.shutdown()
 
 
 def _config(path, **data):

@@ -11,15 +11,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 from tiny_serving_model import loaded
 
-from raylane.serving.api import bind, build_api
-from raylane.serving.dataplane import DataPlane
-from raylane.serving.holder import ModelHolder
-from raylane.serving.protocols import PROTOCOLS
-from raylane.serving.settings import ServingSettings
-from raylane.serving.telemetry import ServingTelemetry
+from .inprocess import make_client, make_plane
 
 RECORDS = [{"age": 30.0, "income": 50.0, "home": "rent"}, {"age": None, "income": 9.0,
                                                            "home": None}]
@@ -33,18 +27,12 @@ def model():
 
 @pytest.fixture()
 def plane(model):
-    plane = DataPlane(ModelHolder(), ServingTelemetry())
-    plane.configure(ServingSettings.model_validate(
-        {"limits": {"max_rows": 5, "max_body_bytes": 2048}}))
-    plane.holder.current = model
-    return plane
+    return make_plane(model, {"limits": {"max_rows": 5, "max_body_bytes": 2048}})
 
 
 @pytest.fixture()
 def client(plane):
-    api = build_api(PROTOCOLS)
-    bind(api, plane, PROTOCOLS)
-    with TestClient(api) as c:
+    with make_client(plane) as c:
         yield c
 
 

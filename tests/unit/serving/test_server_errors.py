@@ -3,20 +3,14 @@ server error (never a 4xx blaming the client). In-process: the real app over rea
 
 from __future__ import annotations
 
-import json
-
 import onnx
 import pytest
-from fastapi.testclient import TestClient
 from onnx import TensorProto, helper
 from tiny_serving_model import SCHEMA, loaded, tiny_onnx
 
-from raylane.serving.api import bind, build_api
-from raylane.serving.dataplane import DataPlane
-from raylane.serving.holder import ModelHolder
-from raylane.serving.protocols import PROTOCOLS
 from raylane.serving.settings import ServingSettings
-from raylane.serving.telemetry import ServingTelemetry
+
+from .inprocess import make_client, make_plane, post
 
 RECORDS = [{"age": 30.0, "income": 50.0, "home": "rent"}]
 
@@ -31,23 +25,13 @@ def broken_model():
 
 @pytest.fixture()
 def plane():
-    plane = DataPlane(ModelHolder(), ServingTelemetry())
-    plane.configure(ServingSettings())
-    plane.holder.current = broken_model()
-    return plane
+    return make_plane(broken_model())
 
 
 @pytest.fixture()
 def client(plane):
-    api = build_api(PROTOCOLS)
-    bind(api, plane, PROTOCOLS)
-    with TestClient(api) as c:
+    with make_client(plane) as c:
         yield c
-
-
-def post(client, path, body):
-    return client.post(path, content=json.dumps(body).encode(),
-                       headers={"content-type": "application/json"})
 
 
 def v2_body():
