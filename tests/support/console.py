@@ -23,7 +23,8 @@ from raylane.config import GatesConfig
 from raylane.monitoring.reference import reference_sample
 from raylane.release.gates import check_gates, evaluate
 from raylane.release.publish import publish
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 from support.environ import restored_environ
 from support.monitoring import monitoring_history
 from support.processes import stop_group
@@ -69,7 +70,7 @@ def publish_credit(tracking_uri: str) -> tuple[str, Trained, bytes]:
     trained model and its ONNX graph."""
     trained = train("credit", n_estimators=20)
     client = mlflow_client(tracking_uri)
-    experiment_id = ensure_experiment(client, "console-tests")
+    experiment_id = open_experiment(client, "console-tests")
     evaluation = evaluate(trained.pipeline, trained.data, trained.metric, 0.25)
     with parent_run(client, experiment_id, run_name="console") as run_id:
         published = publish(

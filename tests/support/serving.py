@@ -25,6 +25,7 @@ from raylane.model.schema import FeatureSchema
 from raylane.release.export import to_onnx
 from raylane.release.gates import check_gates, evaluate
 from raylane.release.publish import Published, publish
+from raylane.tracking.experiments import open_experiment
 from raylane.tracking.registry import (
     CHAMPION,
     log_logged_model,
@@ -32,7 +33,7 @@ from raylane.tracking.registry import (
     register_version,
     set_alias,
 )
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.runs import mlflow_client, parent_run
 from raylane.training.fit import fit_model
 from support.environ import restored_environ
 from support.net import free_port
@@ -93,7 +94,7 @@ def publish_trained(
     """Publish ``trained`` as the training job does: export, parity, register, promotion (with
     the default gates). ``promote=False`` registers it as ``challenger`` only."""
     client = mlflow_client(tracking_uri)
-    experiment_id = ensure_experiment(client, "serving-tests")
+    experiment_id = open_experiment(client, "serving-tests")
     evaluation = evaluate(trained.pipeline, trained.data, trained.metric, 0.25)
     with parent_run(client, experiment_id, run_name=f"publish-{name}") as run_id:
         return publish(
@@ -111,7 +112,7 @@ def register_raw(
     """Register ``onnx_bytes`` without the parity check or a promotion decision: only for the
     deliberately broken versions serving must refuse. Returns the version."""
     client = mlflow_client(tracking_uri)
-    experiment_id = ensure_experiment(client, "serving-tests")
+    experiment_id = open_experiment(client, "serving-tests")
     example = example.head(3)
     out = pd.DataFrame({"y": np.zeros(len(example))})
     with parent_run(client, experiment_id, run_name=f"broken-{name}") as run_id:
@@ -140,7 +141,7 @@ def register_broken(tracking_uri: str, name: str, schema, example, how: str) -> 
 
         client = mlflow_client(tracking_uri)
         graph = onnx.load_model_from_string(train("credit", n_estimators=5).onnx_bytes)
-        experiment_id = ensure_experiment(client, "serving-tests")
+        experiment_id = open_experiment(client, "serving-tests")
         with parent_run(client, experiment_id, run_name=f"plain-{name}") as run_id:
             logged = log_logged_model(client, run_id, "model", lambda path, mm: (
                 mlflow.onnx.save_model(graph, path, mlflow_model=mm, save_as_external_data=False)

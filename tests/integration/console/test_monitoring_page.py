@@ -16,7 +16,8 @@ from support.monitoring import monitoring_history
 from raylane.monitoring.reference import reference_sample
 from raylane.release.gates import GateResult
 from raylane.release.publish import publish
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 
 pytestmark = pytest.mark.slow
 PAGE = str(ss.ROOT / "console" / "pages" / "monitoring.py")
@@ -28,7 +29,7 @@ def monitored(mlflow_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("console-monitoring")
     trained = ss.train("credit", n_estimators=10, seed=0)
     client = mlflow_client(mlflow_server)
-    with parent_run(client, ensure_experiment(client, "console"), run_name="publish") as run_id:
+    with parent_run(client, open_experiment(client, "console"), run_name="publish") as run_id:
         published = publish(
             trained.pipeline, trained.schema, trained.data.holdout, metric=trained.metric,
             gates=GateResult(passed=True), client=client, registered_model=MODEL,

@@ -28,7 +28,8 @@ from raylane.monitoring import run_monitor
 from raylane.monitoring.reference import reference_sample
 from raylane.release.gates import GateResult
 from raylane.release.publish import publish
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 
 pytestmark = pytest.mark.slow
 ROWS = 2000
@@ -75,7 +76,7 @@ def env(tmp_path_factory):
     uri = ss.tracking_uri_for(tmp)
     trained = ss.train("credit", n_estimators=30, seed=0)
     client = mlflow_client(uri)
-    with parent_run(client, ensure_experiment(client, "credit"), run_name="publish") as run_id:
+    with parent_run(client, open_experiment(client, "credit"), run_name="publish") as run_id:
         publish(trained.pipeline, trained.schema, trained.data.holdout, metric=trained.metric,
                 gates=GateResult(passed=True), client=client, registered_model="credit",
                 run_id=run_id, reference=reference_sample(trained.data.train, 5000, seed=0))

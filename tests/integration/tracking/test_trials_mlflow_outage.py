@@ -10,8 +10,8 @@ import pytest
 from ray.tune.experiment import Trial
 from support.mlflow_server import mlflow_server
 
+from raylane.tracking.experiments import open_experiment
 from raylane.tracking.runs import (
-    ensure_experiment,
     mlflow_client,
     mlflow_globals_restored,
     parent_run,
@@ -32,7 +32,7 @@ def server(tmp_path, monkeypatch):
 
 def setup_callback(url: str, name: str, flush_timeout_s: float):
     client = mlflow_client(url)
-    experiment_id = ensure_experiment(client, name)
+    experiment_id = open_experiment(client, name)
     with parent_run(client, experiment_id, run_name="job") as parent_id:
         pass
     cb = BatchedMLflowLoggerCallback(

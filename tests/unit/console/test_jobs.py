@@ -14,7 +14,8 @@ from support.paths import ROOT
 
 from raylane.config import ConfigError
 from raylane.console import jobs
-from raylane.tracking.runs import ensure_experiment, mlflow_client
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client
 
 PAGE = str(ROOT / "console" / "pages" / "training.py")
 CONFIG = ROOT / "tune_configs" / "credit_xgboost.yaml"
@@ -115,13 +116,13 @@ def test_the_cluster_token_is_sent(tmp_path):
 
 def test_tuning_runs_are_the_jobs_parent_runs(tmp_path):
     client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = ensure_experiment(client, "credit")
+    exp = open_experiment(client, "credit")
     parent = client.create_run(exp, run_name="credit-job", tags={"raylane.task": "classification",
                                                                   "raylane.family": "xgboost"})
     client.log_metric(parent.info.run_id, "best_valid_roc_auc", 0.8)
     client.create_run(exp, tags={"raylane.role": "trial",
                                  "mlflow.parentRunId": parent.info.run_id})
-    monitoring = ensure_experiment(client, "credit-monitoring")
+    monitoring = open_experiment(client, "credit-monitoring")
     client.create_run(monitoring, tags={"raylane.task": "classification"})
     found = jobs.tuning_runs(client)
     assert [r.info.run_id for r in found] == [parent.info.run_id]

@@ -18,7 +18,8 @@ from raylane.data.read import read_table
 from raylane.monitoring.drift import compare
 from raylane.monitoring.recording import log_report
 from raylane.monitoring.report import MonitorReport, build_body, decide
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 
 PAGE = str(ROOT / "console" / "pages" / "monitoring.py")
 COLUMNS = {"Amount": "numeric", "Age": "numeric", "Home": "categorical"}
@@ -50,7 +51,7 @@ def store(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("monitoring")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     client = mlflow_client(uri)
-    experiment_id = ensure_experiment(client, "credit-monitoring")
+    experiment_id = open_experiment(client, "credit-monitoring")
     data = read_table(str(ROOT / "data" / "credit_data.csv"))
     reference, current = data.iloc[:2000], data.iloc[2000:3000].copy()
     now = datetime.now(UTC).replace(microsecond=0)

@@ -22,7 +22,8 @@ from raylane.monitoring.reference import (
 )
 from raylane.release.gates import GateResult
 from raylane.release.publish import publish
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('reference') / 'mlflow.db'}"
     client = mlflow_client(uri)
     return SimpleNamespace(uri=uri, client=client,
-                           experiment_id=ensure_experiment(client, "reference-tests"))
+                           experiment_id=open_experiment(client, "reference-tests"))
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ from raylane.model.onnx_model import OnnxModel
 from raylane.release.gates import GateResult
 from raylane.release.judging import JudgingSet, decision_from, judge, score_graph
 from raylane.release.publish import publish
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 from raylane.training.job import load_data
 
 CONFIG = ROOT / "tune_configs" / "credit_xgboost.yaml"
@@ -113,7 +114,7 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow_client(uri)
     return SimpleNamespace(uri=uri, client=client, root=root,
-                           experiment_id=ensure_experiment(client, "judging-tests"))
+                           experiment_id=open_experiment(client, "judging-tests"))
 
 
 @pytest.fixture(scope="module")

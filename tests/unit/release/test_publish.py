@@ -29,7 +29,8 @@ from raylane.release.export import ParityError
 from raylane.release.gates import GateResult
 from raylane.release.judging import JudgingSet, decision_from, judge
 from raylane.release.publish import publish
-from raylane.tracking.runs import ensure_experiment, mlflow_client, parent_run
+from raylane.tracking.experiments import open_experiment
+from raylane.tracking.runs import mlflow_client, parent_run
 from raylane.training.fit import fit_model, model_output
 
 PASSED = GateResult(passed=True)
@@ -40,7 +41,7 @@ def store(tmp_path_factory):
     uri = f"sqlite:///{tmp_path_factory.mktemp('publish') / 'mlflow.db'}"
     client = mlflow_client(uri)
     return SimpleNamespace(uri=uri, client=client,
-                           experiment_id=ensure_experiment(client, "publish-tests"))
+                           experiment_id=open_experiment(client, "publish-tests"))
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from ray import cloudpickle
 from ray.tune.experiment import Trial
 
+from raylane.tracking.experiments import open_experiment
 from raylane.tracking.runs import (
-    ensure_experiment,
     mlflow_client,
     mlflow_globals_restored,
     parent_run,
@@ -32,7 +32,7 @@ def env(db, request):
     uri = f"sqlite:///{db}"
     client = mlflow_client(uri)
     name = request.node.name
-    experiment_id = ensure_experiment(client, name)
+    experiment_id = open_experiment(client, name)
     with parent_run(client, experiment_id, run_name="job") as parent_id:
         pass
     callback = BatchedMLflowLoggerCallback(

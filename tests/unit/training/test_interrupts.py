@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from raylane.tracking.experiments import open_experiment
 from raylane.training import interrupts
 from raylane.training.interrupts import JobState, ResumeError, Stopped
 
@@ -69,7 +70,7 @@ def test_a_stop_ends_only_the_current_jobs_run(tmp_path, monkeypatch):
     monkeypatch.setattr(interrupts, "_ctl", interrupts._Controller())
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = runs.mlflow_client(uri)
-    experiment = runs.ensure_experiment(client, "two-jobs")
+    experiment = open_experiment(client, "two-jobs")
     first = client.create_run(experiment).info.run_id
     interrupts.bind_state(JobState.new(tmp_path / "first", first, "d"))
     interrupts.track_run(uri, first)
