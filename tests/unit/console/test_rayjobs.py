@@ -196,3 +196,22 @@ def test_a_config_without_a_time_budget_gets_the_consoles(tmp_path):
     args = shlex.split(body["spec"]["entrypoint"])
     assert "tune.time_budget_s=600" in args and args[2] == str(600 + 300)
     assert args[args.index("--config") + 1] == "tune_configs/open.yaml"
+
+
+def test_the_page_in_kubernetes_mode_outside_a_pod_says_why_and_still_checks(tmp_path,
+                                                                             monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
+    monkeypatch.setenv("RAYLANE_JOB_BACKEND", "kubernetes")
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    at = AppTest.from_file(str(ROOT / "console" / "pages" / "training.py"),
+                           default_timeout=60).run()
+    assert not at.exception, at.exception
+    down = [e.value for e in at.error]
+    assert any("the Kubernetes API" in e and "KUBERNETES_SERVICE_HOST" in e for e in down), down
+    submit = next(b for b in at.button if b.label == "Submit to Ray")
+    assert submit.disabled
+    at.text_area(key="training_overrides").input("mlflow.tracking_uri=http://attacker/")
+    next(b for b in at.button if b.label == "Check config").click().run()
+    assert any("nothing was submitted" in e.value for e in at.error)
