@@ -60,8 +60,10 @@ def render_rayjob(config: Path, overrides: list[str], who: str, *, folder: Path,
     overrides = bounded(config, overrides, limits)
     deadline = deadline_s(config, overrides, limits)
     ends = (now or datetime.now(UTC)).timestamp() + deadline
-    # the image's WORKDIR holds tune_configs/: the config by its name there
-    command = entrypoint(folder / config.name, overrides, root=folder.parent, deadline=deadline)
+    # the job runs in the image's WORKDIR, which holds tune_configs/: the config by its name
+    # there, whatever the console's own RAYLANE_TUNE_CONFIGS
+    command = entrypoint(Path.cwd() / "tune_configs" / config.name, overrides, root=Path.cwd(),
+                         deadline=deadline)
     env = {"PYTHONUNBUFFERED": "1", **job_env(tracking_uri)}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
