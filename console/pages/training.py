@@ -1,12 +1,12 @@
-"""Training: recent tuning runs with their search progress; start a training job on the Ray
-cluster from a config with overrides and follow its status and log."""
+"""Training: recent tuning runs with their search progress; start a training job from a config
+with overrides (Ray's Jobs API, or a RayJob on Kubernetes: RAYLANE_JOB_BACKEND) and follow it."""
 
 from datetime import UTC, datetime
 
 import streamlit as st
 
 from raylane.config import ConfigError
-from raylane.console import identity, jobs, ui
+from raylane.console import identity, job_backend, jobs, ui
 from raylane.console.registry_access import (
     NotAllowed,
     NotFound,
@@ -17,7 +17,8 @@ from raylane.console.registry_access import (
 from raylane.console.versions import operator_name
 
 config = ui.settings()
-URI, RAY, TIMEOUT = config.tracking_uri, config.ray_address, config.timeout_s
+URI, TIMEOUT = config.tracking_uri, config.timeout_s
+JOBS_AT = config.ray_address if config.job_backend == "ray" else "the Kubernetes API"
 USER = operator_name()
 WHO = identity.current()  # who submits: recorded with the job, never a typed name
 STATUS = {"PENDING": ":gray-badge[pending]", "RUNNING": ":blue-badge[running]",
@@ -38,7 +39,13 @@ def search_plot(uri: str, run_id: str, user: str):
 
 
 st.title("Training")
-st.caption(f"Tuning runs in MLflow (`{URI}`) and training jobs on the Ray cluster (`{RAY}`).")
+try:
+    BACKEND = job_backend.from_settings(config)
+except jobs.RayUnreachable as exc:
+    BACKEND = None
+    BACKEND_ERROR = str(exc)
+st.caption(f"Tuning runs in MLflow (`{URI}`) and training jobs: "
+           f"{BACKEND.where if BACKEND else config.job_backend}.")
 
 st.subheader("Recent tuning runs")
 try:
@@ -83,9 +90,10 @@ else:
             "search; data, MLflow and storage are the config's.")
         check, go = st.columns(2)
         validate = check.form_submit_button("Check config")
-        submit = go.form_submit_button("Submit to Ray", type="primary", disabled=WHO.anonymous)
+        submit = go.form_submit_button("Submit to Ray", type="primary",
+                                       disabled=WHO.anonymous or BACKEND is None)
     identity.refuse_anonymous(WHO, "submit training jobs")
-    if validate or (submit and not WHO.anonymous):
+    if validate or (submit and not WHO.anonymous and BACKEND is not None):
         try:
             overrides = jobs.bounded(path, jobs.parse_overrides(text, path, LIMITS), LIMITS)
             checked = jobs.validate(path, overrides)
@@ -101,11 +109,9 @@ else:
                            f"stopped after {deadline:,} s.")
             else:
                 try:
-                    job_id = jobs.submit(RAY, path, overrides, str(WHO.name),
-                                         folder=config.tune_configs, tracking_uri=URI,
-                                         limits=LIMITS)
+                    job_id = BACKEND.submit(path, overrides, str(WHO.name), LIMITS)
                 except jobs.RayUnreachable as exc:
-                    ui.service_down("ray", RAY, str(exc))
+                    ui.service_down("ray", JOBS_AT, str(exc))
                 except ConfigError as exc:
                     st.error(f"Nothing was submitted: {exc}", icon=":material/error:")
                 else:
@@ -113,10 +119,13 @@ else:
                     st.success(f"Submitted job `{job_id}`.", icon=":material/rocket_launch:")
 
 st.subheader("Jobs on the cluster")
+if BACKEND is None:
+    ui.service_down("ray", JOBS_AT, BACKEND_ERROR)
+    st.stop()
 try:
-    recent = jobs.recent_jobs(RAY)
+    recent = BACKEND.recent()
 except jobs.RayUnreachable as exc:
-    ui.service_down("ray", RAY, str(exc))
+    ui.service_down("ray", JOBS_AT, str(exc))
     st.stop()
 if recent.empty:
     st.info("No raylane jobs on this cluster yet.")
@@ -132,9 +141,9 @@ auto = st.toggle("Refresh every 3 s", value=False, key="training_auto")
 def follow(job_id: str) -> None:
     """The job's status and the tail of its log."""
     try:
-        state = jobs.job_state(RAY, job_id)
+        state = BACKEND.state(job_id)
     except jobs.RayUnreachable as exc:
-        ui.service_down("ray", RAY, str(exc))
+        ui.service_down("ray", JOBS_AT, str(exc))
         return
     took = ""
     if state.started:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,6 +23,11 @@ class ConsoleSettings(BaseModel):
     serve_config: Path
     tune_configs: Path
     timeout_s: float = 10.0
+    # Training jobs: `ray` submits through the jobs cluster's Jobs API with its Ray token
+    # (`make console`); `kubernetes` creates RayJobs with the pod's ServiceAccount (RBAC), no token.
+    job_backend: Literal["ray", "kubernetes"] = "ray"
+    job_namespace: str | None = None  # kubernetes: None is the pod's own namespace
+    job_cluster: str = "raylane"  # kubernetes: the RayCluster the RayJobs run on
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ConsoleSettings:
@@ -34,6 +40,9 @@ class ConsoleSettings(BaseModel):
             serve_config=Path(env.get("RAYLANE_SERVE_CONFIG", ROOT / "serve" / "config.yaml")),
             tune_configs=Path(env.get("RAYLANE_TUNE_CONFIGS", ROOT / "tune_configs")),
             timeout_s=float(env.get("RAYLANE_CONSOLE_TIMEOUT_S", "10")),
+            job_backend=env.get("RAYLANE_JOB_BACKEND", "ray"),
+            job_namespace=env.get("RAYLANE_JOB_NAMESPACE") or None,
+            job_cluster=env.get("RAYLANE_JOB_CLUSTER", "raylane"),
         )
 
 

@@ -94,6 +94,7 @@ class DataPlane:
                 max_buffered_rows=pl.max_buffered_rows,
                 prefix=pl.prefix or log_prefix(settings.model_uri), columns=pl.columns,
                 max_row_bytes=pl.max_row_bytes,
+                max_age_s=None if pl.max_age_days is None else pl.max_age_days * 86400,
             )
         self.settings = settings
         return old

@@ -18,7 +18,10 @@ Rows are buffered in memory (at most ``max_buffered_rows``; more are dropped and
 version and flush. File names start with ``predictions-<prefix>-`` (the prefix names the
 deployment; by default its model); once the files of that prefix (every replica's, and ``.tmp``
 files a crashed writer left) hold more than ``max_total_bytes``, the oldest of them are deleted,
-so deployments sharing a location keep each other's history.
+so deployments sharing a location keep each other's history. With ``max_age_s`` set, the same
+pass deletes that prefix's files last modified longer ago than that; it runs after each flush and,
+while no rows arrive, every ``prune_interval_s`` (the replica's housekeeping calls
+:meth:`PredictionLog.maybe_flush`).
 
 What is logged is bounded: ``columns`` (if set) are the only inputs recorded; a string input is
 cut so that a row's strings take at most ``max_row_bytes`` bytes; a local directory is created
@@ -27,6 +30,7 @@ cut so that a row's strings take at most ``max_row_bytes`` bytes; a local direct
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import logging
 import os
@@ -103,11 +107,14 @@ class PredictionLog:
     prefix: str = "default"  # names the deployment: its files, and the ones its cap trims
     columns: list[str] | None = None  # the inputs recorded (None: every column)
     max_row_bytes: int = 4096  # a row's string inputs are cut to fit this (UTF-8 bytes)
+    max_age_s: float | None = None  # this prefix's files older than this are deleted
+    prune_interval_s: float = 600.0  # age pruning while idle: at most this often
     filesystem: pafs.FileSystem | None = None  # default: resolved from ``directory``
     _chunks: list[_Chunk] = field(default_factory=list)
     _rows: int = 0
     _dropped: int = 0
     _last_flush: float = field(default_factory=time.monotonic)
+    _last_prune: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _writing: threading.Lock = field(default_factory=threading.Lock)
     _rng: np.random.Generator | None = None
@@ -210,6 +217,9 @@ class PredictionLog:
         due = self._rows >= self.flush_rows or (
             self._rows and time.monotonic() - self._last_flush >= self.flush_interval_s
         )
+        # an idle log still ages out its files (a flush with no rows only prunes)
+        due = due or (self.max_age_s is not None
+                      and time.monotonic() - self._last_prune >= self.prune_interval_s)
         if due and not self._writing.locked():
             threading.Thread(target=self.flush, name="prediction-log", daemon=True).start()
 
@@ -234,9 +244,9 @@ class PredictionLog:
                         self._dropped += rows
                     log.exception("prediction log: could not write %d rows", rows)
             try:
-                self._enforce_cap()
+                self.prune()
             except Exception:
-                log.exception("prediction log: could not apply the size cap")
+                log.exception("prediction log: could not apply the size cap or age limit")
             return written
 
     def _table(self, chunks: list[_Chunk]) -> pa.Table:
@@ -303,22 +313,45 @@ class PredictionLog:
             raise
         return path
 
-    def _enforce_cap(self) -> None:
-        """Delete this prefix's oldest files (``.tmp`` orphans too) while they are over the cap."""
+    def prune(self, now: float | None = None) -> list[str]:
+        """Delete this prefix's files (``.tmp`` orphans too) older than ``max_age_s``, then the
+        oldest while they are over the cap; return the paths deleted.
+
+        ``now`` (seconds since the epoch) defaults to the clock; only files named
+        ``predictions-<prefix>-<time stamp>-`` are considered, never another deployment's.
+        """
         fs = self.filesystem
         assert fs is not None
+        self._last_prune = time.monotonic()
         # the prefix, then the time stamp: "credit" is not a prefix of "credit-canary"'s files
-        mine = re.compile(rf"{FILE_PREFIX}{re.escape(self.prefix)}-\d{{8}}T\d{{6}}-")
+        mine = re.compile(rf"{FILE_PREFIX}{re.escape(self.prefix)}-(\d{{8}}T\d{{6}})-")
         infos = [
             i for i in fs.get_file_info(pafs.FileSelector(self._base, allow_not_found=True))
             if i.type == pafs.FileType.File and mine.match(i.base_name)
             and (i.base_name.endswith(".parquet") or i.base_name.endswith(TMP_SUFFIX))
         ]
         infos.sort(key=lambda i: (i.mtime_ns or 0, i.base_name))
+        doomed = []
+        if self.max_age_s is not None:
+            cutoff = (time.time() if now is None else now) - self.max_age_s
+            old = [i for i in infos if _modified(i, mine) < cutoff]
+            doomed += old
+            infos = [i for i in infos if i not in old]
         total = sum(i.size or 0 for i in infos)
         while infos and total > self.max_total_bytes:
             oldest = infos.pop(0)
             total -= oldest.size or 0
-            # another replica's cap may have deleted it since the listing
+            doomed.append(oldest)
+        for info in doomed:
+            # another replica's pruning may have deleted it since the listing
             with contextlib.suppress(FileNotFoundError):
-                fs.delete_file(oldest.path)
+                fs.delete_file(info.path)
+        return [i.path for i in doomed]
+
+
+def _modified(info: pafs.FileInfo, named: re.Pattern) -> float:
+    """When a file was last written: its mtime, else the UTC time stamp in its name."""
+    if info.mtime_ns:
+        return info.mtime_ns / 1e9
+    stamp = named.match(info.base_name).group(1)  # type: ignore[union-attr]
+    return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%S"))

@@ -52,6 +52,9 @@ class PredictionLogSettings(BaseModel):
     columns: list[str] | None = None
     # A row's string inputs are cut to fit this many UTF-8 bytes.
     max_row_bytes: int = Field(4096, ge=64)
+    # Retention by age: this deployment's files last written longer ago than this are deleted by
+    # the pass that applies max_total_bytes. None: kept until the size cap needs the room.
+    max_age_days: float | None = Field(None, gt=0, le=3650)
 
     @field_validator("directory")
     @classmethod

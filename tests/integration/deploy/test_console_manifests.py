@@ -43,21 +43,25 @@ def test_console_is_wired_to_the_platforms_services(overlay):
     files = k8s.secret_files(pod["spec"], c)
     assert files["/home/ray/.mlflow/credentials"] == ("mlflow-reader", "credentials")
     assert not secrets  # no credential in the environment
-    # Ray: the jobs cluster's head (Jobs API) and the serving cluster's (Serve REST API), the
-    # dashboard port their head pods expose; the token of the jobs cluster (KubeRay's Secret)
+    # Ray: the serving cluster's dashboard (Serve REST API) with that cluster's token; the
+    # jobs cluster through RayJobs on the Kubernetes API (its ServiceAccount), never its token
     cluster = objs["RayCluster/raylane"]
     head_ports = {p["name"]: p["containerPort"] for p in
                   cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
-    assert env["RAY_ADDRESS"] == f"http://raylane-head-svc:{head_ports['dashboard']}"
+    assert "RAY_ADDRESS" not in env
     assert env["RAYLANE_SERVE_DASHBOARD"] == (
         f"http://{rayservice['metadata']['name']}-head-svc:{head_ports['dashboard']}")
-    assert files[env["RAY_AUTH_TOKEN_PATH"]] == (cluster["spec"]["authOptions"]["secretName"],
-                                                 "auth_token")
-    assert cluster["spec"]["authOptions"]["mode"] == "token"
+    assert files[env["RAY_AUTH_TOKEN_PATH"]] == (
+        rayservice["spec"]["rayClusterConfig"]["authOptions"]["secretName"], "auth_token")
+    assert rayservice["spec"]["rayClusterConfig"]["authOptions"]["mode"] == "token"
+    jobs_token = cluster["spec"]["authOptions"]["secretName"]
+    assert jobs_token not in {name for name, _ in files.values()}
+    assert jobs_token not in yaml.safe_dump(pod)
     # what the console reads them as
     settings = ConsoleSettings.from_env({k: v for k, v in env.items() if v is not None})
     assert settings.serve_url == env["RAYLANE_SERVE_URL"]
-    assert settings.ray_address == env["RAY_ADDRESS"]
+    assert settings.job_backend == "kubernetes"
+    assert settings.job_cluster == cluster["metadata"]["name"]
     assert str(settings.serve_config).endswith("serve/config.yaml")
 
 
@@ -98,3 +102,49 @@ def test_the_console_pod_caps_uploads_as_the_page_does(overlay):
 
     (c,) = objects(overlay)["Deployment/raylane-console"]["spec"]["template"]["spec"]["containers"]
     assert f"--server.maxUploadSize={MAX_UPLOAD_MB}" in c["args"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_consoles_role_creates_and_reads_rayjobs_and_nothing_else(overlay):
+    """RBAC: one Role, bound to the console's ServiceAccount only, in the platform's namespace;
+    create/get/list/watch of ray.io rayjobs, no other verb, resource or API group, no
+    ClusterRole; the Deployment runs as that account with its token mounted."""
+    objs = objects(overlay)
+    assert not [i for i in objs if i.split("/")[0] in ("ClusterRole", "ClusterRoleBinding")]
+    roles = {i: o for i, o in objs.items() if o["kind"] == "Role"}
+    bindings = {i: o for i, o in objs.items() if o["kind"] == "RoleBinding"}
+    assert list(roles) == ["Role/raylane-console-rayjobs"]
+    (role,) = roles.values()
+    assert role["rules"] == [{"apiGroups": ["ray.io"], "resources": ["rayjobs"],
+                              "verbs": ["create", "get", "list", "watch"]}]
+    assert "resourceNames" not in role["rules"][0]
+    (binding,) = bindings.values()
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": role["metadata"]["name"]}
+    namespace = objs["RayCluster/raylane"]["metadata"]["namespace"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "raylane-console",
+                                    "namespace": namespace}]
+    assert {o["metadata"]["namespace"] for o in (
+        role, binding, objs["ServiceAccount/raylane-console"])} == {namespace}
+    # the account mounts no token by default; the console's pod opts in
+    assert objs["ServiceAccount/raylane-console"]["automountServiceAccountToken"] is False
+    pod = objs["Deployment/raylane-console"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "raylane-console"
+    assert pod["automountServiceAccountToken"] is True
+    # the only other pods running as this account: none
+    for ident, obj in objs.items():
+        for where, spec in k8s.pod_specs(obj):
+            if ident != "Deployment/raylane-console":
+                assert spec.get("serviceAccountName") != "raylane-console", (ident, where)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_role_grants_what_the_console_calls(overlay):
+    """The console's calls (raylane/console/rayjobs.py) are the Role's verbs on its resource."""
+    from raylane.console import rayjobs
+
+    (rule,) = objects(overlay)["Role/raylane-console-rayjobs"]["rules"]
+    assert (rule["apiGroups"], rule["resources"]) == ([rayjobs.GROUP], [rayjobs.PLURAL])
+    calls = {"create": rayjobs.KubeApi.create, "get": rayjobs.KubeApi.get,
+             "list": rayjobs.KubeApi.list}
+    assert set(calls) <= set(rule["verbs"]) <= {*calls, "watch"}

@@ -298,11 +298,15 @@ def test_read_only_root_filesystems_with_writable_tmp(overlay):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_account_tokens_only_where_used(overlay):
-    """Only Ray heads keep a token: their autoscaler sidecar scales the worker pods through the
-    Kubernetes API. Nothing else calls it."""
+    """Only Ray heads and the console keep a token: the heads' autoscaler sidecar scales the
+    worker pods, the console creates RayJobs (as its own ServiceAccount, whose Role allows only
+    that). Nothing else calls the Kubernetes API."""
     heads = 0
     for where, pod in all_pods(overlay):
-        if where.endswith(":head"):
+        if where == "Deployment/raylane-console:pod":
+            assert pod["automountServiceAccountToken"] is True
+            assert pod["serviceAccountName"] == "raylane-console"
+        elif where.endswith(":head"):
             assert pod.get("automountServiceAccountToken") is not False, where
             heads += 1
         else:

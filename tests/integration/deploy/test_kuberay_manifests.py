@@ -214,8 +214,8 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
 
 # prod: these Secrets are created out of band (README: Run on Kubernetes)
 MLFLOW_ACCOUNT_SECRETS = ("mlflow-admin", "mlflow-writer", "mlflow-reader")
-RAY_TOKEN_SECRET = "raylane-ray-token"
-PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", RAY_TOKEN_SECRET,
+RAY_TOKEN_SECRETS = ("raylane-ray-token", "raylane-serve-ray-token")
+PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", *RAY_TOKEN_SECRETS,
                          "raylane-redis", *MLFLOW_ACCOUNT_SECRETS)
 
 
@@ -241,7 +241,7 @@ def test_secret_references_resolve(overlay):
              for o in objs for c in k8s.ray_cluster_specs(o) if "gcsFaultToleranceOptions" in c}
     assert refs <= secrets | external, refs - secrets
     if overlay == "dev":
-        assert len(secrets) == 7 and {"prediction-log-s3", RAY_TOKEN_SECRET, "raylane-redis",
+        assert len(secrets) == 8 and {"prediction-log-s3", *RAY_TOKEN_SECRETS, "raylane-redis",
                                       *MLFLOW_ACCOUNT_SECRETS} <= secrets
         assert {s for s in secrets if s.startswith("mlflow-postgres-")}
     else:  # every external Secret is named in the prod overlay's instructions

@@ -18,6 +18,7 @@ from raylane.deploy import render
 OVERLAYS = [p.name for p in k8s.OVERLAYS]
 SERVE_CONFIG = k8s.REPO / "serve" / "config.yaml"
 TOKEN_SECRET = "raylane-ray-token"
+SERVE_TOKEN_SECRET = "raylane-serve-ray-token"
 
 
 def objects(overlay: str) -> dict[str, dict]:
@@ -213,21 +214,29 @@ def test_the_operator_and_prometheus_reach_the_ray_pods(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_one_managed_ray_token_for_every_cluster_and_the_console(overlay):
+def test_managed_ray_tokens_one_for_the_jobs_clusters_one_for_serving(overlay):
     """authOptions.secretName on every cluster (the RayService's generated cluster included: its
-    own Secret would change name with every NewCluster rollout), the console reading the same."""
+    own Secret would change name with every NewCluster rollout): the jobs clusters share one, the
+    serving cluster has its own, and the console holds only the serving cluster's (it starts
+    training jobs as RayJobs, never through the jobs cluster's Jobs API)."""
     platform = list(k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay))
     jobs = list(k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay / "jobs"))
-    clusters = [c for o in platform + jobs for c in k8s.ray_cluster_specs(o)]
-    assert len(clusters) >= 4
-    assert {c["authOptions"]["secretName"] for c in clusters} == {TOKEN_SECRET}
-    assert all(c["authOptions"]["mode"] == "token" for c in clusters)
+    serving = [c for o in platform if o["kind"] == "RayService" for c in k8s.ray_cluster_specs(o)]
+    job_clusters = [c for o in platform + jobs if o["kind"] != "RayService"
+                    for c in k8s.ray_cluster_specs(o)]
+    assert len(job_clusters) >= 3 and len(serving) == 1
+    assert {c["authOptions"]["secretName"] for c in job_clusters} == {TOKEN_SECRET}
+    assert {c["authOptions"]["secretName"] for c in serving} == {SERVE_TOKEN_SECRET}
+    assert all(c["authOptions"]["mode"] == "token" for c in job_clusters + serving)
     console = objects(overlay)["Deployment/raylane-console"]["spec"]["template"]["spec"]
     text = yaml.safe_dump(console)
-    assert TOKEN_SECRET in text
+    assert SERVE_TOKEN_SECRET in text and TOKEN_SECRET not in text.replace(SERVE_TOKEN_SECRET, "")
     if overlay == "dev":
-        secret = objects(overlay)[f"Secret/{TOKEN_SECRET}"]
-        assert set(secret["data"]) == {"auth_token"}
+        for name in (TOKEN_SECRET, SERVE_TOKEN_SECRET):
+            secret = objects(overlay)[f"Secret/{name}"]
+            assert set(secret["data"]) == {"auth_token"}
+        assert (objects(overlay)[f"Secret/{TOKEN_SECRET}"]["data"]
+                != objects(overlay)[f"Secret/{SERVE_TOKEN_SECRET}"]["data"])
 
 
 # ------------------------------------------------------------------ Jobs, Services, threads

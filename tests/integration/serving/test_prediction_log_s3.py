@@ -87,6 +87,33 @@ def test_log_writes_and_caps_on_s3(s3, monkeypatch):
     assert missing.flush() == [] and missing.dropped_rows == len(rows)
 
 
+def test_the_age_limit_deletes_only_this_deployments_old_objects(s3, monkeypatch):
+    """Two deployments log to one bucket prefix: the age limit of one deletes its own objects
+    once they are older than the limit (by the listing's LastModified), never the other's."""
+    env, fs = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    trained = ss.train("credit", n_estimators=5)
+    model = OnnxModel(trained.onnx_bytes, trained.schema)
+    rows = trained.X.head(10)
+    feeds, _ = native.parse_predict({"records": records(rows)}, trained.schema, 1000)
+    pred = model.run(feeds)
+    where = f"s3://{BUCKET}/aged"
+    day = 86400
+    mine = PredictionLog(directory=where, sample_rate=1.0, flush_rows=10**6, seed=0,
+                         prefix="credit", max_age_s=day)
+    theirs = PredictionLog(directory=where, sample_rate=1.0, flush_rows=10**6, seed=1,
+                           prefix="credit-canary")
+    written = {}
+    for log in (mine, theirs):
+        log.record("credit", "1", trained.schema, feeds, len(rows), pred)
+        (written[log.prefix],) = log.flush()
+    assert len(objects(fs, "aged")) == 2
+    assert mine.prune() == []  # minutes old: kept
+    assert mine.prune(now=time.time() + 2 * day) == [written["credit"]]
+    assert [i.path for i in objects(fs, "aged")] == [written["credit-canary"]]
+
+
 def test_served_ids_equal_logged_ids_in_every_protocol(s3, tmp_path):
     env, fs = s3
     uri = ss.tracking_uri_for(tmp_path)
