@@ -44,6 +44,7 @@ from raylane.tracking.experiments import open_experiment
 from raylane.training.data_parallel import (
     LABEL_COLUMN,
     XGB_METRICS,
+    ReleaseTrainGroups,
     created_placement_groups,
     preprocessor_from_stats,
     transformed_splits,
@@ -235,17 +236,19 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
         clock = time.perf_counter()
         trainable = make_trainable(config, data, train, valid, features, metric,
                                    str(run_dir / "train"))
+        release = ReleaseTrainGroups()
         tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment,
-                            run_dir, trainable=trainable,
+                            run_dir, trainable=trainable, extra_callbacks=[release],
                             # a stopped trial's actor goes, and its Ray Train run with it
                             reuse_actors=False)
-        before = set(created_placement_groups() or [])
+        before = created_placement_groups()
         with runs.mlflow_globals_restored():
             results = run_search(tuner)
         left = wait_placement_groups_released(before)
         if left:
             log.warning("placement groups still held after the search: %s", left)
-        run.metrics({"search.placement_groups_left": len(left)})
+        run.metrics({"search.placement_groups_left": len(left),
+                     "search.placement_groups_removed": len(release.removed)})
         search: SearchOutcome = summarize(results, metric)
         booster, best = best_booster(results, metric)
         phases["search_s"] = time.perf_counter() - clock
