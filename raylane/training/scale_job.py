@@ -51,14 +51,13 @@ from raylane.training.data_parallel import (
     trial_driver,
     wait_placement_groups_released,
 )
-from raylane.training.trial_resources import TrialPlan, cluster_cpus, plan_trials
+from raylane.training.trial_resources import DRIVER_CPU, TrialPlan, cluster_cpus, plan_trials
 from raylane.training.tuning import SearchOutcome, build_tuner, new_run_dir, run_search, summarize
 
 log = logging.getLogger(__name__)
 
 # Holdout rows collected on the driver for the parity check, judging and the input example.
 SAMPLE_ROWS = 5_000
-DRIVER_CPU = 0.01  # the Tune function only waits on its Ray Train run
 
 
 def dataset_options(config: PipelineConfig) -> DatasetOptions:
@@ -198,9 +197,9 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
     _ensure_ray()
     plan = trial_plan(config)  # before any pass over the data: a cluster too small fails fast
     if plan.concurrent != config.tune.max_concurrent_trials:
-        log.info("running %d trials at once: %g CPUs each for their Ray Train workers, %g of "
-                 "the cluster's %g left to Ray Data", plan.concurrent, plan.cpus_per_trial,
-                 plan.data_cpus, plan.cluster_cpus)
+        log.info("running %d trials at once: %g CPUs each (Ray Train workers and the trial "
+                 "function) of the cluster's %g, %g kept for Ray Data where it can",
+                 plan.concurrent, plan.cpus_per_trial, plan.cluster_cpus, plan.data_cpus)
     config = with_concurrency(config, plan.concurrent)
     phases: dict[str, float] = {}
     clock = time.perf_counter()

@@ -5,20 +5,22 @@ all of ``workers x cpus`` CPUs at once, in a placement group of its own that Tun
 Tune would start as many trial functions as its own tiny requests allow, and their Train runs
 would then wait on each other's CPUs. The search is therefore capped from the cluster's CPUs
 (as Ray's guide to Train inside Tune advises: ``max_concurrent_trials`` from the limiting
-resource), with CPUs left over for Ray Data, and refused with a clear error when not even one
-trial's workers fit beside them.
+resource), with a CPU left over for Ray Data where the cluster has one to spare, and refused
+with a clear error when not even one trial fits: its Train workers would wait forever.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from raylane.config import ConfigError
 
-# CPUs kept out of the trials for Ray Data (reading, preparing and scoring blocks) while they
-# run; the splits the trials train on are materialized before the search.
+# CPUs kept out of the trials for Ray Data while they run, when the cluster has them to spare.
+# Only a preference: the splits the trials train on are materialized before the search, and
+# handing them to the workers takes zero-CPU tasks, so one trial never waits for Ray Data.
 DATA_CPUS = 1.0
+# The Tune function of a trial: it only waits on its Ray Train run.
+DRIVER_CPU = 0.01
 
 
 @dataclass(frozen=True)
@@ -26,26 +28,28 @@ class TrialPlan:
     """The search's concurrency and what it was derived from."""
 
     concurrent: int  # trials (Train runs) at once
-    cpus_per_trial: float  # workers x CPUs per worker
+    cpus_per_trial: float  # workers x CPUs per worker, plus the trial function's
     cluster_cpus: float
     data_cpus: float
 
 
 def plan_trials(cluster_cpus: float, workers: int, cpus_per_worker: float,
-                requested: int | None, data_cpus: float = DATA_CPUS) -> TrialPlan:
-    """The most trials whose Train workers fit together in ``cluster_cpus`` beside
-    ``data_cpus`` for Ray Data, no more than ``requested`` (``tune.max_concurrent_trials``)."""
-    per_trial = workers * cpus_per_worker
-    room = cluster_cpus - data_cpus
+                requested: int | None, data_cpus: float = DATA_CPUS,
+                driver_cpu: float = DRIVER_CPU) -> TrialPlan:
+    """The most trials whose functions and Train workers fit together in ``cluster_cpus`` with
+    ``data_cpus`` to spare (at least one trial when it fits at all), no more than ``requested``
+    (``tune.max_concurrent_trials``). Raises ``ConfigError`` when not even one trial fits."""
+    per_trial = workers * cpus_per_worker + driver_cpu
     eps = 1e-9
-    if per_trial > room + eps:
+    if per_trial > cluster_cpus + eps:
         raise ConfigError(
             f"tune.workers_per_trial x tune.cpus_per_trial: one trial needs "
-            f"{workers} x {cpus_per_worker:g} = {per_trial:g} CPUs at once for its Ray Train "
-            f"workers, and {data_cpus:g} more stay free for Ray Data, but the Ray cluster has "
-            f"{cluster_cpus:g} CPUs; lower tune.workers_per_trial or tune.cpus_per_trial, or "
-            f"run on a cluster with at least {math.ceil(per_trial + data_cpus)} CPUs")
-    fit = int((room + eps) // per_trial)
+            f"{workers} x {cpus_per_worker:g} = {workers * cpus_per_worker:g} CPUs at once for "
+            f"its Ray Train workers (and {driver_cpu:g} for the trial function), but the Ray "
+            f"cluster has {cluster_cpus:g} CPUs, so its workers could never start; lower "
+            f"tune.workers_per_trial or tune.cpus_per_trial (fractions are allowed), or run on "
+            f"a cluster with more CPUs")
+    fit = max(1, int((cluster_cpus - data_cpus + eps) // per_trial))
     concurrent = min(requested, fit) if requested else fit
     return TrialPlan(concurrent=concurrent, cpus_per_trial=per_trial,
                      cluster_cpus=cluster_cpus, data_cpus=data_cpus)

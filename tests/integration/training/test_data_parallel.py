@@ -146,7 +146,7 @@ def test_a_cluster_too_small_for_one_trial_is_refused_before_reading(s3_and_ray,
     config = parse_config({
         "data": {"path": str(tmp_path / "nothing-here"), "target": "Status"},
         "model": {"family": "xgboost"},
-        # 3 workers x 2 CPUs and one CPU for Ray Data: 7 of the cluster's 6
+        # 3 workers x 2 CPUs and the trial function's 0.01: more than the cluster's 6
         "tune": {"workers_per_trial": 3, "cpus_per_trial": 2},
         "mlflow": {"registered_model": "m", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}})
     with pytest.raises(ConfigError, match=r"3 x 2 = 6 CPUs.*cluster has 6 CPUs"):
