@@ -260,8 +260,9 @@ class ReleaseTrainGroups(tune.Callback):
     """Removes the placement group of a trial's Ray Train workers once Tune ends the trial.
 
     Ray Train creates that group from its controller, an actor of the trial, so Ray keeps it
-    until the job ends; when ASHA stops the trial, only Ray Train's detached cleaner would remove
-    it, and the cleaner learns of the controller's death through the State API (the dashboard):
+    until the job ends; when Tune stops the trial (ASHA does, even at ``max_t``, before the Train
+    run has shut down), only Ray Train's detached cleaner would remove it, and the cleaner learns
+    of the controller's death through the State API (the dashboard):
     without it, or when it lags, stopped trials keep their workers' CPUs and the next trials'
     worker groups wait for them forever. The workers name their group in every report, so the
     driver removes it itself (through the GCS) as soon as the trial is over.
