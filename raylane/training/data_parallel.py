@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import xgboost as xgb
+from ray import tune
 from ray.data.expressions import col
 from sklearn.compose import ColumnTransformer
 
@@ -32,6 +33,8 @@ from raylane.model.preprocessing import build_preprocessor
 from raylane.model.schema import FeatureSchema
 
 LABEL_COLUMN = "__label"
+# The key of each report naming the placement group of the trial's Ray Train workers.
+PLACEMENT_GROUP_KEY = "train_placement_group"
 # Our metric -> XGBoost's eval_metric (and how to turn its value into ours).
 XGB_METRICS: dict[str, tuple[str, Any]] = {
     "roc_auc": ("auc", lambda v: v),
@@ -156,9 +159,13 @@ class RoundsReport(xgb.callback.TrainingCallback):
         self.convert = XGB_METRICS[metric_name][1]
         self.every, self.total = every, total
 
-    def _entry(self, evals_log, rounds: int) -> dict[str, float]:
+    def _entry(self, evals_log, rounds: int) -> dict[str, Any]:
+        import ray
+
         value = evals_log["valid"][self.xgb_metric][-1]
-        return {self.key: float(self.convert(value)), "steps": rounds}
+        return {self.key: float(self.convert(value)), "steps": rounds,
+                # the Train run's worker group: the driver removes it once Tune ends the trial
+                PLACEMENT_GROUP_KEY: ray.get_runtime_context().get_placement_group_id()}
 
     def after_iteration(self, model: xgb.Booster, epoch: int, evals_log) -> bool:
         import ray.train
@@ -229,30 +236,61 @@ def trial_driver(config: dict[str, Any], *, train, valid, features: list[str],
     trainer.fit()
 
 
-def created_placement_groups() -> list[str] | None:
-    """Ids of the cluster's placement groups still CREATED (Ray's State API, which needs the
-    dashboard); None when the State API cannot be reached."""
-    try:
-        from ray.util.state import list_placement_groups
+def created_placement_groups() -> set[str]:
+    """Ids of the cluster's placement groups still CREATED, from the GCS (no State API, so no
+    dashboard needed)."""
+    from ray.util import placement_group_table
 
-        groups = list_placement_groups(filters=[("state", "=", "CREATED")],
-                                       raise_on_missing_output=False)
-        return [pg.placement_group_id for pg in groups]
-    except Exception:  # the State API is unavailable (no dashboard): nothing to check with
-        return None
+    return {pg_id for pg_id, info in placement_group_table().items()
+            if info.get("state") == "CREATED"}
+
+
+def remove_placement_group_by_id(pg_id: str) -> bool:
+    """Remove the placement group ``pg_id`` (hex) if it is still there; whether it was."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    if pg_id not in created_placement_groups():
+        return False
+    remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg_id))))
+    return True
+
+
+class ReleaseTrainGroups(tune.Callback):
+    """Removes the placement group of a trial's Ray Train workers once Tune ends the trial.
+
+    Ray Train creates that group from its controller, an actor of the trial, so Ray keeps it
+    until the job ends; when Tune stops the trial (ASHA does, even at ``max_t``, before the Train
+    run has shut down), only Ray Train's detached cleaner would remove it, and the cleaner learns
+    of the controller's death through the State API (the dashboard):
+    without it, or when it lags, stopped trials keep their workers' CPUs and the next trials'
+    worker groups wait for them forever. The workers name their group in every report, so the
+    driver removes it itself (through the GCS) as soon as the trial is over.
+    """
+
+    def __init__(self) -> None:
+        self.removed: list[str] = []
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._release(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._release(trial)
+
+    def _release(self, trial) -> None:
+        pg_id = (trial.last_result or {}).get(PLACEMENT_GROUP_KEY)
+        if pg_id and remove_placement_group_by_id(pg_id):
+            self.removed.append(pg_id)
 
 
 def wait_placement_groups_released(before: set[str], timeout_s: float = 60.0) -> list[str]:
-    """Wait until no placement group created since ``before`` is left (Ray Train's cleaner
-    removes a stopped trial's asynchronously); the ones still there at the timeout."""
+    """Wait until no placement group created since ``before`` is left (Tune and Ray Train
+    remove theirs asynchronously); the ones still there at the timeout."""
     import time
 
     deadline = time.monotonic() + timeout_s
     while True:
-        now = created_placement_groups()
-        if now is None:
-            return []
-        left = sorted(set(now) - before)
+        left = sorted(created_placement_groups() - before)
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(1.0)

@@ -44,19 +44,20 @@ from raylane.tracking.experiments import open_experiment
 from raylane.training.data_parallel import (
     LABEL_COLUMN,
     XGB_METRICS,
+    ReleaseTrainGroups,
     created_placement_groups,
     preprocessor_from_stats,
     transformed_splits,
     trial_driver,
     wait_placement_groups_released,
 )
+from raylane.training.trial_resources import DRIVER_CPU, TrialPlan, cluster_cpus, plan_trials
 from raylane.training.tuning import SearchOutcome, build_tuner, new_run_dir, run_search, summarize
 
 log = logging.getLogger(__name__)
 
 # Holdout rows collected on the driver for the parity check, judging and the input example.
 SAMPLE_ROWS = 5_000
-DRIVER_CPU = 0.01  # the Tune function only waits on its Ray Train run
 
 
 def dataset_options(config: PipelineConfig) -> DatasetOptions:
@@ -74,6 +75,19 @@ def check_metric(metric: Metric, data: DistributedData) -> None:
         raise ConfigError(f"tune.metric: {metric.name!r} is not available with "
                          f"tune.workers_per_trial > 1; use one of {sorted(XGB_METRICS)} "
                          "(roc_auc for binary targets)")
+
+
+def trial_plan(config: PipelineConfig) -> TrialPlan:
+    """How many trials run at once on the connected cluster (raises ``ConfigError`` when not
+    even one trial's workers fit beside Ray Data's CPUs)."""
+    tc = config.tune
+    return plan_trials(cluster_cpus(), tc.workers_per_trial, tc.cpus_per_trial,
+                       tc.max_concurrent_trials)
+
+
+def with_concurrency(config: PipelineConfig, concurrent: int) -> PipelineConfig:
+    return config.model_copy(update={"tune": config.tune.model_copy(
+        update={"max_concurrent_trials": concurrent})})
 
 
 def make_trainable(config: PipelineConfig, data: DistributedData, train, valid,
@@ -181,6 +195,12 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
 
     started = time.perf_counter()
     _ensure_ray()
+    plan = trial_plan(config)  # before any pass over the data: a cluster too small fails fast
+    if plan.concurrent != config.tune.max_concurrent_trials:
+        log.info("running %d trials at once: %g CPUs each (Ray Train workers and the trial "
+                 "function) of the cluster's %g, %g kept for Ray Data where it can",
+                 plan.concurrent, plan.cpus_per_trial, plan.cluster_cpus, plan.data_cpus)
+    config = with_concurrency(config, plan.concurrent)
     phases: dict[str, float] = {}
     clock = time.perf_counter()
     data = load_distributed(dataset_options(config))
@@ -206,7 +226,8 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
                     "rows.train": data.rows["train"], "rows.valid": data.rows["validation"],
                     "rows.holdout": data.rows["holdout"], "seed": config.seed,
                     "tune.num_samples": config.tune.num_samples,
-                    "tune.workers_per_trial": config.tune.workers_per_trial})
+                    "tune.workers_per_trial": config.tune.workers_per_trial,
+                    "tune.concurrent_trials": plan.concurrent})
         run.text(data.schema.to_json(), "data/schema.json")
         run.json({"medians": data.stats.medians, "categories": data.stats.categories,
                   "digest": "sha256 of the file list with sizes and modification times"},
@@ -214,17 +235,19 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
         clock = time.perf_counter()
         trainable = make_trainable(config, data, train, valid, features, metric,
                                    str(run_dir / "train"))
+        release = ReleaseTrainGroups()
         tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment,
-                            run_dir, trainable=trainable,
+                            run_dir, trainable=trainable, extra_callbacks=[release],
                             # a stopped trial's actor goes, and its Ray Train run with it
                             reuse_actors=False)
-        before = set(created_placement_groups() or [])
+        before = created_placement_groups()
         with runs.mlflow_globals_restored():
             results = run_search(tuner)
         left = wait_placement_groups_released(before)
         if left:
             log.warning("placement groups still held after the search: %s", left)
-        run.metrics({"search.placement_groups_left": len(left)})
+        run.metrics({"search.placement_groups_left": len(left),
+                     "search.placement_groups_removed": len(release.removed)})
         search: SearchOutcome = summarize(results, metric)
         booster, best = best_booster(results, metric)
         phases["search_s"] = time.perf_counter() - clock
