@@ -12,18 +12,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from sklearn.pipeline import Pipeline
 
 from raylane.data.read import PreparedData
 from raylane.model.families import Family, Growth, fit_once, get_family, model_output
 from raylane.model.metrics import METRICS, Metric
-from raylane.model.preprocessing import build_pipeline, build_preprocessor
+from raylane.model.preprocessing import build_pipeline
 from raylane.training import interrupts
+from raylane.training.preprocessed import PreprocessedSplits, preprocess
 
 Reporter = Callable[[dict[str, Any]], None]
 
-__all__ = ["FitResult", "Reporter", "fit_model", "model_output", "train_trial"]
+__all__ = ["FitResult", "Reporter", "fit_model", "fit_preprocessed", "model_output",
+           "train_trial"]
 
 
 @dataclass
@@ -43,21 +44,41 @@ def fit_model(
     seed: int,
     report: Reporter | None = None,
     report_every: int = 10,
+    splits: PreprocessedSplits | None = None,
 ) -> FitResult:
     """Fit ``family`` with ``params`` on the training split, scoring on the validation split.
 
+    ``splits`` are the splits through the fitted preprocessing when the caller has them (a job
+    fits it once, see :mod:`raylane.training.preprocessed`); without them it is fitted here.
     With ``report``, a result ``{"valid_<metric>", "steps", "fit_seconds"}`` is sent every
     ``report_every`` steps (or once, for families fitted in one go). Without it, the model is
     fitted in one go.
     """
+    if splits is None:
+        splits = preprocess(data, family)
+    return fit_preprocessed(splits, family, params, metric, seed, report, report_every)
+
+
+def fit_preprocessed(
+    splits: PreprocessedSplits,
+    family: Family,
+    params: dict[str, Any],
+    metric: Metric,
+    seed: int,
+    report: Reporter | None = None,
+    report_every: int = 10,
+) -> FitResult:
+    """:func:`fit_model` on splits already through the preprocessing: only the model is fitted.
+
+    ``fit_seconds`` counts the model's fitting and scoring, not the preprocessing.
+    """
+    if not splits.fits(family):
+        raise ValueError(f"{family.name}: needs the preprocessing with scale_numeric="
+                         f"{family.scale_numeric}, given scale_numeric={splits.scale_numeric}")
     started = time.perf_counter()
-    schema = data.schema
     if metric.pos_label is None:  # binary scores count the data's positive class (data.pos_label)
-        metric = metric.with_pos_label(data.pos_index)
-    preprocessor = build_preprocessor(schema, family.scale_numeric)
-    Xt_train = preprocessor.fit_transform(data.train.X).astype(np.float32)
-    Xt_valid = preprocessor.transform(data.valid.X).astype(np.float32)
-    estimator = family.build_estimator(schema.task, params, seed)
+        metric = metric.with_pos_label(splits.pos_index)
+    estimator = family.build_estimator(splits.task, params, seed)
     history: list[dict[str, Any]] = []
     # Time spent inside ``report`` is the caller's (Tune's report blocks until the driver takes
     # the result), so it is left out of ``fit_seconds``.
@@ -77,11 +98,12 @@ def fit_model(
             reporting += time.perf_counter() - before
 
     total = family.total_steps(estimator)
-    growth = Growth(X_train=Xt_train, y_train=data.train.y, X_valid=Xt_valid, y_valid=data.valid.y,
-                    metric=metric, every=report_every, total=total, report=emit)
+    growth = Growth(X_train=splits.X_train, y_train=splits.y_train, X_valid=splits.X_valid,
+                    y_valid=splits.y_valid, metric=metric, every=report_every, total=total,
+                    report=emit)
     score = fit_once(estimator, growth) if report is None else family.grow(estimator, growth)
     return FitResult(
-        pipeline=build_pipeline(preprocessor, estimator),
+        pipeline=build_pipeline(splits.preprocessor, estimator),
         valid_score=score,
         steps=total,
         fit_seconds=time.perf_counter() - started - reporting,
@@ -90,10 +112,11 @@ def fit_model(
 
 
 def train_trial(
-    params: dict[str, Any], data: PreparedData, family_name: str, metric_name: str, seed: int,
-    report_every: int,
+    params: dict[str, Any], splits: PreprocessedSplits, family_name: str, metric_name: str,
+    seed: int, report_every: int,
 ) -> None:
-    """One Ray Tune trial: fit with ``params``, reporting the validation metric as it grows.
+    """One Ray Tune trial: fit the model with ``params`` on the job's preprocessed splits (read
+    from the object store in place), reporting the validation metric as it grows.
 
     It lives here, not in ``raylane.training.tuning``, so trial workers import only what training
     needs
@@ -102,5 +125,5 @@ def train_trial(
     from ray import tune
 
     interrupts.quiet_worker_stop()
-    fit_model(data, get_family(family_name), params, METRICS[metric_name], seed,
-              report=tune.report, report_every=report_every)
+    fit_preprocessed(splits, get_family(family_name), params, METRICS[metric_name], seed,
+                     report=tune.report, report_every=report_every)

@@ -37,8 +37,9 @@ from raylane.tracking import plots, runs
 from raylane.tracking.experiments import check_store, open_experiment
 from raylane.tracking.runs import RunLog
 from raylane.training import interrupts
-from raylane.training.fit import FitResult, fit_model
+from raylane.training.fit import FitResult, fit_preprocessed
 from raylane.training.interrupts import JobState
+from raylane.training.preprocessed import PreprocessedSplits, preprocess
 from raylane.training.tuning import (
     SearchOutcome,
     build_tuner,
@@ -187,7 +188,11 @@ def run_pipeline(
                     run.tags({POS_LABEL: data.pos_label})
         with interrupts.stage("search"):
             _ensure_ray()
-            tuner = _tuner(config, data, run_id, tracking_uri, run_dir, resume)
+            # Fitted once: every trial and the refit share it (its variant is the family's).
+            splits = preprocess(data, family)
+            log.info("preprocessing fitted once for the search and the refit in %.1f s",
+                     splits.seconds)
+            tuner = _tuner(config, data, splits, run_id, tracking_uri, run_dir, resume)
             results = _search(tuner)
             search = summarize(results, metric)
         log.info("search done: best valid %s %.4f (%d trials, %d errored)", metric.name,
@@ -196,7 +201,7 @@ def run_pipeline(
             _log_search(run, search, results, metric)
 
         with interrupts.stage("refit"):
-            best = _refit(config, data, family, metric, search)
+            best = _refit(config, splits, family, metric, search)
             evaluation = evaluate(best.pipeline, data, metric, config.gates.max_overfit_gap)
             gates = check_gates(evaluation, config.gates)
         with interrupts.stage("logging"):
@@ -236,13 +241,14 @@ def _ensure_ray() -> None:
         interrupts.install()  # ray.init replaced the SIGTERM handler
 
 
-def _tuner(config: PipelineConfig, data: PreparedData, run_id: str, tracking_uri: str,
-           run_dir: Path, resume: bool):
+def _tuner(config: PipelineConfig, data: PreparedData, splits: PreprocessedSplits, run_id: str,
+           tracking_uri: str, run_dir: Path, resume: bool):
     """The search to run: restored from ``run_dir`` when Tune saved a state there (a stopped
     search), else a new one whose trials nest under ``run_id``."""
     if resume and can_restore(run_dir):
-        return restore_tuner(config, data, run_dir)
-    return build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment, run_dir)
+        return restore_tuner(config, data, run_dir, splits)
+    return build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment, run_dir,
+                       splits=splits)
 
 
 def _search(tuner):
@@ -251,12 +257,13 @@ def _search(tuner):
         return run_search(tuner)
 
 
-def _refit(config, data, family, metric, search: SearchOutcome) -> FitResult:
-    """Refit the best configuration on the driver (deterministic under the config's seed)."""
+def _refit(config, splits: PreprocessedSplits, family, metric, search: SearchOutcome) -> FitResult:
+    """Refit the best configuration on the driver (deterministic under the config's seed), on the
+    splits the trials fitted on: its pipeline is the search's preprocessor and the new model."""
     params = dict(search.best_params)
     if family.steps_param and search.best_steps:
         params[family.steps_param] = search.best_steps
-    return fit_model(data, family, params, metric, config.seed)
+    return fit_preprocessed(splits, family, params, metric, config.seed)
 
 
 def _log_search(run: RunLog, search: SearchOutcome, results, metric) -> None:

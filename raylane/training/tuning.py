@@ -24,6 +24,7 @@ from raylane.model.tags import ROLE
 from raylane.tracking.trials import BatchedMLflowLoggerCallback
 from raylane.training import interrupts
 from raylane.training.fit import train_trial
+from raylane.training.preprocessed import PreprocessedSplits, preprocess
 
 _SAMPLERS = {
     "uniform": lambda d: tune.uniform(d.lower, d.upper),
@@ -81,12 +82,23 @@ def max_reports(config: PipelineConfig, family: Family, task: str) -> int:
     return max(1, math.ceil(float(steps) / config.model.report_every))
 
 
-def make_trainable(config: PipelineConfig, data: PreparedData):
-    """The trial function with the dataset placed once in the object store, and its resources."""
+def make_trainable(config: PipelineConfig, data: PreparedData,
+                   splits: PreprocessedSplits | None = None):
+    """The trial function and its resources, with the preprocessed splits placed once in the
+    object store (every trial reads the same arrays in place).
+
+    ``splits`` are the job's (:func:`raylane.training.preprocessed.preprocess` for this family);
+    without them the preprocessing is fitted here, once for the search.
+    """
     family = get_family(config.model.family)
     metric = tuning_metric(config, data.schema.task)
+    if splits is None:
+        splits = preprocess(data, family)
+    elif not splits.fits(family):
+        raise ValueError(f"{family.name}: the splits are preprocessed with scale_numeric="
+                         f"{splits.scale_numeric}; the family needs {family.scale_numeric}")
     trainable = tune.with_parameters(
-        train_trial, data=data, family_name=family.name, metric_name=metric.name,
+        train_trial, splits=splits, family_name=family.name, metric_name=metric.name,
         seed=config.seed, report_every=config.model.report_every,
     )
     return tune.with_resources(trainable, {"cpu": config.tune.cpus_per_trial})
@@ -96,10 +108,11 @@ def build_tuner(
     config: PipelineConfig, data: PreparedData, parent_run_id: str, tracking_uri: str,
     experiment_name: str, run_dir: Path, points_to_evaluate: list[dict] | None = None,
     extra_callbacks: Sequence[tune.Callback] = (), trainable: Any = None,
-    reuse_actors: bool = True,
+    reuse_actors: bool = True, splits: PreprocessedSplits | None = None,
 ) -> tune.Tuner:
     """A fresh Tuner for this config, keeping its state in ``run_dir``; ``trainable`` replaces
-    the one-process trial function (the data-parallel job passes its own).
+    the one-process trial function (the data-parallel job passes its own), whose trials share
+    ``splits`` (see :func:`make_trainable`).
 
     ``points_to_evaluate`` are configurations to try first (e.g. a known good one, or the same
     list another search tried, for a fair comparison).
@@ -136,7 +149,7 @@ def build_tuner(
         )
     ]
     return tune.Tuner(
-        trainable or make_trainable(config, data),
+        trainable or make_trainable(config, data, splits),
         param_space=param_space(config),
         tune_config=tune.TuneConfig(
             metric=tune_metric,
@@ -187,11 +200,12 @@ def can_restore(run_dir: Path) -> bool:
     return tune.Tuner.can_restore(str(run_dir))
 
 
-def restore_tuner(config: PipelineConfig, data: PreparedData, run_dir: Path) -> tune.Tuner:
+def restore_tuner(config: PipelineConfig, data: PreparedData, run_dir: Path,
+                  splits: PreprocessedSplits | None = None) -> tune.Tuner:
     """Resume an interrupted search: finished trials are kept, unfinished and errored re-run."""
     return tune.Tuner.restore(
         str(run_dir),
-        trainable=make_trainable(config, data),
+        trainable=make_trainable(config, data, splits),
         resume_unfinished=True,
         restart_errored=True,
         param_space=param_space(config),
