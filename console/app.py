@@ -24,6 +24,7 @@ navigation = st.navigation({
         st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:"),
         st.Page(PAGES / "monitoring.py", title="Monitoring", icon=":material/monitoring:"),
         st.Page(PAGES / "service.py", title="Service", icon=":material/dns:"),
+        st.Page(PAGES / "metrics.py", title="Metrics", icon=":material/show_chart:"),
         st.Page(PAGES / "training.py", title="Training", icon=":material/tune:"),
     ],
 })
