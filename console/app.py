@@ -1,7 +1,7 @@
 """Raylane console: `make console` (or `streamlit run console/app.py`).
 
-Reads RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS and RAYLANE_MODEL (defaults: the local
-stack `make demo` and `make serve` start).
+Reads RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS, RAYLANE_PROMETHEUS_URL and RAYLANE_MODEL
+(defaults: the local stack `make demo`, `make serve` and `make observe` start).
 """
 
 from pathlib import Path
