@@ -1,7 +1,7 @@
 """Raylane console: `make console` (or `streamlit run console/app.py`).
 
-Reads RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS and RAYLANE_MODEL (defaults: the local
-stack `make demo` and `make serve` start).
+Reads RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS, RAYLANE_PROMETHEUS_URL and RAYLANE_MODEL
+(defaults: the local stack `make demo`, `make serve` and `make observe` start).
 """
 
 from pathlib import Path
@@ -24,6 +24,7 @@ navigation = st.navigation({
         st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:"),
         st.Page(PAGES / "monitoring.py", title="Monitoring", icon=":material/monitoring:"),
         st.Page(PAGES / "service.py", title="Service", icon=":material/dns:"),
+        st.Page(PAGES / "metrics.py", title="Metrics", icon=":material/show_chart:"),
         st.Page(PAGES / "training.py", title="Training", icon=":material/tune:"),
     ],
 })

@@ -28,6 +28,8 @@ class ConsoleSettings(BaseModel):
     job_backend: Literal["ray", "kubernetes"] = "ray"
     job_namespace: str | None = None  # kubernetes: None is the pod's own namespace
     job_cluster: str = "raylane"  # kubernetes: the RayCluster the RayJobs run on
+    # The Metrics view's Prometheus (`make observe` starts one here)
+    prometheus_url: str = "http://127.0.0.1:9090"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ConsoleSettings:
@@ -43,6 +45,7 @@ class ConsoleSettings(BaseModel):
             job_backend=env.get("RAYLANE_JOB_BACKEND", "ray"),
             job_namespace=env.get("RAYLANE_JOB_NAMESPACE") or None,
             job_cluster=env.get("RAYLANE_JOB_CLUSTER", "raylane"),
+            prometheus_url=env.get("RAYLANE_PROMETHEUS_URL", "http://127.0.0.1:9090").rstrip("/"),
         )
 
 

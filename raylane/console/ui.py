@@ -14,8 +14,11 @@ REMEDIES = {
               "your MLflow server.",
     "ray": "Start a Ray cluster (`make serve` starts one) or set RAY_ADDRESS to its dashboard "
            "(http://host:8265).",
+    "prometheus": "Start it with `make observe` (it scrapes the cluster `make serve` started), or "
+                  "set RAYLANE_PROMETHEUS_URL to the Prometheus that scrapes your Ray cluster.",
 }
-NAMES = {"serving": "The model service", "mlflow": "MLflow", "ray": "Ray's dashboard"}
+NAMES = {"serving": "The model service", "mlflow": "MLflow", "ray": "Ray's dashboard",
+         "prometheus": "Prometheus"}
 
 
 def settings() -> ConsoleSettings:

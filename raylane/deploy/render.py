@@ -15,7 +15,8 @@ the bounds out of the cluster hash, so without the annotation a change would nev
 RayService; with it, the change rolls out as a new cluster.
 
 It also writes the observability manifests generated from their sources
-(:mod:`raylane.observability.manifests`: the PrometheusRule from the alert rules file, Ray's
+(the alert rules file from :mod:`raylane.observability.alerts`;
+:mod:`raylane.observability.manifests`: the PrometheusRule from the alert rules file, Ray's
 Grafana dashboards from Ray's own dashboard factory).
 
     python -m raylane.deploy.render            # rewrite kuberay/base/rayservice.yaml (+ the rest)
@@ -300,9 +301,11 @@ def outputs(serve_config: Path, manifest: Path, dev_patch: Path | None,
     out = {manifest: render(serve_config, manifest, cluster_env)}
     if dev_patch is not None:  # the repository's own layout: the observability manifests too
         out[dev_patch] = render_dev_patch(serve_config, manifest, dev_patch)
-        from raylane.observability import manifests
+        from raylane.observability import alerts, manifests
 
-        out[manifests.PROMETHEUS_RULE] = manifests.render_prometheus_rule()
+        out[manifests.ALERTS] = alerts.render()
+        out[manifests.PROMETHEUS_RULE] = manifests.render_prometheus_rule(
+            text=out[manifests.ALERTS])
         for name, text in manifests.grafana_dashboards().items():
             out[manifests.DASHBOARDS / name] = text
     return out

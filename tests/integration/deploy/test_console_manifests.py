@@ -57,9 +57,14 @@ def test_console_is_wired_to_the_platforms_services(overlay):
     jobs_token = cluster["spec"]["authOptions"]["secretName"]
     assert jobs_token not in {name for name, _ in files.values()}
     assert jobs_token not in yaml.safe_dump(pod)
+    # Metrics: the Prometheus the Ray heads' dashboards read
+    head_env = {e["name"]: e.get("value") for e in
+                cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RAYLANE_PROMETHEUS_URL"] == head_env["RAY_PROMETHEUS_HOST"]
     # what the console reads them as
     settings = ConsoleSettings.from_env({k: v for k, v in env.items() if v is not None})
     assert settings.serve_url == env["RAYLANE_SERVE_URL"]
+    assert settings.prometheus_url == env["RAYLANE_PROMETHEUS_URL"]
     assert settings.job_backend == "kubernetes"
     assert settings.job_cluster == cluster["metadata"]["name"]
     assert str(settings.serve_config).endswith("serve/config.yaml")

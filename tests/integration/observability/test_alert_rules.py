@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raylane.observability import manifests
+from raylane.observability import alerts, manifests, promql
 
 REPO = Path(__file__).resolve().parents[3]
 ALERTS = REPO / manifests.ALERTS
@@ -142,3 +142,14 @@ def test_the_prometheus_rule_is_generated_from_the_rules_file():
     obj = yaml.safe_load(generated.read_text())
     assert obj["kind"] == "PrometheusRule" and obj["apiVersion"] == "monitoring.coreos.com/v1"
     assert obj["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
+
+
+def test_the_rules_file_is_generated_from_the_shared_promql():
+    """alerts.yaml is written from raylane.observability.alerts, whose expressions are the
+    console's Metrics queries (raylane.observability.promql)."""
+    assert ALERTS.read_text() == alerts.render(), "run `python -m raylane.deploy.render`"
+    exprs = {r["alert"]: r["expr"] for r in rules()}
+    assert promql.server_error_ratio() in exprs["RaylaneServerErrors"]
+    assert promql.latency_quantile_ms(0.99) in exprs["RaylaneLatencyP99OverSLO"]
+    assert promql.healthy_replicas() in exprs["RaylaneReplicasBelowMin"]
+    assert promql.prediction_log_dropped() in exprs["RaylanePredictionLogDroppingRows"]

@@ -2,30 +2,35 @@
 Ray Serve app through the service discovery file Ray writes, with the shipped alert rules. A
 fault is injected (a version that cannot load is promoted), RaylaneModelLoadGaveUp goes firing
 in /api/v1/alerts within its `for:` + 2 scrape intervals of the metric being exported, and
-resolves after the fix (`champion` moved back). The measured latencies are printed."""
+resolves after the fix (`champion` moved back). The measured latencies are printed.
+
+The console's Metrics view is tested on the same stack (one Ray, one Prometheus per module): after
+real requests, the page (Streamlit AppTest) charts the request rate and latency Prometheus
+computed with the alert rules' own expressions."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import shutil
-import tempfile
 import time
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import yaml
+from streamlit.testing.v1 import AppTest
 from support import serving as ss
 from support.environ import restored_environ
+from support.observability import INTERVAL_S, ROOT, served_and_scraped, wait_for
 
-from raylane.observability import local, manifests
+from raylane.console import metrics
+from raylane.observability import manifests
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[3]
-INTERVAL_S = 2.0  # scrape and rule evaluation
 ALERT = "RaylaneModelLoadGaveUp"
+PAGE = str(ROOT / "console" / "pages" / "metrics.py")
 GAVE_UP = re.compile(r'^ray_raylane_model_load_gave_up\{[^}]*model_name="credit"[^}]*\} (\S+)$',
                      re.M)
 
@@ -55,66 +60,64 @@ def alert_state(prom: str, name: str) -> str | None:
     return "firing" if "firing" in states else (states[0] if states else None)
 
 
-def wait_for(what: str, fn, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError(f"{what}: not within {timeout:.0f}s")
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    with served_and_scraped(tmp_path_factory.mktemp("observed")) as stack:
+        yield stack
 
 
-@pytest.fixture()
-def stack(tmp_path):
-    """MLflow (SQLite) with champion v1, a Ray cluster with its dashboard (which writes the
-    discovery file), the Serve app, and Prometheus with the shipped rules."""
-    import ray
-    from ray import serve
+def records(frame) -> list[dict]:
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+            for r in frame.to_dict(orient="records")]
 
-    from raylane.serving.app import ModelServer
 
-    uri = ss.tracking_uri_for(tmp_path)
-    trained = ss.train("credit", n_estimators=10)
-    v1 = str(ss.publish_trained(uri, "credit", trained).version.version)
-    ray_tmp = Path(tempfile.mkdtemp(prefix="rl-obs-", dir="/tmp"))  # short: unix socket paths
-    prom_dir = tmp_path / "prometheus"
-    prom_dir.mkdir()
-    proc = None
+def latest(prom: str, key: str) -> dict[str, float]:
+    """The newest values of one of the Metrics view's charts, as the page reads them."""
+    chart = next(c for c in metrics.charts() if c.key == key)
+    end = datetime.now(UTC)
+    return metrics.latest(metrics.chart_frame(prom, chart, end - timedelta(minutes=15), end, 10))
+
+
+def test_the_console_metrics_view_charts_the_served_traffic(stack):
+    prom = stack["prom"]
+    body = {"records": records(stack["trained"].X.head(20))}
+    with httpx.Client(base_url=stack["serve"], timeout=30) as client:
+        def burst() -> None:
+            for _ in range(10):
+                response = client.post("/predict", json=body)
+                assert response.status_code == 200, response.text
+            response = client.post("/predict", json={"records": [{"no such column": 1}]})
+            assert 400 <= response.status_code < 500, response.text
+
+        # A counter's first sample is no increase: traffic before and after Prometheus first
+        # sees it, so rate() has something to measure.
+        burst()
+        wait_for("the predictions counter in Prometheus", lambda: httpx.get(
+            f"{prom}/api/v1/query", params={"query": metrics.promql.PREDICTIONS},
+            timeout=5).json()["data"]["result"], 120, 0.5)
+        burst()
+    wait_for("a request rate above 0", lambda: latest(prom, "requests").get("requests/s"), 120, 1)
+    wait_for("a p99 latency", lambda: latest(prom, "latency").get("p99"), 60, 1)
+
     with restored_environ():
-        for var in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_THROUGHPUT_OPTIMIZED", "RAY_ADDRESS"):
-            os.environ.pop(var, None)
-        os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "30")
-        os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
-        port = ss.free_port()
-        ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=ss.free_port(), _metrics_export_port=ss.free_port(),
-                 address="local", _temp_dir=str(ray_tmp),
-                 runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-        try:
-            serve.start(http_options={"host": "127.0.0.1", "port": port})
-            serve.run(ModelServer.options(
-                user_config=ss.settings(uri, "models:/credit@champion", poll_interval_s=1.0),
-                num_replicas=1, ray_actor_options={"num_cpus": 0.5}).bind(),
-                name="raylane", route_prefix="/", blocking=False)
-            ss.wait_running("raylane")
-            sd = local.discovery_file(ray_tmp)
-            wait_for("Ray's service discovery file", sd.exists, 60)
-            prom_port = ss.free_port()
-            proc = local.start(prom_dir, local.prometheus_config(
-                sd, ROOT / manifests.ALERTS, INTERVAL_S), prom_port)
-            local.wait_ready(prom_port, proc)
-            yield {"uri": uri, "v1": v1, "trained": trained, "sd": sd,
-                   "prom": f"http://127.0.0.1:{prom_port}", "serve": f"http://127.0.0.1:{port}"}
-        finally:
-            if proc is not None:
-                local.stop(proc)
-            try:
-                serve.shutdown()
-            finally:
-                serve.context._set_global_client(None)
-                ray.shutdown()
-                shutil.rmtree(ray_tmp, ignore_errors=True)
+        os.environ.update(RAYLANE_PROMETHEUS_URL=prom, RAYLANE_CONSOLE_TIMEOUT_S="10")
+        at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert not at.warning, [w.value for w in at.warning]
+    tiles = {m.label: m.value for m in at.metric}
+    assert float(tiles["Requests/s"]) > 0
+    assert tiles["Latency p50"].endswith(" ms") and tiles["Latency p99"].endswith(" ms")
+    assert float(tiles["Healthy replicas"]) == 1
+    empty = " ".join(i.value for i in at.info)
+    for title in ("Request rate", "Latency", "Errors by reason", "Healthy replicas",
+                  "Model version served", "Node CPU", "Node memory"):
+        assert f"**{title}**" not in empty, empty  # charted, not "no data"
+    assert len(at.get("vega_lite_chart")) >= 7
+
+    # a query Prometheus refuses is its own error, not "unreachable"
+    with pytest.raises(metrics.QueryFailed, match="bad_data"):
+        metrics.query_range(prom, "sum(", datetime.now(UTC) - timedelta(minutes=1),
+                            datetime.now(UTC), 5, 10)
 
 
 def test_a_model_that_cannot_load_fires_its_alert_and_resolves(stack):
