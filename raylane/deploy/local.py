@@ -140,13 +140,14 @@ class HA(dict):
     """The ``--ha`` layout's settings, saved as ``ha.json`` in the state directory so that
     ``restart-head`` starts the head exactly as before: ``redis`` (False: the same layout with
     the GCS in memory, what a head loss costs without Redis), ``redis_port``,
-    ``password_file``, ``worker_port``, ``worker_cpus``, ``reconnect_timeout_s``, and, once
-    started, ``gcs_port``, ``tracking_uri`` and ``heads`` (head incarnations so far)."""
+    ``password_file``, ``dashboard_port``, ``worker_port``, ``worker_cpus``,
+    ``reconnect_timeout_s``, and, once started, ``gcs_port``, ``tracking_uri`` and ``heads``
+    (head incarnations so far)."""
 
     @classmethod
     def defaults(cls, **over) -> HA:
         return cls({"redis": True, "redis_port": None, "password_file": None,
-                    "worker_port": WORKER_PORT, "worker_cpus": 2,
+                    "dashboard_port": DASHBOARD_PORT, "worker_port": WORKER_PORT, "worker_cpus": 2,
                     "reconnect_timeout_s": RECONNECT_TIMEOUT_S, **over})
 
 
@@ -187,7 +188,7 @@ def start_head(state_dir: Path, ha: HA) -> None:
     (state_dir / "ha.json").write_text(json.dumps(ha, indent=1))
     _ray_start(
         ["--head", "--num-cpus=0", f"--temp-dir={directory}", f"--port={ha['gcs_port']}",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={ha['dashboard_port']}",
          f"--ray-client-server-port={free_port()}", f"--metrics-export-port={free_port()}",
          f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"],
         env, ha["password_file"] if ha["redis"] else None)
@@ -230,7 +231,7 @@ def restart_head(state_dir: Path, timeout: float = 120) -> int:
     start_head(state_dir, ha)
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     deadline = time.monotonic() + timeout
-    while not _status(f"http://127.0.0.1:{DASHBOARD_PORT}", env):
+    while not _status(f"http://127.0.0.1:{ha['dashboard_port']}", env):
         if time.monotonic() > deadline:
             print(f"serve status did not answer after {timeout:.0f}s", file=sys.stderr)
             return 1
@@ -258,7 +259,7 @@ def start(config: Path, tracking_uri: str, state_dir: Path, timeout: float,
     state_dir.mkdir(parents=True)
     env = {**os.environ, **cluster_env(state_dir), "MLFLOW_TRACKING_URI": tracking_uri,
            "RAY_AUTH_MODE": "token"}
-    dashboard = f"http://127.0.0.1:{DASHBOARD_PORT}"
+    dashboard = f"http://127.0.0.1:{ha['dashboard_port'] if ha else DASHBOARD_PORT}"
     print(f"starting Ray (state and logs in {state_dir}) ...", flush=True)
     try:
         if ha is None:

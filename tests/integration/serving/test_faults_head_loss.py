@@ -39,7 +39,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed (make test)")]
 DOWN_S = 20  # how long the head stays dead under traffic
 RECONNECT_S = 10  # the no-Redis worker's GCS reconnect timeout (Ray's default: 60 s)
-DASHBOARD = f"http://127.0.0.1:{local.DASHBOARD_PORT}"
 CLI_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
@@ -112,8 +111,8 @@ def worker_raylet(state: Path) -> set[int]:
             .endswith(b"/raylet") and raylet in cmd}
 
 
-def running(app: str = "raylane") -> bool:
-    status = (local._status(DASHBOARD, CLI_ENV).get("applications") or {}).get(app) or {}
+def running(dashboard: str, app: str = "raylane") -> bool:
+    status = (local._status(dashboard, CLI_ENV).get("applications") or {}).get(app) or {}
     return status.get("status") == "RUNNING"
 
 
@@ -158,8 +157,10 @@ def _start(tmp_path: Path, uri: str, ha: local.HA) -> tuple[Path, Path, int]:
 
 def test_head_loss_with_redis_loses_no_request(tmp_path, published):
     uri, row = published
-    ha = local.HA.defaults(worker_port=ss.free_port(), worker_cpus=1)
+    ha = local.HA.defaults(worker_port=ss.free_port(), worker_cpus=1,
+                           dashboard_port=ss.free_port())
     state, config, head_port = _start(tmp_path, uri, ha)
+    dashboard = f"http://127.0.0.1:{ha['dashboard_port']}"
     url = f"http://127.0.0.1:{ha['worker_port']}/predict"
     try:
         assert (state / "redis" / "password").stat().st_mode & 0o077 == 0
@@ -176,7 +177,7 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
             during = (traffic.ok, traffic.failed)
             assert local.restart_head(state, timeout=120) == 0
             restarted_at = time.monotonic()
-            wait_for(running, "the application RUNNING under the new head", 120)
+            wait_for(lambda: running(dashboard), "the application RUNNING under the new head", 120)
             recovered_at = time.monotonic()
             time.sleep(2)
         assert own_processes(state, b"ray::ServeReplica:") == replicas
@@ -184,7 +185,7 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
         two = {"records": [row, row]}
         assert httpx.post(url, json=two, timeout=30).status_code == 200
         config.write_text(yaml.safe_dump(serve_config(head_port, tmp_path / "predictions", 1)))
-        subprocess.run([local._bin("serve"), "deploy", str(config), "-a", DASHBOARD],
+        subprocess.run([local._bin("serve"), "deploy", str(config), "-a", dashboard],
                        env=CLI_ENV, check=True, timeout=120)
         wait_for(lambda: httpx.post(url, json=two, timeout=30).status_code == 400,
                  "the new user_config (max_rows 1) applied", 60)
@@ -204,7 +205,7 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
 def test_head_loss_without_redis_loses_the_worker(tmp_path, published):
     uri, row = published
     ha = local.HA.defaults(redis=False, worker_port=ss.free_port(), worker_cpus=1,
-                           reconnect_timeout_s=RECONNECT_S)
+                           reconnect_timeout_s=RECONNECT_S, dashboard_port=ss.free_port())
     state, _, _ = _start(tmp_path, uri, ha)
     url = f"http://127.0.0.1:{ha['worker_port']}/predict"
     try:
