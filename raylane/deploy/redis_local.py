@@ -79,7 +79,8 @@ def start(directory: Path, port: int, password_file: Path, timeout: float = 30) 
     config.touch(mode=0o600)
     config.chmod(0o600)
     config.write_text("\n".join([
-        "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no",
+        # set-proc-title no: the command line keeps naming the config (make serve-stop finds it)
+        "bind 127.0.0.1", f"port {port}", "protected-mode yes", "daemonize no", "set-proc-title no",
         f'dir "{directory}"', "appendonly yes", 'save ""',
         f'logfile "{directory / "redis.log"}"', f'requirepass "{password}"', "",
     ]))

@@ -163,9 +163,10 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
     dashboard = f"http://127.0.0.1:{ha['dashboard_port']}"
     url = f"http://127.0.0.1:{ha['worker_port']}/predict"
     try:
+        password = (state / "redis" / "password").read_bytes().strip()
         assert (state / "redis" / "password").stat().st_mode & 0o077 == 0
-        assert b"requirepass" not in b"".join(
-            Path(f"/proc/{p}/cmdline").read_bytes() for p in local.processes_of(state))
+        (redis,) = own_processes(state, b"/usr/bin/redis-server")
+        assert password not in Path(f"/proc/{redis}/cmdline").read_bytes()
         wait_for(lambda: len(own_processes(state, b"ray::ServeReplica:")) == 1, "a replica", 60)
         replicas = own_processes(state, b"ray::ServeReplica:")
         assert httpx.post(url, json={"records": [row]}, timeout=30).status_code == 200
