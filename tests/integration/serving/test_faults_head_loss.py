@@ -123,6 +123,14 @@ def wait_for(condition, what: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def answers(url: str, row: dict) -> bool:
+    """Whether ``url`` answers a one-row prediction (the worker's proxy starts after the app)."""
+    try:
+        return httpx.post(url, json={"records": [row]}, timeout=10).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def kill_head(state: Path) -> list[int]:
     """SIGKILL every process of the head at once, as when its pod dies."""
     pids = local.head_processes(state)
@@ -169,7 +177,7 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
         assert password not in Path(f"/proc/{redis}/cmdline").read_bytes()
         wait_for(lambda: len(own_processes(state, b"ray::ServeReplica:")) == 1, "a replica", 60)
         replicas = own_processes(state, b"ray::ServeReplica:")
-        assert httpx.post(url, json={"records": [row]}, timeout=30).status_code == 200
+        wait_for(lambda: answers(url, row), "the worker's proxy to answer", 120)
         with Traffic(url, row) as traffic:
             time.sleep(2)
             killed_at = time.monotonic()
@@ -213,7 +221,7 @@ def test_head_loss_without_redis_loses_the_worker(tmp_path, published):
         assert not (state / "redis").exists()
         raylet = worker_raylet(state)
         assert len(raylet) == 1, raylet
-        assert httpx.post(url, json={"records": [row]}, timeout=30).status_code == 200
+        wait_for(lambda: answers(url, row), "the worker's proxy to answer", 120)
         with Traffic(url, row) as traffic:
             time.sleep(2)
             killed_at = time.monotonic()
