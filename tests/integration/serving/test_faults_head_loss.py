@@ -50,6 +50,7 @@ class Traffic:
         self.url, self.body = url, {"records": [row]}
         self.ok = self.failed = 0
         self.first_failure: float | None = None
+        self.last_failure: float | None = None
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -67,6 +68,7 @@ class Traffic:
                 else:
                     self.failed += 1
                     self.first_failure = self.first_failure or time.monotonic()
+                    self.last_failure = time.monotonic()
                     if len(self.errors) < 5:
                         self.errors.append(why)
                     time.sleep(0.2)
@@ -188,7 +190,16 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
             restarted_at = time.monotonic()
             wait_for(lambda: running(dashboard), "the application RUNNING under the new head", 120)
             recovered_at = time.monotonic()
+            wait_for(lambda: answers(url, row), "the worker's proxy to answer again", 120)
             time.sleep(2)
+        window = [t and round(t - killed_at, 1) for t in (traffic.first_failure,
+                                                          traffic.last_failure)]
+        print(f"\nwith Redis: head ({len(killed)} processes) down "
+              f"{restarted_at - killed_at:.1f}s, Serve RUNNING again "
+              f"{recovered_at - killed_at:.1f}s after the kill; requests while down: "
+              f"{during[0]} ok, {during[1]} failed; whole run: {traffic.ok} ok, "
+              f"{traffic.failed} failed {traffic.errors}, failures from/to (s after the kill): "
+              f"{window}", flush=True)
         assert own_processes(state, b"ray::ServeReplica:") == replicas
         # a changed user_config through the new head reaches the same replica: 2 rows > max_rows
         two = {"records": [row, row]}
@@ -203,10 +214,6 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
     finally:
         assert local.stop(state) == 0
     assert local.processes_of(state) == []
-    print(f"\nwith Redis: head ({len(killed)} processes) down {restarted_at - killed_at:.1f}s, "
-          f"Serve RUNNING again {recovered_at - killed_at:.1f}s after the kill; requests while "
-          f"down: {during[0]} ok, {during[1]} failed; whole run: {traffic.ok} ok, "
-          f"{traffic.failed} failed {traffic.errors}")
     assert during[0] > 0
     assert traffic.failed == 0, traffic.errors
 
