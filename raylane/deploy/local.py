@@ -18,8 +18,8 @@ the machine (``ray stop`` would end them all), and HAProxy too (it can outlive `
 ``--ha`` runs the RayService's head-failure layout: a Redis on 127.0.0.1 (password from a 0600
 file, :mod:`raylane.deploy.redis_local`) keeping the GCS's tables, a head with no CPUs (GCS,
 dashboard, Serve's controller) and one worker node holding the replicas and the proxy clients
-use (``--worker-port``). When the head dies, the worker keeps serving; ``restart-head`` starts a
-new head on the same Redis, namespace and GCS port, which takes the cluster over.
+use (``--worker-port``). When the head dies, the worker keeps its replicas; ``restart-head``
+starts a new head on the same Redis, namespace and GCS port, which takes the cluster over.
 """
 
 from __future__ import annotations
@@ -281,9 +281,9 @@ def start(config: Path, tracking_uri: str, state_dir: Path, timeout: float,
         return 1
     port = (serve_config.get("http_options") or {}).get("port", SERVE_PORT)
     if ha is not None:
-        print(f"GCS fault tolerance: the head ({state_dir}/head-1) has no CPUs; the worker "
-              f"node's proxy on {ha['worker_port']} keeps serving while it is down "
-              "(restart it: python -m raylane.deploy.local restart-head)")
+        print(f"GCS fault tolerance: the head ({state_dir}/head-1) has no CPUs; the replicas "
+              f"and the proxy on {ha['worker_port']} are on the worker node. After a head "
+              "loss: python -m raylane.deploy.local restart-head (docs/operations.md)")
         port = ha["worker_port"]
     print(f"""
 Serving {', '.join(a['name'] for a in apps)} (HAProxy ingress) on http://localhost:{port}
