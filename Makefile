@@ -49,8 +49,10 @@ airflow-install: $(AIRFLOW_VENV)/.installed  ## the Airflow environment for the 
 demo: install  ## tune, track, export and register on the bundled credit dataset (local Ray, local MLflow)
 	$(PY) -m ray_jobs.train_pipeline --config $(CONFIG)
 
-serve: install  ## a local Ray with the RayService's cluster env, serving the champion `make demo` registered
-	$(PY) -m raylane.deploy.local start
+# HA=1: GCS fault tolerance as the RayService has it (a Redis on 127.0.0.1, the head with no
+# CPUs, the replicas and the clients' proxy on a worker node on :8001; docs/operations.md).
+serve: install $(if $(HA),$(VENV)/.redis)  ## a local Ray with the RayService's cluster env, serving the champion `make demo` registered (HA=1: Redis-backed GCS)
+	$(PY) -m raylane.deploy.local start $(if $(HA),--ha)
 
 console: install  ## the Streamlit console on 127.0.0.1 against the local stack (RAYLANE_SERVE_URL, MLFLOW_TRACKING_URI, RAY_ADDRESS)
 	$(PY) -m streamlit run console/app.py --server.headless true --browser.gatherUsageStats false \
@@ -94,7 +96,13 @@ $(VENV)/.prometheus: | $(VENV)/.installed
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus)
 	touch $@
 
-test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
+# Redis from Debian (`make serve HA=1`, the head-loss test); installed once, as Chromium is.
+$(VENV)/.redis: | $(VENV)/.installed
+	command -v redis-server >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends redis-server)
+	touch $@
+
+test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(call junit,suite)
