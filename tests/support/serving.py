@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.pipeline import Pipeline
 
 from raylane.config import GatesConfig
@@ -234,3 +235,19 @@ def replica_count(app_name: str) -> int:
     if app is None:
         return 0
     return sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+
+
+def fixed_replicas_config(port: int, log_dir: Path, replicas: int,
+                          max_rows: int | None = None) -> dict:
+    """``serve/config.yaml`` as shipped, with ``replicas`` fixed replicas of half a CPU (no
+    autoscaling), the proxy on 127.0.0.1:``port`` and the prediction log in ``log_dir``."""
+    cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+    cfg["http_options"].update(host="127.0.0.1", port=port)
+    (dep,) = cfg["applications"][0]["deployments"]
+    del dep["autoscaling_config"]
+    dep["num_replicas"] = replicas
+    dep["ray_actor_options"]["num_cpus"] = 0.5
+    dep["user_config"]["prediction_log"]["directory"] = str(log_dir)
+    if max_rows is not None:
+        dep["user_config"]["limits"]["max_rows"] = max_rows
+    return cfg

@@ -31,7 +31,6 @@ import httpx
 import pytest
 import yaml
 from support import serving as ss
-from support.paths import ROOT
 
 from raylane.deploy import local
 
@@ -83,17 +82,9 @@ class Traffic:
         self._thread.join(30)
 
 
-def serve_config(port: int, log_dir: Path, max_rows: int = 10000) -> dict:
-    """``serve/config.yaml`` with one replica of half a CPU, the head's proxy on ``port``."""
-    cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
-    cfg["http_options"].update(host="127.0.0.1", port=port)
-    (dep,) = cfg["applications"][0]["deployments"]
-    del dep["autoscaling_config"]
-    dep["num_replicas"] = 1
-    dep["ray_actor_options"]["num_cpus"] = 0.5
-    dep["user_config"]["prediction_log"]["directory"] = str(log_dir)
-    dep["user_config"]["limits"]["max_rows"] = max_rows
-    return cfg
+def serve_config(port: int, log_dir: Path, max_rows: int | None = None) -> dict:
+    """One replica of half a CPU, the head's proxy on ``port``."""
+    return ss.fixed_replicas_config(port, log_dir, replicas=1, max_rows=max_rows)
 
 
 def own_processes(state: Path, title: bytes) -> set[int]:

@@ -33,7 +33,6 @@ import httpx
 import pytest
 import yaml
 from support import serving as ss
-from support.paths import ROOT
 
 from raylane.deploy import local
 
@@ -61,15 +60,8 @@ end
 
 
 def serve_config(port: int, log_dir: Path) -> dict:
-    """``serve/config.yaml`` with two fixed replicas of half a CPU, on ``port``."""
-    cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
-    cfg["http_options"].update(host="127.0.0.1", port=port)
-    (dep,) = cfg["applications"][0]["deployments"]
-    del dep["autoscaling_config"]
-    dep["num_replicas"] = 2
-    dep["ray_actor_options"]["num_cpus"] = 0.5
-    dep["user_config"]["prediction_log"]["directory"] = str(log_dir)
-    return cfg
+    """Two fixed replicas of half a CPU, on ``port``."""
+    return ss.fixed_replicas_config(port, log_dir, replicas=2)
 
 
 def replica_pids(state: Path) -> set[int]:
