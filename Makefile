@@ -96,13 +96,19 @@ $(VENV)/.prometheus: | $(VENV)/.installed
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends prometheus)
 	touch $@
 
+# wrk from Debian: the replica-kill fault test's load and the serving benchmarks; installed once.
+$(VENV)/.wrk: | $(VENV)/.installed
+	command -v wrk >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends wrk)
+	touch $@
+
 # Redis from Debian (`make serve HA=1`, the head-loss test); installed once, as Chromium is.
 $(VENV)/.redis: | $(VENV)/.installed
 	command -v redis-server >/dev/null || \
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends redis-server)
 	touch $@
 
-test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
+test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis $(VENV)/.wrk  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(call junit,suite)
