@@ -45,7 +45,7 @@ from raylane.model.schema import (
     MISSING_CATEGORY,
     FeatureSchema,
     Task,
-    category_value,
+    category_values,
     numeric_codes,
 )
 
@@ -148,8 +148,7 @@ def prepare_block(batch: pa.Table | pd.DataFrame, schema: FeatureSchema, label_n
     out = prepare_features(batch, schema)
     y = batch[schema.target]
     if schema.task == "classification":
-        out[TARGET_COLUMN] = np.asarray([category_value(v, label_numeric) for v in y],
-                                        dtype=object)
+        out[TARGET_COLUMN] = category_values(y, label_numeric)
     else:
         out[TARGET_COLUMN] = pd.to_numeric(y, errors="coerce").to_numpy(dtype=np.float64)
     if definition is None:

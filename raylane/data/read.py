@@ -21,7 +21,7 @@ from raylane.model.schema import (
     ColumnSpec,
     FeatureSchema,
     Task,
-    category_value,
+    category_values,
     numeric_codes,
 )
 
@@ -115,7 +115,7 @@ def infer_schema(
         )
         if is_categorical:
             numeric = numeric_codes(str(series.dtype))
-            seen = sorted({category_value(v, numeric) for v in series.dropna()})
+            seen = sorted(set(category_values(series.dropna(), numeric)))
             if len(seen) > max_categories and name not in categorical:
                 log.warning(
                     "leaving out column %r: %d distinct values (over data.max_categories=%d)",
@@ -160,9 +160,7 @@ def prepare_features(frame: pd.DataFrame, schema: FeatureSchema) -> pd.DataFrame
             out[col.name] = values.astype(np.float32).astype(np.float64)
         else:
             values = series.astype(object).where(series.notna(), MISSING_CATEGORY)
-            out[col.name] = np.asarray(
-                [category_value(v, col.numeric_codes) for v in values], dtype=object
-            )
+            out[col.name] = category_values(values, col.numeric_codes)
     return pd.DataFrame(out, index=frame.index)
 
 

@@ -54,6 +54,35 @@ def category_value(value: object, numeric: bool = False) -> str:
     return str(value)
 
 
+# Kinds whose values compare equal only when category_value spells them alike, so each distinct
+# value can be spelled once (pandas.api.types.infer_dtype's names).
+_ONE_KIND = frozenset({"string", "integer", "floating", "boolean"})
+
+
+def category_values(values, numeric: bool = False) -> np.ndarray:
+    """:func:`category_value` of every element (an object array), spelling each distinct value
+    once where the values are all of one kind; mixed values (``1`` beside ``True``, equal but
+    spelled differently) are spelled one by one."""
+    import pandas as pd
+
+    raw = np.asarray(values)
+    if raw.dtype.kind in "biu" or raw.dtype == np.float64:
+        # one NumPy dtype whose scalars category_value spells as it spells the Python ones
+        codes, uniques = pd.factorize(raw, use_na_sentinel=False)
+        return np.array([category_value(v, numeric) for v in uniques], dtype=object)[codes]
+    array = raw if raw.dtype == object else np.asarray(values, dtype=object)
+    if len(array) == 0:
+        return array
+    kind = pd.api.types.infer_dtype(array, skipna=False)
+    if kind == "string" and not numeric:
+        return array  # a string is its own spelling
+    if kind in _ONE_KIND:
+        codes, uniques = pd.factorize(array, use_na_sentinel=False)
+        spelled = np.array([category_value(v, numeric) for v in uniques], dtype=object)
+        return spelled[codes]
+    return np.array([category_value(v, numeric) for v in array], dtype=object)
+
+
 def _number(value: float | np.floating) -> str:
     if float(value).is_integer():
         return str(int(value))
