@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 NUMERIC, CATEGORICAL = 12, 6
+REPORT_EVERY = 20
 PARAMS = {"tree_method": "hist", "n_estimators": 100, "max_depth": 6, "learning_rate": 0.1}
 
 
@@ -58,7 +59,7 @@ def write_table(rows: int, where: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_path(table: Path, workers: int, store: Path) -> dict:
+def run_path(table: Path, workers: int, store: Path, rounds: int) -> dict:
     """One training job in this process (called in a child); its figures as a dict."""
     import ray
 
@@ -69,8 +70,9 @@ def run_path(table: Path, workers: int, store: Path) -> dict:
         "data": {"path": str(table), "target": "target", "task": "classification"},
         # Same cores for both paths: the single process trains with 2 threads on 2 CPUs, the
         # data-parallel trial with 2 workers of 1 thread each.
-        "model": {"family": "xgboost", "report_every": 20,
-                  "params": {**PARAMS, "n_jobs": 2 if workers == 1 else 1}},
+        "model": {"family": "xgboost", "report_every": REPORT_EVERY,
+                  "params": {**PARAMS, "n_estimators": rounds,
+                             "n_jobs": 2 if workers == 1 else 1}},
         # 2 workers x 1 CPU and the trial function's 0.01 CPU would not fit in the 2 CPUs
         # (the job refuses it): the workers take 0.995 each
         "tune": {"num_samples": 1, "workers_per_trial": workers,
@@ -88,7 +90,13 @@ def run_path(table: Path, workers: int, store: Path) -> dict:
         result = run_pipeline(config)
         from raylane.tracking.runs import mlflow_client
 
-        metrics = mlflow_client(config.tracking_uri).get_run(result.run_id).data.metrics
+        client = mlflow_client(config.tracking_uri)
+        metrics = client.get_run(result.run_id).data.metrics
+        try:
+            per_round = seconds_per_round(client, result.run_id, REPORT_EVERY)
+        except Exception as exc:  # a figure missing must not lose the run's other figures
+            print(f"seconds per round not computed: {exc!r}", file=sys.stderr)
+            per_round = None
     finally:
         ray.shutdown()
     return {
@@ -97,8 +105,25 @@ def run_path(table: Path, workers: int, store: Path) -> dict:
         "auc_error_bound": metrics.get("holdout_auc_error_bound"),
         "phases_s": {k.removeprefix("phase."): v for k, v in metrics.items()
                      if k.startswith("phase.")},
+        "seconds_per_round": per_round,
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def seconds_per_round(client, parent_run_id: str, report_every: int) -> float | None:
+    """Boosting time per round of the search's trial: the time between its first and last
+    reports (logged by Tune's MLflow logger as it received them) over the rounds between."""
+    parent = client.get_run(parent_run_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    for child in children:
+        history = sorted(client.get_metric_history(child.info.run_id, "training_iteration"),
+                         key=lambda m: m.value)
+        if len(history) >= 2:
+            first, last = history[0], history[-1]
+            return ((last.timestamp - first.timestamp) / 1000
+                    / ((last.value - first.value) * report_every))
+    return None
 
 
 def auc_comparison(rows: int, batches: int = 100) -> dict:
@@ -135,12 +160,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--auc-only", action="store_true",
                         help="only the histogram-vs-exact AUC comparison (no Ray)")
-    parser.add_argument("--child", nargs=3, metavar=("TABLE", "WORKERS", "STORE"),
+    parser.add_argument("--rounds", type=int, default=100, help="boosting rounds")
+    parser.add_argument("--child", nargs=4, metavar=("TABLE", "WORKERS", "STORE", "ROUNDS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        table, workers, store = args.child
-        print(json.dumps(run_path(Path(table), int(workers), Path(store))))
+        table, workers, store, rounds = args.child
+        print(json.dumps(run_path(Path(table), int(workers), Path(store), int(rounds))))
         return
     if args.auc_only:
         for rows in args.rows:
@@ -150,7 +176,7 @@ def main() -> None:
     for rows in args.rows:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             table = Path(tmp) / "table"
-            entry = {"rows": rows, "write_s": write_table(rows, table)}
+            entry = {"rows": rows, "rounds": args.rounds, "write_s": write_table(rows, table)}
             paths = {"both": (1, args.workers), "single": (1,),
                      "parallel": (args.workers,)}[args.paths]
             for workers in paths:
@@ -158,7 +184,8 @@ def main() -> None:
                 store.mkdir()
                 out = subprocess.run(
                     [sys.executable, "-m", "benchmarks.bench_scale", "--child", str(table),
-                     str(workers), str(store)], capture_output=True, text=True, check=True)
+                     str(workers), str(store), str(args.rounds)],
+                    capture_output=True, text=True, check=True)
                 entry[f"workers_{workers}"] = json.loads(out.stdout.strip().splitlines()[-1])
             if args.paths == "both":
                 single, parallel = entry["workers_1"], entry[f"workers_{args.workers}"]
