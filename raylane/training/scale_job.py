@@ -98,7 +98,7 @@ def make_trainable(config: PipelineConfig, data: DistributedData, train, valid,
         trial_driver, train=train, valid=valid, features=features, schema=data.schema,
         metric_name=metric.name, seed=config.seed, report_every=config.model.report_every,
         workers=config.tune.workers_per_trial, cpus_per_worker=config.tune.cpus_per_trial,
-        storage_path=storage_path)
+        storage_path=storage_path, placement_strategy=config.tune.placement_strategy)
     return tune.with_resources(fn, {"cpu": DRIVER_CPU})
 
 
@@ -227,6 +227,7 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
                     "rows.holdout": data.rows["holdout"], "seed": config.seed,
                     "tune.num_samples": config.tune.num_samples,
                     "tune.workers_per_trial": config.tune.workers_per_trial,
+                    "tune.placement_strategy": config.tune.placement_strategy,
                     "tune.concurrent_trials": plan.concurrent})
         run.text(data.schema.to_json(), "data/schema.json")
         run.json({"medians": data.stats.medians, "categories": data.stats.categories,
