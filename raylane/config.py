@@ -277,6 +277,10 @@ class PipelineConfig(_Strict):
             if self.judging.time_column:
                 raise ValueError("judging.time_column: not supported with "
                                  "tune.workers_per_trial > 1 (the holdout is hashed per row)")
+        elif "://" in self.tune.storage_path:
+            raise ValueError(f"tune.storage_path: {self.tune.storage_path!r} is a URI; object "
+                             "storage needs tune.workers_per_trial > 1 (the one-process job "
+                             "keeps its --resume state in a local directory)")
         elif self.tune.placement_strategy != "PACK":
             raise ValueError(f"tune.placement_strategy: {self.tune.placement_strategy!r} places "
                              "a data-parallel trial's workers; it needs tune.workers_per_trial "

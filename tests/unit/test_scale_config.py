@@ -54,3 +54,14 @@ def test_a_placement_strategy_without_data_parallel_workers_is_refused():
         parse_config(_raw(tune__workers_per_trial=1, tune__placement_strategy="SPREAD"))
     # the default is today's behaviour, so it is fine on the one-process path
     assert parse_config(_raw(tune__workers_per_trial=1)).tune.placement_strategy == "PACK"
+
+
+def test_storage_on_object_storage_is_for_the_data_parallel_job(monkeypatch):
+    with pytest.raises(ConfigError, match=r"tune\.storage_path: .* not under an allowed"):
+        parse_config(_raw(tune__storage_path="s3://bucket/ray_results"))
+    monkeypatch.setenv("RAYLANE_ALLOWED_LOCATIONS", "s3://bucket/ray_results")
+    config = parse_config(_raw(tune__storage_path="s3://bucket/ray_results"))
+    assert config.tune.storage_path == "s3://bucket/ray_results"
+    with pytest.raises(ConfigError, match=r"tune\.storage_path: 's3://bucket/ray_results' is "
+                                          r"a URI; .*tune\.workers_per_trial > 1"):
+        parse_config(_raw(tune__workers_per_trial=1, tune__storage_path="s3://bucket/ray_results"))
