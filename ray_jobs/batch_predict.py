@@ -18,7 +18,8 @@ from raylane.data.read import DataError
 from raylane.model.store import ModelNotFoundError, load_registered_model
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The job's arguments (also what the RayJob manifest's entrypoint is checked against)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-uri", required=True, help="models:/<name>@<alias> or /<version>")
     parser.add_argument("--input", required=True, nargs="+", help="files, directories or globs")
@@ -26,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--id-column", help="the input column that identifies a row")
     parser.add_argument("--actors", type=int, default=1, help="ONNX Runtime sessions")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         model = load_registered_model(args.model_uri, args.tracking_uri)
     except (ModelNotFoundError, ValueError) as exc:

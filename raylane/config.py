@@ -123,6 +123,10 @@ class TuneConfig(_Strict):
     workers_per_trial: int = Field(
         1, ge=1, description="Data-parallel workers per trial (Ray Train); 1: each trial fits "
         "in one process on a table read whole by the driver")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        "PACK", description="How a data-parallel trial's Ray Train workers are placed on nodes "
+        "(Ray's placement group strategy): PACK on as few nodes as fit, SPREAD over nodes where "
+        "possible, STRICT_SPREAD one per node or not at all; only with workers_per_trial > 1")
     time_budget_s: float | None = Field(None, gt=0)
     metric: str | None = Field(None, description=f"One of {sorted(METRICS)}")
     max_failures: int = Field(2, ge=0, description="Retries of a failed trial")
@@ -273,6 +277,14 @@ class PipelineConfig(_Strict):
             if self.judging.time_column:
                 raise ValueError("judging.time_column: not supported with "
                                  "tune.workers_per_trial > 1 (the holdout is hashed per row)")
+        elif "://" in self.tune.storage_path:
+            raise ValueError(f"tune.storage_path: {self.tune.storage_path!r} is a URI; object "
+                             "storage needs tune.workers_per_trial > 1 (the one-process job "
+                             "keeps its --resume state in a local directory)")
+        elif self.tune.placement_strategy != "PACK":
+            raise ValueError(f"tune.placement_strategy: {self.tune.placement_strategy!r} places "
+                             "a data-parallel trial's workers; it needs tune.workers_per_trial "
+                             "> 1 (a one-process trial has nothing to place)")
         if self.tune.metric and self.tune.metric not in METRICS:
             raise ValueError(f"tune.metric: unknown metric {self.tune.metric!r}; expected one "
                              f"of {sorted(METRICS)}")

@@ -211,9 +211,11 @@ def train_worker(config: dict[str, Any]) -> None:
 
 def trial_driver(config: dict[str, Any], *, train, valid, features: list[str],
                  schema: FeatureSchema, metric_name: str, seed: int, report_every: int,
-                 workers: int, cpus_per_worker: float, storage_path: str) -> None:
+                 workers: int, cpus_per_worker: float, storage_path: str,
+                 placement_strategy: str = "PACK") -> None:
     """A Tune trial: a Ray Train ``XGBoostTrainer`` of ``workers`` workers; its reports reach
-    Tune through ``TuneReportCallback`` (the booster's checkpoint path with the last)."""
+    Tune through ``TuneReportCallback`` (the booster's checkpoint path with the last). The
+    workers' placement group has ``placement_strategy`` (``tune.placement_strategy``)."""
     from ray import tune
     from ray.train import DataConfig, RunConfig, ScalingConfig
     from ray.train.xgboost import XGBoostTrainer
@@ -227,7 +229,8 @@ def trial_driver(config: dict[str, Any], *, train, valid, features: list[str],
         train_loop_config={"features": features, "params": params, "rounds": rounds,
                            "metric": metric_name, "report_every": report_every},
         scaling_config=ScalingConfig(num_workers=workers,
-                                     resources_per_worker={"CPU": cpus_per_worker}),
+                                     resources_per_worker={"CPU": cpus_per_worker},
+                                     placement_strategy=placement_strategy),
         datasets={"train": train, "valid": valid},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=RunConfig(name=f"trial-{tune.get_context().get_trial_id()}",

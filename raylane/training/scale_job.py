@@ -52,7 +52,13 @@ from raylane.training.data_parallel import (
     wait_placement_groups_released,
 )
 from raylane.training.trial_resources import DRIVER_CPU, TrialPlan, cluster_cpus, plan_trials
-from raylane.training.tuning import SearchOutcome, build_tuner, new_run_dir, run_search, summarize
+from raylane.training.tuning import (
+    SearchOutcome,
+    build_tuner,
+    new_run_location,
+    run_search,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +104,15 @@ def make_trainable(config: PipelineConfig, data: DistributedData, train, valid,
         trial_driver, train=train, valid=valid, features=features, schema=data.schema,
         metric_name=metric.name, seed=config.seed, report_every=config.model.report_every,
         workers=config.tune.workers_per_trial, cpus_per_worker=config.tune.cpus_per_trial,
-        storage_path=storage_path)
+        storage_path=storage_path, placement_strategy=config.tune.placement_strategy)
     return tune.with_resources(fn, {"cpu": DRIVER_CPU})
 
 
-def best_booster(results, metric: Metric) -> tuple[xgb.Booster, Any]:
-    """The booster of the best trial that finished (its last report carries the checkpoint)."""
+def best_booster(results, metric: Metric, storage: str) -> tuple[xgb.Booster, Any]:
+    """The booster of the best trial that finished (its last report carries the checkpoint,
+    a path on the filesystem of ``storage``, the Train runs' storage path: on object storage
+    the path comes without its scheme)."""
+    from pyarrow.fs import FileSystem
     from ray.train import Checkpoint
     from ray.train.xgboost import RayTrainReportCallback
 
@@ -113,8 +122,9 @@ def best_booster(results, metric: Metric) -> tuple[xgb.Booster, Any]:
     if not finished:
         raise RuntimeError("no trial finished with a model checkpoint")
     best = (max if metric.mode == "max" else min)(finished, key=lambda r: r.metrics[key])
+    filesystem, _ = FileSystem.from_uri(storage)
     booster = RayTrainReportCallback.get_model(
-        Checkpoint(best.metrics["checkpoint_path"]))
+        Checkpoint(best.metrics["checkpoint_path"], filesystem=filesystem))
     return booster, best
 
 
@@ -217,7 +227,8 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
     tracking_uri = config.tracking_uri
     client = runs.mlflow_client(tracking_uri)
     experiment_id = open_experiment(client, config.mlflow.experiment)
-    run_dir = new_run_dir(config)
+    run_dir = new_run_location(config)  # local, or on object storage (s3://...)
+    train_storage = f"{run_dir}/train"
     with runs.parent_run(client, experiment_id, config.mlflow.run_name) as run_id:
         run = runs.RunLog(client, run_id)
         run.tags({**(tags or {}), DATASET_DIGEST: data.digest, TASK: data.schema.task,
@@ -227,6 +238,7 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
                     "rows.holdout": data.rows["holdout"], "seed": config.seed,
                     "tune.num_samples": config.tune.num_samples,
                     "tune.workers_per_trial": config.tune.workers_per_trial,
+                    "tune.placement_strategy": config.tune.placement_strategy,
                     "tune.concurrent_trials": plan.concurrent})
         run.text(data.schema.to_json(), "data/schema.json")
         run.json({"medians": data.stats.medians, "categories": data.stats.categories,
@@ -234,7 +246,7 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
                  "data/statistics.json")
         clock = time.perf_counter()
         trainable = make_trainable(config, data, train, valid, features, metric,
-                                   str(run_dir / "train"))
+                                   train_storage)
         release = ReleaseTrainGroups()
         tuner = build_tuner(config, data, run_id, tracking_uri, config.mlflow.experiment,
                             run_dir, trainable=trainable, extra_callbacks=[release],
@@ -249,7 +261,7 @@ def run_scale_pipeline(config: PipelineConfig, tags: dict[str, str] | None = Non
         run.metrics({"search.placement_groups_left": len(left),
                      "search.placement_groups_removed": len(release.removed)})
         search: SearchOutcome = summarize(results, metric)
-        booster, best = best_booster(results, metric)
+        booster, best = best_booster(results, metric, train_storage)
         phases["search_s"] = time.perf_counter() - clock
         _log_search(run, search, results, metric)  # the small job's trials table and plots
 

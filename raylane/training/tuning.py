@@ -106,11 +106,12 @@ def make_trainable(config: PipelineConfig, data: PreparedData,
 
 def build_tuner(
     config: PipelineConfig, data: PreparedData, parent_run_id: str, tracking_uri: str,
-    experiment_name: str, run_dir: Path, points_to_evaluate: list[dict] | None = None,
+    experiment_name: str, run_dir: Path | str, points_to_evaluate: list[dict] | None = None,
     extra_callbacks: Sequence[tune.Callback] = (), trainable: Any = None,
     reuse_actors: bool = True, splits: PreprocessedSplits | None = None,
 ) -> tune.Tuner:
-    """A fresh Tuner for this config, keeping its state in ``run_dir``; ``trainable`` replaces
+    """A fresh Tuner for this config, keeping its state in ``run_dir`` (a local directory, or a
+    URI such as ``s3://bucket/ray_results/name``, written through pyarrow); ``trainable`` replaces
     the one-process trial function (the data-parallel job passes its own), whose trials share
     ``splits`` (see :func:`make_trainable`).
 
@@ -163,8 +164,8 @@ def build_tuner(
             reuse_actors=reuse_actors,
         ),
         run_config=tune.RunConfig(
-            name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            name=experiment_name_of(run_dir),
+            storage_path=storage_of(run_dir),
             failure_config=tune.FailureConfig(max_failures=config.tune.max_failures),
             callbacks=callbacks,
             verbose=1,  # Tune's own progress table: trials, params, metric, status
@@ -174,6 +175,29 @@ def build_tuner(
 
 def _base_name(config: PipelineConfig) -> str:
     return config.tune.name or f"{config.mlflow.experiment}-{config.mlflow.registered_model}"
+
+
+def is_uri(location: str) -> bool:
+    """Whether ``location`` is a URI (``s3://...``) rather than a local path."""
+    return "://" in location
+
+
+def storage_of(run_dir: Path | str) -> str:
+    return str(run_dir).rstrip("/").rpartition("/")[0]
+
+
+def experiment_name_of(run_dir: Path | str) -> str:
+    return str(run_dir).rstrip("/").rpartition("/")[2]
+
+
+def new_run_location(config: PipelineConfig) -> Path | str:
+    """A fresh experiment location: :func:`new_run_dir` for a local ``tune.storage_path``, else
+    a new name under the URI (object storage; Tune creates it, and ``--resume``, which reads a
+    local pointer file, does not apply)."""
+    storage = config.tune.storage_path
+    if not is_uri(storage):
+        return new_run_dir(config)
+    return f"{storage.rstrip('/')}/{_base_name(config)}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def new_run_dir(config: PipelineConfig) -> Path:

@@ -8,6 +8,7 @@ directory. Never ``ray stop``: other Ray clusters may be running on the same mac
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -219,3 +220,22 @@ def kill_node(node) -> list[int]:
         alive = [p for p in alive if p in procs.table()]
     assert not alive, f"node processes survived SIGKILL: {alive}"
     return pids
+
+
+def fixed_serve_config(base: dict, port: int, log_dir: Path, model_uri: str,
+                       replicas: int = 2, max_per_node: int | None = 1) -> dict:
+    """serve/config.yaml (``base``) with ``replicas`` fixed replicas of ``model_uri`` (at most
+    ``max_per_node`` per node), on a free port, with 0-CPU replicas (one may sit on the head)."""
+    cfg = copy.deepcopy(base)
+    cfg["http_options"] = {**cfg["http_options"], "host": "127.0.0.1", "port": port}
+    dep = cfg["applications"][0]["deployments"][0]
+    dep.pop("autoscaling_config")
+    dep["num_replicas"] = replicas
+    if max_per_node:
+        dep["max_replicas_per_node"] = max_per_node
+    dep["ray_actor_options"] = {**dep["ray_actor_options"], "num_cpus": 0}
+    dep["user_config"] = {**dep["user_config"], "model_uri": model_uri, "poll_interval_s": 0}
+    dep["user_config"]["prediction_log"] = {**dep["user_config"]["prediction_log"],
+                                            "directory": str(log_dir)}
+    assert dep["user_config"]["tracking_uri"] is None  # each replica reads its node's env
+    return cfg

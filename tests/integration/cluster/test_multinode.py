@@ -47,7 +47,6 @@ Serve replicas ask for ``num_cpus: 0`` in part 2 (the config asks for 1) so one 
 
 from __future__ import annotations
 
-import copy
 import shutil
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from support.environ import driver_state
 from support.multinode import (
     BIN,
     chdir,
+    fixed_serve_config,
     own_address_file,
     run_cli,
     serve_applications,
@@ -182,20 +182,7 @@ def test_training_job_runs_trials_on_the_worker_node(cluster, trained):
 
 def serve_config(base: dict, port: int, log_dir: Path) -> dict:
     """serve/config.yaml with two fixed replicas spread one per node, on a free port."""
-    cfg = copy.deepcopy(base)
-    cfg["http_options"] = {**cfg["http_options"], "host": "127.0.0.1", "port": port}
-    app = cfg["applications"][0]
-    dep = app["deployments"][0]
-    dep.pop("autoscaling_config")
-    dep["num_replicas"] = 2
-    dep["max_replicas_per_node"] = 1
-    dep["ray_actor_options"] = {**dep["ray_actor_options"], "num_cpus": 0}
-    dep["user_config"] = {**dep["user_config"], "model_uri": f"models:/{MODEL}@champion",
-                          "poll_interval_s": 0}
-    dep["user_config"]["prediction_log"] = {**dep["user_config"]["prediction_log"],
-                                            "directory": str(log_dir)}
-    assert dep["user_config"]["tracking_uri"] is None  # each replica reads its node's env
-    return cfg
+    return fixed_serve_config(base, port, log_dir, f"models:/{MODEL}@champion")
 
 
 def test_serve_replicas_spread_over_both_nodes(cluster, trained, tmp_path):

@@ -180,6 +180,8 @@ def test_rayjob_entrypoint_module_and_config_exist(ident, spec):
     assert argv[:2] == ["python", "-m"], ident
     module = argv[2]
     assert importlib.util.find_spec(module) is not None, f"{ident}: no module {module}"
+    if module == "ray_jobs.batch_predict":  # no config: its arguments are checked with the job
+        return  # (test_kuberay_manifests.py, test_batch_predict_scores_the_champion_...)
     config = argv[argv.index("--config") + 1]
     # The entrypoint runs in the image's WORKDIR, a copy of the repo root (see Dockerfile).
     assert not Path(config).is_absolute()

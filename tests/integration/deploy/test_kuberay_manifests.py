@@ -8,7 +8,9 @@ Kubernetes 1.37 OpenAPI schemas through kubernetes-validate (strict). See tests/
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shlex
 
 import pytest
 from support import k8s
@@ -348,13 +350,15 @@ def test_job_overlays_render_every_job_for_every_environment():
             "RayJob/raylane-train", "RayJob/raylane-train-on-cluster",
             "RayCronJob/raylane-retrain", "RayJob/raylane-continuous-training",
             "RayCronJob/raylane-continuous-training",
-            "ConfigMap/raylane-continuous-training"}, overlay
+            "ConfigMap/raylane-continuous-training", "RayJob/raylane-train-scale",
+            "RayJob/raylane-batch-predict", "ConfigMap/raylane-job-storage"}, overlay
         assert all(o["metadata"]["namespace"] == "raylane" for o in objs)
         # `kubectl create -k ... -l raylane.io/job=<job>` picks exactly one of them
         labels = [o["metadata"]["labels"]["raylane.io/job"] for o in objs]
-        assert sorted(labels) == ["continuous-training", "continuous-training-config",
-                                  "continuous-training-schedule", "retrain", "train",
-                                  "train-on-cluster"]
+        assert sorted(labels) == ["batch-predict", "continuous-training",
+                                  "continuous-training-config",
+                                  "continuous-training-schedule", "job-storage", "retrain",
+                                  "train", "train-on-cluster", "train-scale"]
 
 
 def test_the_cron_job_runs_exactly_the_training_job():
@@ -405,7 +409,8 @@ def test_every_job_pod_reads_the_prediction_log_where_the_service_writes_it():
     assert ENV_DEFAULTS["predictions"][0] in log_map["data"]
     for overlay in k8s.JOB_OVERLAYS:
         objs = {k8s.obj_id(o): o for o in k8s.render_overlay(overlay)}
-        for job in ("RayJob/raylane-train", "RayJob/raylane-continuous-training"):
+        for job in ("RayJob/raylane-train", "RayJob/raylane-continuous-training",
+                    "RayJob/raylane-train-scale", "RayJob/raylane-batch-predict"):
             cluster = objs[job]["spec"]["rayClusterSpec"]
             pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
             for pod in pods:
@@ -422,7 +427,8 @@ def test_rayjob_rules():
         assert spec["entrypoint"].startswith((
             "python -m ray_jobs.train_pipeline --config ",
             "python -m raylane.deploy.lease continuous-training -- "
-            "python -m ray_jobs.continuous_training --config "))
+            "python -m ray_jobs.continuous_training --config ",
+            "python -m ray_jobs.batch_predict --model-uri "))
         assert k8s.rayjob_operator_errors(spec) == [], ident
         if "clusterSelector" in spec:
             assert "rayClusterSpec" not in spec, ident
@@ -497,7 +503,8 @@ def _matched(selector: dict, pods) -> set[str]:
 
 RAY_POD_OWNERS = {"RayCluster/raylane", "RayService/raylane-serve", "RayJob/raylane-train",
                   "RayJob/raylane-continuous-training", "RayCronJob/raylane-retrain",
-                  "RayCronJob/raylane-continuous-training"}
+                  "RayCronJob/raylane-continuous-training", "RayJob/raylane-train-scale",
+                  "RayJob/raylane-batch-predict"}
 CONSOLE = {"matchLabels": {"app.kubernetes.io/name": "raylane-console"}}
 
 
@@ -690,3 +697,184 @@ def test_the_command_line_scan_finds_leaks():
     dep = copy.deepcopy(by_id("dev", "Deployment/mlflow"))
     dep["spec"]["template"]["spec"]["initContainers"][-1]["command"] += ["--pw", "trainer-dev-only"]
     assert command_line_leaks(dep, secrets)
+
+
+# ------------------------------ data-parallel training and batch scoring on object storage
+
+MIN_TRAIN_WORKER_MEMORY = k8s.quantity("2Gi")  # docs/scale.md: the credit-sized trial's worker
+
+
+def _head_env(cluster: dict, objs: dict[str, dict]) -> dict[str, str]:
+    """The head container's environment: its ConfigMaps (``envFrom``), then literal ``env``."""
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for ref in head.get("envFrom", []):
+        env.update(objs[f"ConfigMap/{ref['configMapRef']['name']}"]["data"])
+    env.update({e["name"]: e["value"] for e in head.get("env", []) if "value" in e})
+    return env
+
+
+def _argv(entrypoint: str, env: dict[str, str]) -> list[str]:
+    """The entrypoint as the driver's shell runs it (Ray's job supervisor: ``shell=True``),
+    ``$VAR`` from the head's environment; a variable it does not have is an error."""
+    def value(match: re.Match) -> str:
+        name = match.group(1) or match.group(2)
+        if name not in env:
+            raise KeyError(f"entrypoint: ${name} is not in the head's environment")
+        return env[name]
+
+    return shlex.split(re.sub(r"\$\{(\w+)\}|\$(\w+)", value, entrypoint))
+
+
+def _job_objects(overlay: str) -> dict[str, dict]:
+    objs, _ = _platform(overlay)
+    return {k8s.obj_id(o): o for o in objs}
+
+
+def scale_job_errors(spec: dict, objs: dict[str, dict]) -> list[str]:
+    """What is inconsistent between the data-parallel RayJob's config (its entrypoint's
+    ``--config`` and ``--set``) and its cluster: the worker group must hold one trial's Ray Train
+    workers (``workers_per_trial x cpus_per_trial`` CPUs and the trial function's) at its
+    minimum size, across ``workers_per_trial`` pods for a SPREAD placement, with at least
+    MIN_TRAIN_WORKER_MEMORY per Train worker; Tune's storage on object storage the job may
+    write."""
+    from support.environ import restored_environ
+    from support.multinode import chdir
+
+    from raylane.config import ConfigError, load_config
+    from raylane.training.trial_resources import DRIVER_CPU
+
+    errs: list[str] = []
+    cluster = spec["rayClusterSpec"]
+    env = _head_env(cluster, objs)
+    try:
+        argv = _argv(spec["entrypoint"], env)
+    except KeyError as exc:
+        return [str(exc)]
+    if argv[:5] != ["python", "-m", "ray_jobs.train_pipeline", "--config", argv[4]]:
+        return [f"entrypoint: not the training job: {argv}"]
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    with restored_environ(), chdir(k8s.REPO):
+        os.environ.pop("RAYLANE_ALLOWED_LOCATIONS", None)
+        os.environ.update({k: v for k, v in env.items() if k.startswith("RAYLANE_")})
+        try:
+            config = load_config(k8s.REPO / argv[4], overrides)
+        except ConfigError as exc:
+            return [f"config: {exc}"]
+    tc = config.tune
+    if tc.workers_per_trial < 2:
+        errs.append(f"tune.workers_per_trial is {tc.workers_per_trial}: not data-parallel")
+    if not tc.storage_path.startswith("s3://"):
+        errs.append(f"tune.storage_path {tc.storage_path!r}: not on object storage")
+    (group,) = cluster["workerGroupSpecs"]
+    c = group["template"]["spec"]["containers"][0]
+    cpus = k8s.quantity(group["rayStartParams"]["num-cpus"])
+    requests, limits = c["resources"]["requests"], c["resources"]["limits"]
+    if k8s.quantity(requests["cpu"]) != cpus or k8s.quantity(limits["cpu"]) != cpus:
+        errs.append(f"worker cpu requests/limits {requests['cpu']}/{limits['cpu']} != "
+                    f"num-cpus {cpus}")
+    if k8s.quantity(requests["memory"]) != k8s.quantity(limits["memory"]):
+        errs.append("worker memory requests != limits (a Train worker must not be evicted)")
+    per_pod = int(cpus // k8s.quantity(str(tc.cpus_per_trial)))
+    if per_pod < 1:
+        errs.append(f"a worker pod ({cpus} CPUs) cannot hold one Train worker of "
+                    f"{tc.cpus_per_trial} CPUs")
+        return errs
+    memory = k8s.quantity(requests["memory"]) / per_pod
+    if memory < MIN_TRAIN_WORKER_MEMORY:
+        errs.append(f"{per_pod} Train workers per pod get {float(memory) / 2**30:.2f}Gi each, "
+                    f"under {float(MIN_TRAIN_WORKER_MEMORY) / 2**30:g}Gi")
+    trial = tc.workers_per_trial * k8s.quantity(str(tc.cpus_per_trial)) + k8s.quantity(
+        str(DRIVER_CPU))
+    if group["minReplicas"] * cpus < trial:
+        errs.append(f"minReplicas {group['minReplicas']} x {cpus} CPUs cannot hold one trial "
+                    f"({float(trial)} CPUs)")
+    if tc.placement_strategy in ("SPREAD", "STRICT_SPREAD") and (
+            group["minReplicas"] < tc.workers_per_trial):
+        errs.append(f"{tc.placement_strategy}: minReplicas {group['minReplicas']} < "
+                    f"workers_per_trial {tc.workers_per_trial} (workers cannot spread)")
+    if tc.max_concurrent_trials and group["maxReplicas"] * cpus < tc.max_concurrent_trials * (
+            trial):
+        errs.append(f"maxReplicas {group['maxReplicas']} x {cpus} CPUs cannot hold "
+                    f"max_concurrent_trials {tc.max_concurrent_trials}")
+    return errs
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_the_data_parallel_job_s_workers_are_sized_for_its_trials(overlay):
+    objs = _job_objects(overlay)
+    spec = objs["RayJob/raylane-train-scale"]["spec"]
+    assert scale_job_errors(spec, objs) == []
+    # its own cluster: the training job's, but the worker group and the storage ConfigMap
+    cluster, train = (copy.deepcopy(spec["rayClusterSpec"]),
+                      objs["RayJob/raylane-train"]["spec"]["rayClusterSpec"])
+    for pod in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        env_from = pod["template"]["spec"]["containers"][0]["envFrom"]
+        assert env_from.pop() == {"configMapRef": {"name": "raylane-job-storage"}}
+    assert {k: v for k, v in cluster.items() if k != "workerGroupSpecs"} == {
+        k: v for k, v in train.items() if k != "workerGroupSpecs"}
+
+
+@pytest.mark.parametrize(("mistake", "message"), [
+    (lambda s, g, c: g.update(minReplicas=1), "minReplicas 1"),
+    (lambda s, g, c: c["resources"]["requests"].update(memory="2Gi"), "memory requests != "),
+    (lambda s, g, c: [c["resources"][k].update(memory="3Gi") for k in ("requests", "limits")],
+     "1.50Gi each"),
+    (lambda s, g, c: g["rayStartParams"].update({"num-cpus": "1"}), "!= num-cpus 1"),
+    (lambda s, g, c: s.update(entrypoint=s["entrypoint"] + " --set tune.workers_per_trial=3"),
+     "workers_per_trial 3"),
+    (lambda s, g, c: s.update(entrypoint=s["entrypoint"] + " --set tune.storage_path=ray_results"),
+     "not on object storage"),
+    (lambda s, g, c: s.update(entrypoint=s["entrypoint"].replace("$RAYLANE_JOB_STORAGE",
+                                                                 "$RAYLANE_NO_SUCH")),
+     r"\$RAYLANE_NO_SUCH is not in the head's environment"),
+    (lambda s, g, c: s.update(entrypoint=s["entrypoint"].replace(
+        "$RAYLANE_JOB_STORAGE", "s3://elsewhere")), "not under an allowed location"),
+])
+def test_the_sizing_check_finds_planted_mistakes(mistake, message):
+    objs = _job_objects("dev")
+    spec = copy.deepcopy(objs["RayJob/raylane-train-scale"]["spec"])
+    (group,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+    mistake(spec, group, group["template"]["spec"]["containers"][0])
+    errs = scale_job_errors(spec, objs)
+    assert any(re.search(message, e) for e in errs), errs
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_batch_predict_scores_the_champion_from_and_to_object_storage(overlay):
+    """The batch-scoring RayJob runs on the training job's cluster plus the job storage
+    ConfigMap; its input and output are object storage the operator allows; every pod signs
+    with the prediction log's S3 Secret (a file) and, in dev, reaches the MinIO that creates
+    the jobs' bucket."""
+    from ray_jobs.batch_predict import build_parser
+    from raylane.locations import check_location, policy_from_env
+
+    objs = _job_objects(overlay)
+    spec = objs["RayJob/raylane-batch-predict"]["spec"]
+    assert k8s.rayjob_operator_errors(spec) == []
+    cluster = copy.deepcopy(spec["rayClusterSpec"])
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    assert head["envFrom"].pop() == {"configMapRef": {"name": "raylane-job-storage"}}
+    assert cluster == objs["RayJob/raylane-train"]["spec"]["rayClusterSpec"]
+
+    env = _head_env(spec["rayClusterSpec"], objs)
+    argv = _argv(spec["entrypoint"], env)
+    assert argv[:3] == ["python", "-m", "ray_jobs.batch_predict"]
+    args = build_parser().parse_args(argv[3:])
+    assert args.model_uri == "models:/credit@champion"
+    policy = policy_from_env({"RAYLANE_ALLOWED_LOCATIONS": env["RAYLANE_ALLOWED_LOCATIONS"]})
+    for field, uri in [*(("--input", i) for i in args.input), ("--output", args.output)]:
+        assert uri.startswith(env["RAYLANE_JOB_STORAGE"] + "/"), (field, uri)
+        check_location(field, uri, policy)
+    assert args.output not in args.input
+
+    for where, pod, c in k8s.ray_pods(objs["RayJob/raylane-batch-predict"]):
+        c_env = {e["name"]: e.get("value") for e in c["env"]}
+        assert k8s.secret_files(pod, c)[c_env["AWS_SHARED_CREDENTIALS_FILE"]] == (
+            "prediction-log-s3", "credentials"), where
+    if overlay == "dev":
+        assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+        job = objs["Job/prediction-log-bucket"]["spec"]["template"]["spec"]["containers"][0]
+        job_env = {e["name"]: e.get("value") for e in job["env"]}
+        assert job_env["RAYLANE_JOB_STORAGE"] == env["RAYLANE_JOB_STORAGE"]
+        assert 'os.environ["RAYLANE_JOB_STORAGE"]' in job["command"][-1]

@@ -3,7 +3,8 @@
 Tables read with Ray Data (raylane/data/distributed.py): a directory, glob or list of shards,
 local or s3://, gives the schema, holdout rows and training statistics the small-data path gives
 for the same table. Data-parallel trials (tune.workers_per_trial: 2): ASHA stops a weak trial,
-no placement group is left after the search, the best trial's booster is registered through
+no placement group is left after the search, Tune's and Ray Train's state (the trials'
+checkpoints) go to the S3 server, the best trial's booster is registered through
 the same publish path and its graph reproduces it, on a Ray without a dashboard (so without
 the State API Ray Train's placement-group cleaner needs); a cluster too small for one trial is
 refused with an error naming the settings."""
@@ -133,7 +134,8 @@ def trained(s3_and_ray, shards, tmp_path_factory):
         "tune": {"num_samples": 2, "max_concurrent_trials": 2, "workers_per_trial": 2,
                  "cpus_per_trial": 1, "search_alg": "random", "metric": "roc_auc",
                  "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
-                 "storage_path": str(tmp / "ray_results")},
+                 # Tune's and Ray Train's state on object storage, as the RayJob keeps it
+                 "storage_path": f"s3://{BUCKET}/ray_results"},
         "mlflow": {"registered_model": "scale", "experiment": "scale",
                    "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}"},
         "gates": {"min_holdout": {"roc_auc": 0.75}},
@@ -153,7 +155,8 @@ def test_a_cluster_too_small_for_one_trial_is_refused_before_reading(s3_and_ray,
         run_pipeline(config)  # the path does not exist: the error comes before any read
 
 
-def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained):
+def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained, s3_and_ray):
+    from pyarrow.fs import FileSelector
     from ray.util import placement_group_table
 
     _, result = trained
@@ -167,6 +170,11 @@ def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained):
     assert result.parity.passed and result.parity.rows > 500
     assert result.evaluation.holdout["roc_auc"] > 0.75
     assert result.decision.promoted and result.version == "1"
+    # the search's state and the trials' checkpoints went to the bucket (the model came from it)
+    stored = [f.path for f in s3_and_ray.get_file_info(
+        FileSelector(f"{BUCKET}/ray_results", recursive=True))]
+    assert any(p.endswith("/tuner.pkl") for p in stored), stored[:20]
+    assert any("/train/trial-" in p and p.endswith("/model.ubj") for p in stored), stored[:40]
 
 
 def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path):
