@@ -13,8 +13,9 @@ import sys
 
 import ray
 
-from raylane.batch.job import batch_predict
+from raylane.batch.job import batch_predict, check_locations
 from raylane.data.read import DataError
+from raylane.locations import LocationError, check_location
 from raylane.model.store import ModelNotFoundError, load_registered_model
 
 
@@ -32,6 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    spec = args.input[0] if len(args.input) == 1 else args.input
+    try:  # before the model is fetched or Ray started
+        check_locations(spec, args.output)
+        if args.tracking_uri != os.environ.get("MLFLOW_TRACKING_URI"):
+            check_location("--tracking-uri", args.tracking_uri)
+    except LocationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         model = load_registered_model(args.model_uri, args.tracking_uri)
     except (ModelNotFoundError, ValueError) as exc:
@@ -39,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
-    spec = args.input[0] if len(args.input) == 1 else args.input
     try:
         result = batch_predict(spec, args.output, model, args.id_column, args.actors)
     except (DataError, ValueError) as exc:

@@ -10,6 +10,7 @@ import ray.data
 from raylane.batch.scoring import INPUT, PREDICTION, REASON, Scorer
 from raylane.data.distributed import read_dataset
 from raylane.data.sources import filesystem_for, resolve
+from raylane.locations import check_location
 from raylane.model.store import RegisteredModel
 
 REJECTED = "rejected"
@@ -35,9 +36,18 @@ def score_dataset(dataset: ray.data.Dataset, model: RegisteredModel,
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
 
 
+def check_locations(input_spec: str | list[str], output: str) -> None:
+    """LocationError unless every input and the output are allowed locations
+    (:mod:`raylane.locations`): the job's arguments come from whoever submits it."""
+    for spec in [input_spec] if isinstance(input_spec, str) else input_spec:
+        check_location("--input", spec)
+    check_location("--output", output)
+
+
 def batch_predict(input_spec: str | list[str], output: str, model: RegisteredModel,
                   id_column: str | None = None, actors: int = 1) -> BatchResult:
     """Score the table ``input_spec`` names into ``output`` (a directory or URI)."""
+    check_locations(input_spec, output)
     source = resolve(input_spec)
     if id_column:
         sample = read_dataset(source).limit(1).to_pandas()
@@ -56,4 +66,4 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
                        version=model.version)
 
 
-__all__ = ["PREDICTION", "BatchResult", "batch_predict", "score_dataset"]
+__all__ = ["PREDICTION", "BatchResult", "batch_predict", "check_locations", "score_dataset"]
