@@ -70,13 +70,23 @@ def coarsen(counts: st.Counts, edges: np.ndarray) -> st.Counts:
     return st.Counts(mids[keep], binned[keep])
 
 
-def summarize_block(table: pa.Table, kinds: dict[str, str]) -> WindowSummary:
+def summarize_block(table: pa.Table, kinds: dict[str, str],
+                    edges: dict[str, np.ndarray] | None = None,
+                    max_distinct: int = MAX_DISTINCT) -> WindowSummary:
     """One block's counts per column (``kinds``: name -> numeric|categorical, the prediction
-    included), row count and time range."""
+    included), row count and time range. A numeric column with more than ``max_distinct``
+    values in this block alone is counted on its ``edges`` here, where the block lies: the
+    window it belongs to will be binned anyway (binning commutes with merging), and the partial
+    sent to the driver stays the size of the bins, not of the block."""
     out = WindowSummary(rows=table.num_rows)
     for name, kind in kinds.items():
         if name in table.column_names:
-            out.samples[name] = sample(table.column(name), kind)
+            counted = sample(table.column(name), kind)
+            if edges and name in edges and len(counted.counts.values) > max_distinct:
+                counted = Sample(coarsen(counted.counts, edges[name]), counted.rows,
+                                 counted.missing)
+                out.binned.add(name)
+            out.samples[name] = counted
     if table.num_rows and "timestamp" in table.column_names:
         lo, hi = pc.min_max(table.column("timestamp")).values()
         out.first, out.last = lo.as_py(), hi.as_py()
@@ -114,8 +124,8 @@ def summarize_dataset(dataset, kinds: dict[str, str], edges: dict[str, np.ndarra
     """:func:`summarize_block` on every block where it lies, merged on the driver as the
     partials stream in."""
     def partial(block: pa.Table) -> dict[str, np.ndarray]:
-        return {"partial": np.array([pickle.dumps(summarize_block(block, kinds))],
-                                    dtype=object)}
+        summary = summarize_block(block, kinds, edges, max_distinct)
+        return {"partial": np.array([pickle.dumps(summary)], dtype=object)}
 
     total = WindowSummary()
     for batch in dataset.map_batches(partial, batch_format="pyarrow", batch_size=None,

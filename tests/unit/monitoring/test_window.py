@@ -68,3 +68,23 @@ def test_past_the_cap_a_column_is_counted_on_the_reference_bins():
     x = {c.name: c for c in counted.columns}["x"]
     assert x.drift and exact.columns[0].drift
     assert abs(x.score - exact.columns[0].score) < 0.02
+
+
+def test_a_block_past_the_cap_is_binned_where_it_lies_with_the_same_result():
+    reference, window = _table(3000, 0), _table(20_000, 2, shift=0.5)
+    edges = reference_edges(reference, ["x", "n"])
+    one_block = summarize_block(window, KINDS, edges, max_distinct=500)
+    assert one_block.binned == {"x"}  # the partial is the size of the bins, not of the block
+    assert len(one_block.samples["x"].counts.values) <= len(edges["x"]) + 1
+    # binned in the blocks or after merging exact counts: the same counts
+    in_blocks = WindowSummary()
+    for idx in np.array_split(np.arange(window.num_rows), 5):
+        part = summarize_block(window.take(pa.array(idx)), KINDS, edges, max_distinct=500)
+        in_blocks = merge(in_blocks, part, edges, 500)
+    on_driver = _summary(window, 5, edges, cap=500)
+    assert in_blocks.binned == on_driver.binned == {"x"}
+    for name in KINDS:
+        a, b = in_blocks.samples[name], on_driver.samples[name]
+        np.testing.assert_array_equal(a.counts.values, b.counts.values)
+        np.testing.assert_array_equal(a.counts.counts, b.counts.counts)
+        assert (a.rows, a.missing) == (b.rows, b.missing)
