@@ -96,7 +96,10 @@ class Scorer:
         else:
             out[PREDICTION] = out[PREDICTION].astype(object)
         out[REASON] = reasons
-        records = batch.to_dict(orient="records")
-        out[INPUT] = [None if r is None else json.dumps(records[i], default=str)
-                      for i, r in enumerate(reasons)]
+        # Only refused rows carry their input: converting every row cost ~40% of a block's time.
+        refused = np.flatnonzero(~ok)
+        inputs: list[str | None] = [None] * n
+        for i, record in zip(refused, batch.iloc[refused].to_dict(orient="records"), strict=True):
+            inputs[i] = json.dumps(record, default=str)
+        out[INPUT] = inputs
         return out[output_columns(schema)]
