@@ -44,10 +44,22 @@ def check_locations(input_spec: str | list[str], output: str) -> None:
     check_location("--output", output)
 
 
+def check_actors(actors: int) -> None:
+    """ValueError unless the cluster has a CPU left for reading besides ``actors`` sessions of
+    one CPU each (with none left the read tasks never run and the job waits forever)."""
+    if actors < 1:
+        raise ValueError(f"--actors: expected at least 1, got {actors}")
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if actors + 1 > cpus:
+        raise ValueError(f"--actors: {actors} ONNX Runtime sessions take one CPU each and "
+                         f"reading the input needs one more; the cluster has {cpus:g} CPUs")
+
+
 def batch_predict(input_spec: str | list[str], output: str, model: RegisteredModel,
                   id_column: str | None = None, actors: int = 1) -> BatchResult:
     """Score the table ``input_spec`` names into ``output`` (a directory or URI)."""
     check_locations(input_spec, output)
+    check_actors(actors)
     source = resolve(input_spec)
     if id_column:
         sample = read_dataset(source).limit(1).to_pandas()
@@ -66,4 +78,5 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
                        version=model.version)
 
 
-__all__ = ["PREDICTION", "BatchResult", "batch_predict", "check_locations", "score_dataset"]
+__all__ = ["PREDICTION", "BatchResult", "batch_predict", "check_actors", "check_locations",
+           "score_dataset"]

@@ -203,3 +203,12 @@ def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path):
     expected = OnnxModel(model.onnx_bytes, model.schema).predict_frame(good)
     np.testing.assert_allclose(scored.loc[good.index, "p_good"], expected.probabilities[:, 1],
                                rtol=1e-6)
+
+
+def test_batch_scoring_with_as_many_sessions_as_cpus_is_refused(s3_and_ray, tmp_path):
+    """Sessions on every CPU would leave none to read the input: the job would wait forever."""
+    from raylane.batch.job import batch_predict
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    with pytest.raises(ValueError, match=r"--actors: 6 ONNX Runtime sessions .* has 6 CPUs"):
+        batch_predict(str(tmp_path / "in"), str(tmp_path / "out"), model=None, actors=cpus)
