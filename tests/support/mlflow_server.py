@@ -4,8 +4,8 @@ and clients configured with its URL carry on when it is back.
 
 ``store=`` runs it as the manifests deploy it instead: the tracking store (and basic auth's user
 store) on PostgreSQL, artifacts on S3 (support.postgres, support.s3), still proxied by the
-server so clients need no bucket credentials; :func:`db_upgrade` runs the migrations once, as the
-platform's migration Job does, before any server starts.
+server so clients need no bucket credentials; :func:`db_upgrade` runs the migrations as the MLflow
+pods' init container does, before the servers start.
 
 ``auth=True`` runs it as the Kubernetes platform does: ``--app-name basic-auth`` with the auth
 config kuberay ships (its SQLite path moved into the directory), the admin from the environment;
@@ -48,8 +48,9 @@ def shipped_ini(database_uri: str) -> str:
 
 @dataclass(frozen=True)
 class Store:
-    """Where a server keeps things, as deployed: the tracking store's and auth store's URLs,
-    the artifact root (``s3://bucket/prefix``) and what the server needs to reach the bucket."""
+    """Where a server keeps things, as deployed: the tracking store's URL, the auth store's
+    (the shipped config's form: no credentials, libpq takes PGUSER/PGPASSWORD from ``env``),
+    the artifact root (``s3://bucket/prefix``) and the environment that reaches them."""
 
     backend_uri: str
     auth_uri: str
@@ -57,14 +58,15 @@ class Store:
     env: dict[str, str]
 
 
-def db_upgrade(store: Store) -> None:
-    """The migrations, once: the tracking schema (`mlflow db upgrade`, which also creates it in
-    an empty database) and basic auth's (`python -m mlflow.server.auth db upgrade`)."""
-    for cmd in ([str(BIN / "mlflow"), "db", "upgrade", store.backend_uri],
-                [sys.executable, "-m", "mlflow.server.auth", "db", "upgrade", "--url",
-                 store.auth_uri]):
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"{cmd[:4]} failed:\n{done.stderr[-3000:]}"
+def db_upgrade(store: Store, scratch: Path) -> subprocess.Popen:
+    """raylane.deploy.mlflow_migrate against ``store`` (the MLflow pods' init container),
+    started: the caller waits for it. ``scratch`` gets its auth config and log."""
+    (scratch / "migrate.ini").write_text(shipped_ini(store.auth_uri))
+    env = {**os.environ, **store.env, "MLFLOW_BACKEND_STORE_URI": store.backend_uri,
+           "MLFLOW_AUTH_CONFIG_PATH": str(scratch / "migrate.ini")}
+    with open(scratch / "migrate.log", "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "raylane.deploy.mlflow_migrate",
+                                 "--wait-s", "30"], env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 class MlflowServer:

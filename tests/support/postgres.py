@@ -117,7 +117,8 @@ def _stop(proc: subprocess.Popen) -> None:
 @contextmanager
 def postgres(database: str = "mlflow", user: str = "raylane",
              password: str = "pg-test-secret", timeout: float = 60) -> Iterator[Postgres]:
-    """A fresh cluster with ``database`` owned by ``user`` (password authentication over TCP)."""
+    """A fresh cluster with ``database`` owned by ``user`` (password authentication over TCP;
+    CREATEDB, as the migrations create basic auth's database)."""
     home = Path(tempfile.mkdtemp(prefix="raylane-pg-"))
     as_user = _run_as()
     proc: subprocess.Popen | None = None
@@ -143,7 +144,7 @@ def postgres(database: str = "mlflow", user: str = "raylane",
         _wait_ready(home, port, proc, timeout)
         pg = Postgres(port, database, user, password, home, proc.pid)
         with _admin(pg) as cur:
-            cur.execute(f"CREATE ROLE \"{user}\" LOGIN PASSWORD %s", (password,))
+            cur.execute(f"CREATE ROLE \"{user}\" LOGIN CREATEDB PASSWORD %s", (password,))
             cur.execute(f'CREATE DATABASE "{database}" OWNER "{user}"')
         yield pg
     finally:
