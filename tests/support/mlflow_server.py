@@ -74,6 +74,7 @@ class MlflowServer:
 
     def __init__(self, home: Path, auth: bool = False, store: Store | None = None):
         self.home, self.auth, self.store, self.port = home, auth, store, free_port()
+        home.mkdir(parents=True, exist_ok=True)
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 

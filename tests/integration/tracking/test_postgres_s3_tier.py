@@ -63,10 +63,15 @@ class Tier:
         """A fresh tracking database (basic auth's is the migrations' to create) and bucket
         prefix named ``name``, migrated by ``migrations`` init containers at once."""
         self.pg.create_database(name)
+        # the bucket's key pair as the pods get it: an AWS shared credentials file
+        creds = self.scratch / "s3-credentials"
+        creds.write_text(f"[default]\naws_access_key_id = {KEYS['AWS_ACCESS_KEY_ID']}\n"
+                         f"aws_secret_access_key = {KEYS['AWS_SECRET_ACCESS_KEY']}\n")
         store = Store(self.pg.uri(name, driver="postgresql+psycopg2"),
                       f"postgresql+psycopg2://127.0.0.1:{self.pg.port}/{name}_auth",
                       f"s3://{BUCKET}/{name}",
-                      {**KEYS, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+                      {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_DEFAULT_REGION": "us-east-1",
+                       "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
                        "PGUSER": self.pg.user, "PGPASSWORD": self.pg.password})
         runs = []
         for i in range(migrations):
@@ -251,7 +256,6 @@ def test_two_servers_behind_a_service_one_killed_mid_job(tier, writer_ray):
     # either server starts: they take turns under the lock, the second finds nothing to do
     servers = []
     for name in ("a", "b"):
-        (tier.scratch / name).mkdir()
         servers.append(MlflowServer(tier.scratch / name, auth=True, store=store))
     doomed, survivor = servers
     poller = None
