@@ -165,7 +165,8 @@ def test_the_reader_cannot_promote_the_writer_can(server, trained):
     with as_user(WRITER):
         writer = mlflow_client(server.url)
         first = writer.get_model_version("credit", trained.version)
-        second = writer.create_model_version("credit", first.source, run_id=first.run_id)
+        second = writer.create_model_version("credit", first.source, run_id=first.run_id,
+                                             model_id=first.model_id)  # as registry.py does
     try:
         with as_user(READER):
             reader = mlflow_client(server.url)
