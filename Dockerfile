@@ -22,16 +22,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # Install the package (its Ray pin equals the base image's Ray, so pip keeps that Ray and adds only
 # the missing extras and libraries), every dependency at the version uv.lock names: the lock,
 # exported as pip constraints, so a build next month installs what the suite ran against.
-# psycopg2-binary is the one extra: the same image runs `mlflow server` against PostgreSQL in
-# kuberay/base/mlflow.yaml, and MLflow does not ship a driver.
+# psycopg2-binary and boto3 are the extras: the same image runs `mlflow server` against PostgreSQL
+# with artifacts on S3 (kuberay/base/mlflow-deployment.yaml), and MLflow ships neither the driver
+# nor the S3 client. Their versions are uv.lock's (the dev extra's, which the tests ran).
 COPY --chown=1000:100 pyproject.toml uv.lock README.md ./
 COPY --chown=1000:100 raylane ./raylane
 COPY --chown=1000:100 ray_jobs ./ray_jobs
 RUN pip install --no-cache-dir "uv==0.13.9" \
  && uv export --frozen --no-emit-project --no-hashes --extra console -o /tmp/locked.txt \
- && pip install --no-cache-dir -c /tmp/locked.txt ".[console]" "psycopg2-binary==2.9.13" \
+ && pip install --no-cache-dir -c /tmp/locked.txt ".[console]" "psycopg2-binary==2.9.13" "boto3==1.44.8" \
  && rm /tmp/locked.txt \
- && python -c "import ray, raylane, ray_jobs, psycopg2, flask_wtf, streamlit, altair; assert ray.__version__ == '2.60.0', ray.__version__"
+ && python -c "import ray, raylane, ray_jobs, psycopg2, boto3, flask_wtf, streamlit, altair; assert ray.__version__ == '2.60.0', ray.__version__"
 
 # What the job and the service read at run time, relative to WORKDIR (the RayJob entrypoint is
 # `python -m ray_jobs.train_pipeline --config tune_configs/credit_xgboost.yaml`, run from here).

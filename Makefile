@@ -108,7 +108,14 @@ $(VENV)/.redis: | $(VENV)/.installed
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends redis-server)
 	touch $@
 
-test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis $(VENV)/.wrk  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
+# PostgreSQL from Debian: the tier that runs `mlflow server` on PostgreSQL as the manifests do
+# (tests/support/postgres.py starts a throwaway cluster per test module); installed once.
+$(VENV)/.postgres: | $(VENV)/.installed
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends postgresql)
+	touch $@
+
+test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis $(VENV)/.wrk $(VENV)/.postgres  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q $(call junit,suite)

@@ -111,8 +111,13 @@ def _already_exists(exc: Exception) -> bool:
     return getattr(exc, "error_code", "") == "RESOURCE_ALREADY_EXISTS"
 
 
+def _does_not_exist(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
 def ensure_user(client, account: Account) -> str:
-    """Create the user, or reset its password if it exists. Returns "created" or "updated"."""
+    """Create the user, or reset its password if it exists. Returns "created" or "updated".
+    Another MLflow pod's sidecar may create it at the same moment: that is "updated" too."""
     try:
         client.create_user(account.username, account.password)
         return "created"
@@ -124,17 +129,31 @@ def ensure_user(client, account: Account) -> str:
 
 
 def ensure_grant(client, username: str, resource_type: str, resource_id: str,
-                 permission: str) -> None:
-    """Make ``username``'s grant on the resource exactly ``permission``."""
-    try:
-        client.grant_user_permission(username, resource_type, resource_id, permission)
-        return
-    except Exception as exc:
-        if not _already_exists(exc):
-            raise
-    # The grant API refuses duplicates: replace the existing grant (whatever its level).
-    client.revoke_user_permission(username, resource_type, resource_id)
-    client.grant_user_permission(username, resource_type, resource_id, permission)
+                 permission: str, attempts: int = 5) -> None:
+    """Make ``username``'s grant on the resource exactly ``permission``.
+
+    A grant already at that level is left alone: every MLflow pod runs this at start against
+    the one shared user store, and replacing a grant revokes it for a moment, in which the
+    accounts' requests to the other pods are refused. Only a grant at another level is
+    replaced; a sidecar racing this one (its grant or revoke landing in between) means look
+    again."""
+    for _ in range(attempts):
+        try:
+            client.grant_user_permission(username, resource_type, resource_id, permission)
+            return
+        except Exception as exc:
+            if not _already_exists(exc):
+                raise
+        current = client.get_user_permission(username, resource_type, resource_id).permission
+        if current == permission:
+            return
+        try:  # the grant API refuses duplicates: replace the one at the wrong level
+            client.revoke_user_permission(username, resource_type, resource_id)
+        except Exception as exc:
+            if not _does_not_exist(exc):
+                raise
+    raise RuntimeError(f"{username}: the {resource_type} {resource_id} grant kept changing "
+                       f"under us ({attempts} attempts)")
 
 
 def setup_accounts(tracking_uri: str, accounts: list[Account]) -> list[str]:

@@ -53,14 +53,19 @@ def test_runs_as_non_root():
     assert "sudo" not in DOCKERFILE
 
 
-def test_installs_the_package_and_only_the_db_driver():
+def test_installs_the_package_and_only_the_db_driver_and_s3_client():
     runs = " ".join(rest for op, rest in instructions() if op == "RUN")
     installs = re.findall(r"pip install ([^&]+)", runs)
     assert len(installs) == 2
     args = installs[0].split()
     assert args[:2] == ["--no-cache-dir", '"uv==0.13.9"'], args  # uv, pinned, to export the lock
     args = [a for a in installs[1].split() if not a.startswith("-")]
-    assert args == ["/tmp/locked.txt", '".[console]"', '"psycopg2-binary==2.9.13"'], args
+    assert args[:2] == ["/tmp/locked.txt", '".[console]"'], args
+    pins = dict(a.strip('"').split("==") for a in args[2:])
+    assert set(pins) == {"psycopg2-binary", "boto3"}, args
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    locked = {p["name"]: p["version"] for p in lock["package"]}
+    assert pins == {name: locked[name] for name in pins}  # the versions the tests ran
 
 
 def test_installs_the_versions_in_the_lock():
@@ -110,7 +115,7 @@ def test_entry_points_exist_in_the_image():
     assert {"raylane", "ray_jobs", "tune_configs", "serve", "console"} <= copied
     assert (REPO / "ray_jobs" / "train_pipeline.py").is_file()
     assert (REPO / "raylane" / "serving" / "__init__.py").is_file()
-    assert "import ray, raylane, ray_jobs, psycopg2" in DOCKERFILE
+    assert "import ray, raylane, ray_jobs, psycopg2, boto3" in DOCKERFILE
     mlflow = k8s.render_overlay(k8s.KUBERAY / "overlays" / "dev")
     cmds = {tuple(c.get("command", [])) for o in mlflow for _, c in k8s.containers(o)}
     assert ("mlflow", "server") in cmds

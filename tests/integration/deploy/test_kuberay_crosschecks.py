@@ -279,8 +279,8 @@ def test_local_serving_and_the_benchmark_run_the_cluster_env_the_rayservice_ship
 @pytest.mark.parametrize("overlay", [p.name for p in k8s.OVERLAYS])
 def test_mlflow_auth_config_is_what_mlflow_reads(overlay, tmp_path, monkeypatch):
     """The ConfigMap's basic_auth.ini, read by MLflow's own config reader: a known default
-    permission that grants nothing, the admin from the environment (the Secret), and its SQLite
-    database on a mounted volume of its own, not under the served artifact root."""
+    permission that grants nothing, the admin from the environment (the Secret), and its user
+    database on the shared PostgreSQL."""
     from mlflow.server.auth.config import read_auth_config
     from mlflow.server.auth.permissions import get_permission
 
@@ -300,11 +300,18 @@ def test_mlflow_auth_config_is_what_mlflow_reads(overlay, tmp_path, monkeypatch)
     assert config.admin_username == "from-secret" and config.admin_password == "from-secret-too"
     assert "admin_password" not in ini
     assert not get_permission(config.default_permission).can_read  # NO_PERMISSIONS
-    db = config.database_uri.removeprefix("sqlite:///")
-    assert config.database_uri.startswith("sqlite:////")
-    db_mount = next(m for m in c["volumeMounts"] if db.startswith(m["mountPath"] + "/"))
-    db_volume = next(v for v in pod["volumes"] if v["name"] == db_mount["name"])
-    claim = db_volume["persistentVolumeClaim"]["claimName"]
-    assert f"PersistentVolumeClaim/{claim}" in objs and claim != "mlflow-artifacts"
-    artifacts = next(a for a in c["args"] if a.startswith("--artifacts-destination=")).split("=")[1]
-    assert not db.startswith(artifacts + "/")
+    # the user store: a database on the tracking store's PostgreSQL, shared by every replica,
+    # its credentials from the Secret through libpq's PGUSER/PGPASSWORD, none in the ConfigMap
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(config.database_uri)
+    assert (url.get_backend_name(), url.host, url.port) == ("postgresql", "postgres", 5432)
+    assert url.username is None and url.password is None and url.database
+    for container in [c, *pod["initContainers"]]:
+        if container["name"] not in ("mlflow", "mlflow-migrate"):
+            continue
+        names = [e["name"] for e in container["env"]]
+        values = {e["name"]: e.get("value") for e in container["env"]}
+        assert values["PGUSER"] == "$(POSTGRES_USER)", container["name"]
+        assert values["PGPASSWORD"] == "$(POSTGRES_PASSWORD)", container["name"]
+        assert names.index("POSTGRES_PASSWORD") < names.index("PGPASSWORD")  # $(VAR) order

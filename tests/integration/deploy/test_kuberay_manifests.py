@@ -42,7 +42,7 @@ def test_overlays_exist_and_render():
     for overlay in k8s.OVERLAYS:
         kinds = {k8s.obj_id(o) for o in k8s.render_overlay(overlay)}
         assert {"Deployment/mlflow", "Service/mlflow", "StatefulSet/postgres", "Service/postgres",
-                "PersistentVolumeClaim/mlflow-artifacts", "RayCluster/raylane",
+                "PodDisruptionBudget/mlflow", "ConfigMap/mlflow-artifacts", "RayCluster/raylane",
                 "RayService/raylane-serve"} <= kinds, overlay
         assert all(o["metadata"].get("namespace") == "raylane"
                    for o in k8s.render_overlay(overlay) if o["kind"] != "Namespace")
@@ -201,23 +201,109 @@ def test_mlflow_server_postgres_backend_and_proxied_artifacts(overlay):
     # the dev overlay patches args by index: the list must keep its shape
     assert len([a for a in args if a.startswith("--workers=")]) == 1
     assert len(args) == 6 and args[5].startswith("--workers=")
-    dest = next(a for a in args if a.startswith("--artifacts-destination=")).split("=", 1)[1]
-    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-    vols = {v["name"]: v for v in pod["volumes"]}
-    assert vols[mounts[dest]]["persistentVolumeClaim"]["claimName"] == "mlflow-artifacts"
     # credentials only from a Secret, never literal values in the Deployment
     for key in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
         assert "secretKeyRef" in env[key]["valueFrom"], key
     # in-cluster clients send Host "mlflow:5000"; MLflow 3 rejects unknown Host headers
     allowed = env["MLFLOW_SERVER_ALLOWED_HOSTS"]["value"].split(",")
     assert "mlflow:5000" in allowed and "localhost:5000" in allowed  # exact names only
-    assert dep["spec"]["strategy"]["type"] == "Recreate"  # RWO volume
+
+
+def mlflow_replica_problems(objs: dict[str, dict]) -> list[str]:
+    """Why the rendered MLflow would not run as two replicas behind its Service: state on a
+    pod's volume, one replica, no disruption budget, migrations left to the servers, accounts
+    in a per-pod store."""
+    problems = []
+    dep = objs["Deployment/mlflow"]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    if dep["spec"].get("replicas", 1) < 2:
+        problems.append(f"replicas {dep['spec'].get('replicas', 1)}")
+    if dep["spec"].get("strategy", {}).get("type") == "Recreate":
+        problems.append("Recreate: every update takes MLflow down")
+    claims = [v["name"] for v in pod.get("volumes", []) if "persistentVolumeClaim" in v]
+    if claims:
+        problems.append(f"per-pod state on volumes {claims}")
+    # artifacts: an S3 root from the ConfigMap, the key pair from the Secret mlflow-s3
+    dest = next(a for a in c["args"] if a.startswith("--artifacts-destination=")).split("=", 1)[1]
+    config = {}
+    for ref in c.get("envFrom", []):
+        if "configMapRef" in ref:
+            config |= objs[f"ConfigMap/{ref['configMapRef']['name']}"]["data"]
+    root = re.sub(r"\$\((\w+)\)", lambda m: config.get(m.group(1), m.group(0)), dest)
+    if not root.startswith("s3://"):
+        problems.append(f"artifacts at {root}, not on object storage")
+    env = {e["name"]: e for e in c["env"]}
+    creds = env.get("AWS_SHARED_CREDENTIALS_FILE", {}).get("value")
+    if not creds or k8s.secret_files(pod, c).get(creds) != ("mlflow-s3", "credentials"):
+        problems.append("no bucket credentials from the Secret mlflow-s3")
+    # basic auth's user store on the shared PostgreSQL
+    auth = objs["ConfigMap/mlflow-auth"]["data"]["basic_auth.ini"]
+    if "database_uri = postgresql+psycopg2://postgres:5432/" not in auth:
+        problems.append("the auth store is not on the shared PostgreSQL")
+    # the migrations: an init container running raylane.deploy.mlflow_migrate
+    migrate = [i for i in pod.get("initContainers", [])
+               if i.get("command", [])[:3] == ["python", "-m", "raylane.deploy.mlflow_migrate"]]
+    if len(migrate) != 1 or "restartPolicy" in migrate[0]:
+        problems.append("no one-shot migration init container")
+    budgets = [o for o in objs.values() if o["kind"] == "PodDisruptionBudget"
+               and o["spec"]["selector"]["matchLabels"].items()
+               <= pod_labels(dep).items()]
+    if [b["spec"].get("minAvailable") for b in budgets] != [1]:
+        problems.append("no PodDisruptionBudget with minAvailable 1")
+    return problems
+
+
+def pod_labels(obj: dict) -> dict:
+    return obj["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAY_IDS)
+def test_mlflow_runs_two_replicas_on_shared_stores(overlay):
+    objs = {k8s.obj_id(o): o for o in k8s.render_overlay(k8s.KUBERAY / "overlays" / overlay)}
+    assert mlflow_replica_problems(objs) == []
+    assert not [i for i in objs if i.startswith("PersistentVolumeClaim/mlflow")]
+    root = objs["ConfigMap/mlflow-artifacts"]["data"]["MLFLOW_ARTIFACTS_DESTINATION"]
+    endpoint = objs["ConfigMap/mlflow-artifacts"]["data"].get("MLFLOW_S3_ENDPOINT_URL")
+    if overlay == "dev":  # the overlay's MinIO, whose bucket Job creates the bucket
+        assert endpoint == "http://minio:9000" and "Service/minio" in objs
+        job = objs["Job/mlflow-bucket"]["spec"]["template"]["spec"]["containers"][0]
+        assert {"configMapRef": {"name": "mlflow-artifacts"}} in job["envFrom"]
+    else:
+        assert endpoint is None and root != "s3://raylane-mlflow/artifacts"  # your bucket
+
+
+def test_the_replica_check_finds_planted_mistakes():
+    objs = {k8s.obj_id(o): o for o in k8s.render_overlay(k8s.KUBERAY / "overlays" / "dev")}
+    assert mlflow_replica_problems(objs) == []
+
+    def planted(change) -> list[str]:
+        bad = copy.deepcopy(objs)
+        change(bad)
+        return mlflow_replica_problems(bad)
+
+    def one_replica_on_a_pvc(o):  # the old layout
+        spec = o["Deployment/mlflow"]["spec"]
+        spec["replicas"], spec["strategy"] = 1, {"type": "Recreate"}
+        pod = spec["template"]["spec"]
+        pod["volumes"].append({"name": "artifacts",
+                               "persistentVolumeClaim": {"claimName": "mlflow-artifacts"}})
+        pod["containers"][0]["args"][4] = "--artifacts-destination=/mlflow/artifacts"
+
+    assert len(planted(one_replica_on_a_pvc)) == 4
+    assert planted(lambda o: o["ConfigMap/mlflow-auth"]["data"].update(
+        {"basic_auth.ini": "[mlflow]\ndatabase_uri = sqlite:////mlflow/auth/basic_auth.db\n"}))
+    assert planted(lambda o: o.pop("PodDisruptionBudget/mlflow"))
+    assert planted(lambda o: o["Deployment/mlflow"]["spec"]["template"]["spec"][
+        "initContainers"].pop(0))
+    assert planted(lambda o: o["ConfigMap/mlflow-artifacts"]["data"].update(
+        {"MLFLOW_ARTIFACTS_DESTINATION": "/mlflow/artifacts"}))
 
 
 # prod: these Secrets are created out of band (README: Run on Kubernetes)
 MLFLOW_ACCOUNT_SECRETS = ("mlflow-admin", "mlflow-writer", "mlflow-reader")
 RAY_TOKEN_SECRETS = ("raylane-ray-token", "raylane-serve-ray-token")
-PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", *RAY_TOKEN_SECRETS,
+PROD_EXTERNAL_SECRETS = ("mlflow-postgres", "prediction-log-s3", "mlflow-s3", *RAY_TOKEN_SECRETS,
                          "raylane-redis", *MLFLOW_ACCOUNT_SECRETS)
 
 
@@ -243,7 +329,8 @@ def test_secret_references_resolve(overlay):
              for o in objs for c in k8s.ray_cluster_specs(o) if "gcsFaultToleranceOptions" in c}
     assert refs <= secrets | external, refs - secrets
     if overlay == "dev":
-        assert len(secrets) == 8 and {"prediction-log-s3", *RAY_TOKEN_SECRETS, "raylane-redis",
+        assert len(secrets) == 9 and {"prediction-log-s3", "mlflow-s3", *RAY_TOKEN_SECRETS,
+                                      "raylane-redis",
                                       *MLFLOW_ACCOUNT_SECRETS} <= secrets
         assert {s for s in secrets if s.startswith("mlflow-postgres-")}
     else:  # every external Secret is named in the prod overlay's instructions
@@ -512,7 +599,8 @@ CONSOLE = {"matchLabels": {"app.kubernetes.io/name": "raylane-console"}}
 def test_network_policies_select_pods_that_exist(overlay):
     objs, pods = _platform(overlay)
     policies = _policies(objs)
-    extra = {"ray-to-minio", "minio"} if overlay == "dev" else set()
+    extra = ({"ray-to-minio", "minio", "mlflow-to-minio", "minio-from-mlflow"}
+             if overlay == "dev" else set())
     assert set(policies) == {"postgres", "mlflow", "ray", "serve-http", "console",
                              "redis"} | extra
     # labels of pods that are not the manifests' (you set them on your own pods)
@@ -570,10 +658,17 @@ def test_mlflow_admits_ray_pods_and_the_console_only(overlay):
     assert CONSOLE in [p["podSelector"] for p in rule["from"]]
     clients = {o for peer in rule["from"] for o in _matched(peer["podSelector"], pods)}
     assert clients == RAY_POD_OWNERS | {"Deployment/raylane-console"}, clients
-    # MLflow itself reaches PostgreSQL and DNS only
-    assert {k8s.obj_id(o) for r in ml["egress"] for peer in r.get("to", [])
+    # MLflow itself reaches PostgreSQL, DNS and object storage (HTTPS outside the metadata range)
+    assert {k8s.obj_id(o) for r in ml["egress"] for peer in r.get("to", []) if "podSelector" in peer
             for o in objs if any(_selects(peer["podSelector"], lab) for _, lab in _pod_labels(o))
             } == {"StatefulSet/postgres"}
+    blocks = [(peer["ipBlock"], [p["port"] for p in r["ports"]])
+              for r in ml["egress"] for peer in r.get("to", []) if "ipBlock" in peer]
+    assert blocks == [({"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}, [443])]
+    if overlay == "dev":  # and its MinIO, which admits it
+        to_minio = _policies(objs)["mlflow-to-minio"]
+        assert _matched(to_minio["podSelector"], pods) == {"Deployment/mlflow"}
+        assert [p["port"] for r in to_minio["egress"] for p in r["ports"]] == [9000]
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_IDS)
