@@ -21,7 +21,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from raylane.model.metrics import Metric
-from raylane.model.mlflow_failures import is_transient
+from raylane.model.mlflow_failures import http_status, is_transient
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
 from raylane.model.store import (
@@ -74,6 +74,20 @@ class Decision:
         return CHAMPION if self.promoted else CHALLENGER
 
 
+def _forbidden_because_absent(client: MlflowClient, name: str, exc: Exception) -> bool:
+    """Whether a 403 on the alias means only that no model ``name`` exists yet: MLflow's basic
+    auth answers 403, not 404, for a model nobody created (it has no permission of its own, and
+    the default grants none), while its search lists every model the caller may read. A model
+    the caller cannot read at all could not take a new version from it either."""
+    if http_status(exc) != 403:
+        return False
+    quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+    try:
+        return not client.search_registered_models(filter_string=f"name = '{quoted}'")
+    except Exception:
+        return False
+
+
 def load_champion(
     client: MlflowClient, name: str,
 ) -> tuple[ModelVersion | None, OnnxModel | None, ChampionProblem | None]:
@@ -85,6 +99,8 @@ def load_champion(
     except Exception as exc:
         if isinstance(exc, MlflowException) and exc.error_code in _NO_SUCH_ALIAS \
                 and not is_transient(exc):
+            return None, None, None
+        if _forbidden_because_absent(client, name, exc):
             return None, None, None
         return None, None, ChampionProblem(
             "unavailable", f"the registry could not say which version of {name} is champion: "

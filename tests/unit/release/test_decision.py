@@ -114,3 +114,36 @@ def test_failed_gates_are_no_reason_to_retry_an_unreachable_champion():
     d = decision_from(unreachable, GateResult(passed=False, reasons=["overfit"]))
     assert not d.promoted and not d.champion_unavailable
     assert "raylane.decision.retry" not in decision_tags(d, AUC)
+
+
+class _BasicAuthRegistry:
+    """What MLflow's basic auth answers a writer about the alias of a model: 403 whether the
+    model is absent (no permission of its own yet) or exists unreadable; search lists what the
+    caller may read."""
+
+    def __init__(self, readable: list[str]) -> None:
+        self.readable = readable
+
+    def get_model_version_by_alias(self, name, alias):
+        from mlflow.exceptions import MlflowException
+
+        raise MlflowException("API request to endpoint /api/2.0/mlflow/registered-models/alias "
+                              "failed with error code 403 != 200. Response body: "
+                              "'Permission denied'")
+
+    def search_registered_models(self, filter_string):
+        return [n for n in self.readable if filter_string == f"name = '{n}'"]
+
+
+def test_a_403_for_a_model_nobody_created_yet_is_no_champion():
+    from raylane.release.decision import load_champion
+
+    assert load_champion(_BasicAuthRegistry([]), "credit") == (None, None, None)
+
+
+def test_a_403_for_an_existing_model_is_an_unavailable_champion():
+    from raylane.release.decision import load_champion
+
+    champion, model, problem = load_champion(_BasicAuthRegistry(["credit"]), "credit")
+    assert champion is None and model is None
+    assert problem.kind == "unavailable" and "403" in problem.message
