@@ -167,10 +167,19 @@ def head_dir(state_dir: Path, ha: HA) -> Path:
 
 def head_processes(state_dir: Path) -> list[int]:
     """Pids of the current head's processes (GCS, raylet, dashboard, its workers, its proxy):
-    those naming its temp dir, and their descendants. Nothing of the worker node or Redis."""
+    those naming its temp dir, and their descendants; what a head pod's death takes. Nothing of
+    the worker node's process tree (its raylet and everything below it) or Redis.
+
+    The tree decides, not the name: Serve's HAProxy manager on the worker node runs with the
+    head's ``RAY_SERVE_HAPROXY_*`` paths, so the worker's HAProxy names the head's directory
+    on its command line (``-f head-1/<node id>/haproxy.cfg``) though it lives on the worker."""
     ha = HA(json.loads((state_dir / "ha.json").read_text()))
-    needle = str(head_dir(state_dir, ha)).encode()
-    return sorted(processes.matching(lambda p: needle in p.cmdline or needle in p.environ))
+    head, worker = str(head_dir(state_dir, ha)).encode(), str(state_dir / "worker").encode()
+    table = processes.table()
+    named = {pid for pid, p in table.items() if head in p.cmdline or head in p.environ}
+    on_worker = processes.with_descendants(
+        {pid for pid, p in table.items() if worker in p.cmdline}, table)
+    return sorted(processes.with_descendants(named, table) - on_worker)
 
 
 def start_head(state_dir: Path, ha: HA) -> None:

@@ -210,6 +210,17 @@ def chromium_path() -> str | None:
     return CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
 
 
+def require_chromium() -> None:
+    """Skip the test without Chromium; fail in CI, where `make test` installs it."""
+    import pytest
+
+    if chromium_path() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed: `make test` installs it "
+                        "(apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
 @contextmanager
 def browser_page(downloads: Path) -> Iterator[object]:
     """A Playwright page in headless Debian Chromium (Playwright's own browsers are not used)."""

@@ -8,7 +8,6 @@ One stack (MLflow store, Ray with its dashboard, Serve) for the module.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import httpx
@@ -17,8 +16,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from support.console import (
     browser_page,
-    chromium_path,
     console_stack,
+    require_chromium,
     settled,
     streamlit_app,
     wait_metrics,
@@ -153,11 +152,7 @@ def test_service_page_replicas_traffic_and_rejections(console_env):
 
 
 def test_console_in_a_real_browser(stack, tmp_path):
-    if chromium_path() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed: `make test` installs it "
-                        "(apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    require_chromium()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     upload = tmp_path / "applicants.csv"
     credit_rows(40).drop(columns="Status").to_csv(upload, index=False)

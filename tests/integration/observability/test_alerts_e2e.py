@@ -21,6 +21,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 from support import serving as ss
+from support.console import browser_page, require_chromium, settled, streamlit_app
 from support.environ import restored_environ
 from support.observability import INTERVAL_S, ROOT, served_and_scraped, wait_for
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.slow
 
 ALERT = "RaylaneModelLoadGaveUp"
 PAGE = str(ROOT / "console" / "pages" / "metrics.py")
+SCREENSHOTS = ROOT / "docs" / "console"
 GAVE_UP = re.compile(r'^ray_raylane_model_load_gave_up\{[^}]*model_name="credit"[^}]*\} (\S+)$',
                      re.M)
 
@@ -73,12 +75,13 @@ def records(frame) -> list[dict]:
 
 def latest(prom: str, key: str) -> dict[str, float]:
     """The newest values of one of the Metrics view's charts, as the page reads them."""
-    chart = next(c for c in metrics.charts() if c.key == key)
-    end = datetime.now(UTC)
-    return metrics.latest(metrics.chart_frame(prom, chart, end - timedelta(minutes=15), end, 10))
+    return metrics.latest(recent(prom, key))
 
 
-def test_the_console_metrics_view_charts_the_served_traffic(stack):
+@pytest.fixture(scope="module")
+def traffic(stack) -> str:
+    """Real requests served and scraped: Prometheus has a request rate and a p99 latency.
+    Prometheus's URL."""
     prom = stack["prom"]
     body = {"records": records(stack["trained"].X.head(20))}
     with httpx.Client(base_url=stack["serve"], timeout=30) as client:
@@ -98,7 +101,11 @@ def test_the_console_metrics_view_charts_the_served_traffic(stack):
         burst()
     wait_for("a request rate above 0", lambda: latest(prom, "requests").get("requests/s"), 120, 1)
     wait_for("a p99 latency", lambda: latest(prom, "latency").get("p99"), 60, 1)
+    return prom
 
+
+def test_the_console_metrics_view_charts_the_served_traffic(traffic):
+    prom = traffic
     with restored_environ():
         os.environ.update(RAYLANE_PROMETHEUS_URL=prom, RAYLANE_CONSOLE_TIMEOUT_S="10")
         at = AppTest.from_file(PAGE, default_timeout=60).run()
@@ -118,6 +125,65 @@ def test_the_console_metrics_view_charts_the_served_traffic(stack):
     with pytest.raises(metrics.QueryFailed, match="bad_data"):
         metrics.query_range(prom, "sum(", datetime.now(UTC) - timedelta(minutes=1),
                             datetime.now(UTC), 5, 10)
+
+
+def test_the_metrics_view_in_a_real_browser(traffic, tmp_path):
+    """The whole console (``streamlit run``) in headless Chromium on the same stack: the Metrics
+    page draws the request-rate and latency lines from Prometheus; its screenshot is kept with
+    the other pages' in docs/console."""
+    require_chromium()
+    # a line needs two points: until the page's default window (1 hour, 15 s steps) has them
+    for key in ("requests", "latency"):
+        wait_for(f"two {key} points",
+                 lambda k=key: len(recent(traffic, k, 60).dropna(how="all")) > 1, 90, 1)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    env = {"RAYLANE_PROMETHEUS_URL": traffic, "RAYLANE_CONSOLE_TIMEOUT_S": "10"}
+    with streamlit_app(env, tmp_path / "streamlit.log") as url, \
+            browser_page(tmp_path) as browser:
+        # a session's first page is the app (its navigation), as a user arrives
+        browser.goto(url)
+        browser.locator("h1").first.wait_for()
+        settled(browser)
+        browser.get_by_test_id("stSidebarNav").get_by_text("Metrics", exact=True).click()
+        browser.wait_for_url(f"{url}/metrics")
+        heading = browser.locator("h1").filter(has_text="Metrics")
+        heading.wait_for()
+        settled(browser)
+        assert browser.locator("[data-testid='stException']").count() == 0
+        alerts = browser.locator("[data-testid='stAlert']").all_inner_texts()
+        assert not [a for a in alerts if "Request rate" in a or "Latency" in a
+                    or "Prometheus" in a], alerts
+        tiles = {t.locator("[data-testid='stMetricLabel']").inner_text().strip():
+                 t.locator("[data-testid='stMetricValue']").inner_text().strip()
+                 for t in browser.get_by_test_id("stMetric").all()}
+        assert float(tiles["Requests/s"].replace(",", "")) > 0, tiles
+        assert tiles["Latency p99"].endswith(" ms"), tiles
+        for title in ("Request rate", "Latency"):
+            # Vega draws after the script run ends: until its marks are on the page
+            chart_under(browser, title).locator("canvas, svg.marks").first.wait_for(
+                timeout=60_000)
+        # Streamlit scrolls inside a viewport-high pane: grow the viewport to take every chart
+        height = browser.get_by_test_id("stMainBlockContainer").evaluate("e => e.scrollHeight")
+        browser.set_viewport_size({"width": 1400, "height": max(1000, int(height) + 100)})
+        settled(browser)
+        browser.screenshot(path=SCREENSHOTS / "metrics.png", full_page=True)
+
+
+def recent(prom: str, key: str, minutes: int = 15):
+    """One of the Metrics view's charts over its last ``minutes``, as the page queries it."""
+    chart = next(c for c in metrics.charts() if c.key == key)
+    end = datetime.now(UTC)
+    return metrics.chart_frame(prom, chart, end - timedelta(minutes=minutes), end, 10)
+
+
+def chart_under(browser, title: str):
+    """The chart drawn right after the subheader ``title`` (and its caption), not a later one."""
+    container = browser.locator("[data-testid='stElementContainer']").filter(
+        has=browser.get_by_role("heading", name=title, exact=True))
+    return container.locator(
+        "xpath=following-sibling::div[.//*[@data-testid='stVegaLiteChart'] or "
+        ".//*[@data-testid='stAlert'] or .//h3][1]").locator(
+        "[data-testid='stVegaLiteChart']")
 
 
 def test_a_model_that_cannot_load_fires_its_alert_and_resolves(stack):

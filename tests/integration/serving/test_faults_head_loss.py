@@ -156,10 +156,11 @@ def _start(tmp_path: Path, uri: str, ha: local.HA) -> tuple[Path, Path, int]:
     return state, config, head_port
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: the replica survives and the new head's Serve reconfigures it, but the worker's "
-    "proxy refuses connections from the kill until ~18 s after Serve is RUNNING again "
-    "(91 of 177 requests failed while the head was down); the cause is not found yet"))
+@pytest.mark.xfail(strict=False, reason=(
+    "not measured through yet with the kill taking the head's process tree only (before, it "
+    "also SIGKILLed the worker's HAProxy, whose command line names the head's directory, and 91 "
+    "of 177 requests failed while the head was down); the one run since stalled before the kill "
+    "(the worker's proxy did not answer within 120 s), cause not found"))
 def test_head_loss_with_redis_loses_no_request(tmp_path, published):
     uri, row = published
     ha = local.HA.defaults(worker_port=ss.free_port(), worker_cpus=1,

@@ -65,6 +65,44 @@ def test_stop_ends_the_processes_of_its_state_dir_and_nothing_else(tmp_path):
                 proc.wait()
 
 
+def test_head_processes_are_the_head_tree_not_the_workers_haproxy(tmp_path):
+    """A head pod's death takes its own processes only: the worker node's HAProxy names the
+    head's directory on its command line (Serve gives it the head's HAProxy paths) but lives
+    under the worker's raylet, so it is not the head's."""
+    state = tmp_path / "ha"
+    head = state / "head-1"
+    head.mkdir(parents=True)
+    (state / "ha.json").write_text('{"heads": 1}')
+    # the head's GCS (names its dir) with a child; the worker's raylet (names the worker's
+    # dir) with a manager below it (names nothing) and, below that, an HAProxy naming the head
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    (bin_ / "raylet.sh").write_text(f"sh {bin_ / 'manager.sh'} & wait\n")
+    (bin_ / "manager.sh").write_text(
+        f"sh -c 'sleep 60 & wait' haproxy -f {head / 'node' / 'haproxy.cfg'} & wait\n")
+    gcs = subprocess.Popen(["sh", "-c", "sleep 60 & wait", "gcs", f"--dir={head}"],
+                           start_new_session=True)
+    raylet = subprocess.Popen(["sh", str(bin_ / "raylet.sh"), f"--temp_dir={state / 'worker'}"],
+                              start_new_session=True)
+    try:
+        for _ in range(100):
+            if len(local.processes_of(state)) == 6:
+                break
+            time.sleep(0.05)
+        everything = local.processes_of(state)
+        assert len(everything) == 6, everything
+        named_head = [p for p in everything
+                      if str(head).encode() in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(named_head) == 2  # the GCS, and the worker's HAProxy
+        pids = local.head_processes(state)
+        assert gcs.pid in pids and len(pids) == 2, pids  # the GCS and its child
+        assert raylet.pid not in pids and not set(pids) & (set(named_head) - {gcs.pid})
+    finally:
+        for proc in (gcs, raylet):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def test_haproxy_replays_requests_a_dead_replica_never_answered():
     """Ray's default (``conn-failure``) replays only requests never sent: the requests in flight
     on a replica that dies (SIGKILL, OOM, node loss) failed. ``empty-response`` replays those on
