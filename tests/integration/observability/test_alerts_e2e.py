@@ -78,6 +78,50 @@ def latest(prom: str, key: str) -> dict[str, float]:
     return metrics.latest(recent(prom, key))
 
 
+# First in the module: the replica exports its load gauge when it loads, and the metrics
+# tests' minutes of traffic later, Prometheus no longer had the series (seen: 90 s wait).
+def test_a_model_that_cannot_load_fires_its_alert_and_resolves(stack):
+    prom = stack["prom"]
+    targets = [t for entry in yaml.safe_load(stack["sd"].read_text()) for t in entry["targets"]]
+    # Prometheus scrapes Ray's targets and has the replica's gauge at 0 (the model is served)
+    wait_for("Ray targets up in Prometheus", lambda: [
+        t for t in httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        if t["health"] == "up"], 60)
+    query = f"{prom}/api/v1/query"
+    wait_for("the gauge in Prometheus", lambda: httpx.get(query, params={
+        "query": "ray_raylane_model_load_gave_up"}, timeout=5).json()["data"]["result"], 90)
+    assert alert_state(prom, ALERT) is None
+
+    # the fault: a version that cannot load is promoted
+    t_fault = time.monotonic()
+    bad = ss.register_broken(stack["uri"], "credit", stack["trained"].schema,
+                             stack["trained"].X, "corrupt_onnx")
+    wait_for("the gauge exported at 1", lambda: exported_gave_up(targets) == 1.0, 120, 0.1)
+    t_exported = time.monotonic()
+    wait_for(f"{ALERT} firing", lambda: alert_state(prom, ALERT) == "firing", 120, 0.1)
+    t_firing = time.monotonic()
+    meta = httpx.get(f"{stack['serve']}/metadata", timeout=10).json()
+    assert meta["version"] == stack["v1"] and meta["load_status"]["pending_version"] == bad
+
+    # the fix: champion back on the served version
+    ss.move_alias(stack["uri"], "credit", stack["v1"])
+    t_fix = time.monotonic()
+    wait_for("the gauge exported at 0", lambda: exported_gave_up(targets) == 0.0, 120, 0.1)
+    t_exported_fix = time.monotonic()
+    wait_for(f"{ALERT} resolved", lambda: alert_state(prom, ALERT) is None, 120, 0.1)
+    t_resolved = time.monotonic()
+
+    budget = alert_for_s(ALERT) + 2 * INTERVAL_S
+    print(f"\n{ALERT}: fault -> exported {t_exported - t_fault:.1f} s, exported -> firing "
+          f"{t_firing - t_exported:.1f} s (for + 2 scrape intervals = {budget:.0f} s); fix -> "
+          f"exported {t_exported_fix - t_fix:.1f} s, exported -> resolved "
+          f"{t_resolved - t_exported_fix:.1f} s")
+    # the export itself is Ray's metrics agent (its report interval); Prometheus's part is
+    # bounded by the rule's for: and two intervals (scrape, then evaluation), plus polling slack
+    assert t_firing - t_exported <= budget + 1.0
+    assert t_resolved - t_exported_fix <= budget + 1.0
+
+
 @pytest.fixture(scope="module")
 def traffic(stack) -> str:
     """Real requests served and scraped: Prometheus has a request rate and a p99 latency.
@@ -184,45 +228,3 @@ def chart_under(browser, title: str):
         "xpath=following-sibling::div[.//*[@data-testid='stVegaLiteChart'] or "
         ".//*[@data-testid='stAlert'] or .//h3][1]").locator(
         "[data-testid='stVegaLiteChart']")
-
-
-def test_a_model_that_cannot_load_fires_its_alert_and_resolves(stack):
-    prom = stack["prom"]
-    targets = [t for entry in yaml.safe_load(stack["sd"].read_text()) for t in entry["targets"]]
-    # Prometheus scrapes Ray's targets and has the replica's gauge at 0 (the model is served)
-    wait_for("Ray targets up in Prometheus", lambda: [
-        t for t in httpx.get(f"{prom}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
-        if t["health"] == "up"], 60)
-    query = f"{prom}/api/v1/query"
-    wait_for("the gauge in Prometheus", lambda: httpx.get(query, params={
-        "query": "ray_raylane_model_load_gave_up"}, timeout=5).json()["data"]["result"], 90)
-    assert alert_state(prom, ALERT) is None
-
-    # the fault: a version that cannot load is promoted
-    t_fault = time.monotonic()
-    bad = ss.register_broken(stack["uri"], "credit", stack["trained"].schema,
-                             stack["trained"].X, "corrupt_onnx")
-    wait_for("the gauge exported at 1", lambda: exported_gave_up(targets) == 1.0, 120, 0.1)
-    t_exported = time.monotonic()
-    wait_for(f"{ALERT} firing", lambda: alert_state(prom, ALERT) == "firing", 120, 0.1)
-    t_firing = time.monotonic()
-    meta = httpx.get(f"{stack['serve']}/metadata", timeout=10).json()
-    assert meta["version"] == stack["v1"] and meta["load_status"]["pending_version"] == bad
-
-    # the fix: champion back on the served version
-    ss.move_alias(stack["uri"], "credit", stack["v1"])
-    t_fix = time.monotonic()
-    wait_for("the gauge exported at 0", lambda: exported_gave_up(targets) == 0.0, 120, 0.1)
-    t_exported_fix = time.monotonic()
-    wait_for(f"{ALERT} resolved", lambda: alert_state(prom, ALERT) is None, 120, 0.1)
-    t_resolved = time.monotonic()
-
-    budget = alert_for_s(ALERT) + 2 * INTERVAL_S
-    print(f"\n{ALERT}: fault -> exported {t_exported - t_fault:.1f} s, exported -> firing "
-          f"{t_firing - t_exported:.1f} s (for + 2 scrape intervals = {budget:.0f} s); fix -> "
-          f"exported {t_exported_fix - t_fix:.1f} s, exported -> resolved "
-          f"{t_resolved - t_exported_fix:.1f} s")
-    # the export itself is Ray's metrics agent (its report interval); Prometheus's part is
-    # bounded by the rule's for: and two intervals (scrape, then evaluation), plus polling slack
-    assert t_firing - t_exported <= budget + 1.0
-    assert t_resolved - t_exported_fix <= budget + 1.0
