@@ -37,12 +37,14 @@ def _project_dir(monkeypatch):
     ("mlflow.tracking_uri=sqlite:////etc/mlflow.db", "mlflow.tracking_uri"),
     ("mlflow.tracking_uri=postgresql://user:pw@db.example/mlflow", "mlflow.tracking_uri"),
     ("tune.storage_path=/var/lib/elsewhere", "tune.storage_path"),
-    ("tune.storage_path=s3://someone-elses-bucket/tune", "tune.storage_path"),
+    # object storage is for data-parallel trials; one-process trials refuse any URI first
+    ("tune.storage_path=s3://someone-elses-bucket/tune tune.workers_per_trial=2",
+     "tune.storage_path"),
     ("monitoring.model_uri=https://attacker.example/model", "monitoring.model_uri"),
 ])
 def test_config_refuses_locations_outside_the_allowlist(override, field):
     with pytest.raises(ConfigError) as err:
-        load_config(CONFIG, [override])
+        load_config(CONFIG, override.split())
     assert f"{field}: " in str(err.value)
     assert ENV_ALLOWED in str(err.value) or "not accepted" in str(err.value)
 
