@@ -238,3 +238,45 @@ def browser_page(downloads: Path) -> Iterator[object]:
             yield page
         finally:
             browser.close()
+
+
+MODELS_PAGE = str(ROOT / "console" / "pages" / "models.py")
+
+
+@contextmanager
+def console_env(url: str, user: tuple[str, str]) -> Iterator[None]:
+    """The console's environment for Streamlit's AppTest: this registry, as ``user``; bound to
+    127.0.0.1 as `make console` runs it, so the person promoting is the OS user."""
+    from streamlit import config as st_config
+
+    address = st_config.get_option("server.address")
+    st_config.set_option("server.address", "127.0.0.1")
+    try:
+        with restored_environ():
+            os.environ.update(MLFLOW_TRACKING_URI=url, RAYLANE_MODEL=MODEL,
+                              MLFLOW_TRACKING_USERNAME=user[0], MLFLOW_TRACKING_PASSWORD=user[1],
+                              RAYLANE_CONSOLE_AUTH="local")
+            yield
+    finally:
+        st_config.set_option("server.address", address)
+
+
+def models_page(url: str, user: tuple[str, str]):
+    """The Models page run once (AppTest) against ``url`` as ``user``."""
+    from streamlit.testing.v1 import AppTest
+
+    with console_env(url, user):
+        at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def click_promote(at, url: str, user: tuple[str, str], version: str, why: str):
+    """Choose ``version``, give the reason, confirm and press "Move champion"."""
+    at.selectbox(key="models_target").set_value(version)
+    at.text_area(key="models_why").input(why)
+    at.checkbox(key="models_confirm").check()
+    with console_env(url, user):
+        next(b for b in at.button if b.label == "Move champion").click().run()
+    assert not at.exception, at.exception
+    return at

@@ -9,18 +9,13 @@ replica swaps to the new champion (it polls the alias)."""
 from __future__ import annotations
 
 import getpass
-import os
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
-from streamlit import config as st_config
-from streamlit.testing.v1 import AppTest
 from support import serving as ss
-from support.environ import restored_environ
+from support.console import click_promote, models_page
 from support.mlflow_server import READER, WRITER, as_user, mlflow_server, run_account_setup
-from support.paths import ROOT
 
 from raylane.console import versions as reg
 from raylane.console.registry_access import NotAllowed, mlflow_errors
@@ -29,7 +24,6 @@ from raylane.tracking.registry import CHAMPION, set_alias
 from raylane.tracking.runs import RunLog, mlflow_client
 
 pytestmark = pytest.mark.slow
-PAGE = str(ROOT / "console" / "pages" / "models.py")
 ROW = {"Seniority": 9, "Home": "rent", "Time": 60, "Age": 30, "Marital": "married",
        "Records": "no", "Job": "freelance", "Expenses": 73, "Income": 129, "Assets": 0,
        "Debt": 0, "Amount": 800, "Price": 846}
@@ -64,44 +58,11 @@ def served_version(base: str) -> str:
     return response.json()["model_version"]
 
 
-@contextmanager
-def console_env(url: str, user: tuple[str, str]):
-    """The console's environment: this registry, as ``user``; bound to 127.0.0.1 as `make
-    console` runs it, so the person promoting is the OS user."""
-    address = st_config.get_option("server.address")
-    st_config.set_option("server.address", "127.0.0.1")
-    try:
-        with restored_environ():
-            os.environ.update(MLFLOW_TRACKING_URI=url, RAYLANE_MODEL="credit",
-                              MLFLOW_TRACKING_USERNAME=user[0], MLFLOW_TRACKING_PASSWORD=user[1],
-                              RAYLANE_CONSOLE_AUTH="local")
-            yield
-    finally:
-        st_config.set_option("server.address", address)
-
-
-def page(url: str, user: tuple[str, str]) -> AppTest:
-    with console_env(url, user):
-        at = AppTest.from_file(PAGE, default_timeout=60).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def click_promote(at: AppTest, url: str, user: tuple[str, str], version: str) -> AppTest:
-    at.selectbox(key="models_target").set_value(version)
-    at.text_area(key="models_why").input("v2 scores better on last week's rows")
-    at.checkbox(key="models_confirm").check()
-    with console_env(url, user):
-        next(b for b in at.button if b.label == "Move champion").click().run()
-    assert not at.exception, at.exception
-    return at
-
-
 def test_promote_needs_write_credentials_and_serving_swaps(stack):
     url, base = stack
     assert served_version(base) == "1"
 
-    reader = page(url, READER)
+    reader = models_page(url, READER)
     assert reader.metric[0].value == "v1" and reader.metric[1].value == "v2"
     locked = [w.value for w in reader.warning if "Read-only" in w.value]
     assert locked and "only READ on registered model 'credit'" in locked[0], \
@@ -116,10 +77,10 @@ def test_promote_needs_write_credentials_and_serving_swaps(stack):
         assert str(client.get_model_version_by_alias("credit", CHAMPION).version) == "1"
     assert served_version(base) == "1"
 
-    writer = page(url, WRITER)
+    writer = models_page(url, WRITER)
     assert not [w for w in writer.warning if "Read-only" in w.value]
     assert len(writer.get("image")) == 2  # both versions' feature importance, side by side
-    writer = click_promote(writer, url, WRITER, "2")
+    writer = click_promote(writer, url, WRITER, "2", "v2 scores better on last week's rows")
     assert any("v2 is champion (was v1)" in s.value for s in writer.success), \
         [e.value for e in writer.error]
     assert writer.metric[0].value == "v2"

@@ -2,12 +2,14 @@
 PostgreSQL (tracking store and basic auth's user store) with artifacts on S3 (moto's server),
 migrations run once beforehand. One training job, shared by the module, registers and promotes
 through the server as the writer; then the ONNX graph is found in the bucket, the accounts are
-checked, the server goes away and comes back on the same database. Last, two servers on one
-database and bucket behind HAProxy (the Kubernetes Service's stand-in), one SIGKILLed while a
-training job registers through the front."""
+checked, the server goes away and comes back on the same database; continuous training judges a
+challenger and the console's Models page moves the champion through the same server. Last, two
+servers on one database and bucket behind HAProxy (the Kubernetes Service's stand-in), one
+SIGKILLed while a training job registers through the front."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -16,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import psycopg2
 import pyarrow.fs as pafs
 import pytest
+from support.console import click_promote, models_page
 from support.haproxy import haproxy
 from support.mlflow_server import (
     ADMIN,
@@ -37,6 +41,9 @@ from support.postgres import Postgres, postgres
 from support.s3 import KEYS, moto_server
 
 from raylane.config import PipelineConfig, load_config
+from raylane.console import versions as reg
+from raylane.continuous import CTResult, run_continuous_training
+from raylane.model import tags
 from raylane.model.mlflow_failures import is_transient
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.store import ONNX_FILE, load_registered_model
@@ -224,6 +231,76 @@ def test_a_registry_outage_is_transient_and_loses_nothing(tier, server, trained,
     with as_user(READER), pytest.raises(Exception) as denied:
         set_alias(mlflow_client(server.url), "credit", CHAMPION, trained.version)
     assert status_of(denied.value) == 403, denied.value
+
+
+@pytest.fixture(scope="module")
+def continuous(tier, server, trained, writer_ray) -> CTResult:
+    """One continuous-training run as the CT job's writer: the credit rows after the first
+    3,000 as new labelled rows, a fixed challenger, judged against the job's champion."""
+    new_rows = tier.scratch / "new.parquet"
+    pd.read_csv(CREDIT_CSV).iloc[3000:].to_parquet(new_rows)
+    config = credit_config(server.url, tier.scratch / "ct", "tune.num_samples=1",
+                           "model.search_space={}", "gates.min_holdout={}",
+                           "model.params={tree_method: hist, n_jobs: 1, n_estimators: 60, "
+                           "max_depth: 3, learning_rate: 0.1}")
+    return run_continuous_training(config, force=True, new_data=str(new_rows))
+
+
+def test_continuous_training_judges_and_links_on_postgres_and_s3(tier, server, trained,
+                                                                 continuous):
+    result = continuous
+    assert result.retrained and result.model_version == "2", result
+    client = mlflow_client(server.url)
+    # the new version is the challenger either way; champion only if it won
+    aliases = {CHAMPION: "2" if result.promoted else str(trained.version), CHALLENGER: "2"}
+    for alias, version in aliases.items():
+        assert str(client.get_model_version_by_alias("credit", alias).version) == version
+    version = client.get_model_version("credit", "2")
+    assert version.tags[tags.CT_RUN_ID] == result.run_id
+    assert version.run_id == result.training_run_id
+    judged = {k: float(result.scores[f"{tags.JUDGING_PREFIX}{k}"])
+              for k in ("challenger", "champion")}
+    assert (judged["challenger"] > judged["champion"]) == result.promoted, (judged, result)
+    ct_run = client.get_run(result.run_id)
+    assert ct_run.info.status == "FINISHED"
+    assert ct_run.data.tags[tags.CT_DECISION] == ("promoted" if result.promoted
+                                                       else "not promoted")
+    # the judging record is an artifact in the bucket, read back through the server
+    path = client.download_artifacts(result.run_id, "judging/holdout_definition.json",
+                                     str(tier.scratch / "download"))
+    assert json.loads(Path(path).read_text())["new_rows"] == 1454
+    with psycopg2.connect(tier.pg.uri("one")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT name, version FROM model_versions ORDER BY version")
+        assert cur.fetchall() == [("credit", 1), ("credit", 2)]
+        cur.execute("SELECT alias, version FROM registered_model_aliases WHERE name = 'credit'")
+        assert {a: str(v) for a, v in cur.fetchall()} == aliases
+    graphs = [k for k in tier.objects("one") if k.endswith("/" + ONNX_FILE)]
+    assert len(graphs) == 2, graphs  # the champion's and the challenger's, both in the bucket
+
+
+def test_the_console_moves_the_champion_on_postgres_and_s3(tier, server, continuous):
+    client = mlflow_client(server.url)
+    before = str(client.get_model_version_by_alias("credit", CHAMPION).version)
+    target = "1" if before == "2" else "2"
+
+    reader = models_page(server.url, READER)
+    assert reader.metric[0].value == f"v{before}"
+    assert next(b for b in reader.button if b.label == "Move champion").disabled
+    writer = click_promote(models_page(server.url, WRITER), server.url, WRITER, target,
+                           "moved from the console on the deployed tier")
+    assert any(f"v{target} is champion (was v{before})" in s.value for s in writer.success), \
+        [e.value for e in writer.error]
+
+    assert str(client.get_model_version_by_alias("credit", CHAMPION).version) == target
+    promoted = client.get_model_version("credit", target).tags
+    assert promoted[reg.PROMOTED_FROM] == before
+    assert promoted[reg.PROMOTED_WHY] == "moved from the console on the deployed tier"
+    with psycopg2.connect(tier.pg.uri("one")) as conn, conn.cursor() as cur:
+        cur.execute("SELECT version FROM registered_model_aliases "
+                    "WHERE name = 'credit' AND alias = %s", (CHAMPION,))
+        assert cur.fetchall() == [(int(target),)]
+    with as_user(READER):  # what a replica polling `champion` loads next, from the bucket
+        assert load_registered_model(f"models:/credit@{CHAMPION}", server.url).version == target
 
 
 class AliasPoller(threading.Thread):
