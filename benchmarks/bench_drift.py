@@ -24,10 +24,13 @@ missing), as a subprocess (``benchmarks/evidently_drift.py``) timing its own rea
 * ``ray_data``: the same current rows written as a prediction log (20 Parquet files in the
   service's format) read with ``raylane.monitoring.reading.read_window`` (Ray Data, Ray already
   started; ``ray.init`` reported apart) plus ``compare``;
-* ``monitor_cold`` / ``monitor_warm``: the monitor's own path on that log as it runs without
-  labels (``reading.window_dataset``, ``window.summarize_dataset`` counting block by block where
-  the blocks lie, then ``drift.compare_samples``), the scenario's first Ray Data job (cold) and
-  again (warm), before the ``read_window`` path.
+* ``monitor``: the monitor's own path on that log as it runs without labels
+  (``window.summarize_window``: a log under ``reading.IN_PROCESS_MAX_BYTES`` of Parquet, as this
+  one is, read file by file in the process and counted there; then
+  ``drift.compare_samples``);
+* ``monitor_ray_data_cold`` / ``_warm``: the same with the log read by Ray Data and counted block
+  by block where the blocks lie (what the monitor does past that size), the scenario's first
+  Ray Data job (cold) and again (warm), before the ``read_window`` path.
 """
 
 from __future__ import annotations
@@ -113,17 +116,21 @@ def write_log(current: pd.DataFrame, schema, directory: Path, files: int = 20) -
         }), directory / f"predictions-{i:04d}.parquet", compression="zstd")
 
 
-def monitor_path(log: Path, schema, reference: pa.Table, kinds: dict[str, str]):
+def monitor_path(log: Path, schema, reference: pa.Table, kinds: dict[str, str],
+                 in_process_max_bytes: int | None = None):
     """The monitor's whole path as ``raylane.monitoring.monitor`` runs it without labels: the
-    window as a lazy Ray Dataset, counted block by block, then the drift comparison."""
+    window counted per column (in this process, or with Ray Data past
+    ``in_process_max_bytes``; None: the monitor's own limit), then the drift comparison."""
     from raylane.monitoring.drift import compare_samples
-    from raylane.monitoring.reading import window_dataset
-    from raylane.monitoring.window import reference_edges, summarize_dataset
+    from raylane.monitoring.reading import IN_PROCESS_MAX_BYTES
+    from raylane.monitoring.window import reference_edges, summarize_window
 
+    limit = IN_PROCESS_MAX_BYTES if in_process_max_bytes is None else in_process_max_bytes
     t0 = time.perf_counter()
-    dataset = window_dataset(str(log), "credit", "1", schema.feature_names)
     edges = reference_edges(reference, [c for c, k in kinds.items() if k == "numeric"])
-    summary = summarize_dataset(dataset, {**kinds, "prediction": "categorical"}, edges)
+    summary = summarize_window(str(log), "credit", "1", schema.feature_names,
+                               {**kinds, "prediction": "categorical"}, edges,
+                               in_process_max_bytes=limit)
     t_summary = time.perf_counter() - t0
     result = compare_samples(reference, summary.samples, kinds, DriftConfig())
     t_total = time.perf_counter() - t0
@@ -159,10 +166,16 @@ def run_scenario(name: str, args, tmp: Path, evidently: Path) -> dict:
             ray.init(num_cpus=2, include_dashboard=False)
         t_init = time.perf_counter() - t0
         ray_data = {"ray_init": t_init}
-        # The monitor's path: counted block by block where the blocks lie; first run cold
-        # (the scenario's first Ray Data job), then warm.
-        for run in ("monitor_cold", "monitor_warm"):
-            monitor, seconds = monitor_path(tmp / f"{name}-log", schema, ref_table, kinds)
+        from raylane.monitoring.reading import log_files
+
+        ray_data["log_bytes"] = log_files(str(tmp / f"{name}-log")).size
+        # The monitor's path as it runs on this log, then forced through Ray Data (counted
+        # block by block where the blocks lie): first cold (the scenario's first Ray Data
+        # job), then warm.
+        for run, limit in (("monitor", None), ("monitor_ray_data_cold", 0),
+                           ("monitor_ray_data_warm", 0)):
+            monitor, seconds = monitor_path(tmp / f"{name}-log", schema, ref_table, kinds,
+                                            limit)
             assert [c.drift for c in monitor.columns] == [c.drift for c in ours.columns]
             assert seconds["rows"] == args.rows
             ray_data[run] = seconds
@@ -201,9 +214,9 @@ def run_scenario(name: str, args, tmp: Path, evidently: Path) -> dict:
     monitor = None
     if ray_data:
         monitor = {run: evidently_total / ray_data[run]["read_and_compute"]
-                   for run in ("monitor_cold", "monitor_warm")}
-        monitor["monitor_cold_with_ray_init"] = evidently_total / (
-            ray_data["ray_init"] + ray_data["monitor_cold"]["read_and_compute"])
+                   for run in ("monitor", "monitor_ray_data_cold", "monitor_ray_data_warm")}
+        monitor["monitor_ray_data_cold_with_ray_init"] = evidently_total / (
+            ray_data["ray_init"] + ray_data["monitor_ray_data_cold"]["read_and_compute"])
     return {
         "rows": {"reference": len(reference), "current": len(current)},
         "raylane": {"compute_s": compute, "compute_runs_s": times, "read_s": t_read,
@@ -257,10 +270,11 @@ def main(argv: list[str] | None = None) -> int:
         r, e = s["raylane"], s["evidently"]
         print(f"{name}: {s['rows']['current']:,} rows; raylane compute {r['compute_s']:.2f} s "
               f"(read+compute {r['read_and_compute_s']:.2f} s"
-              + (f", Ray Data read+compute {r['ray_data']['read_and_compute']:.2f} s, monitor "
-                 f"path cold {r['ray_data']['monitor_cold']['read_and_compute']:.2f} s warm "
-                 f"{r['ray_data']['monitor_warm']['read_and_compute']:.2f} s (ray.init "
-                 f"{r['ray_data']['ray_init']:.2f} s)" if r["ray_data"] else "")
+              + (f", read_window path {r['ray_data']['read_and_compute']:.2f} s, monitor "
+                 f"path {r['ray_data']['monitor']['read_and_compute']:.2f} s, through Ray Data "
+                 f"cold {r['ray_data']['monitor_ray_data_cold']['read_and_compute']:.2f} s "
+                 f"warm {r['ray_data']['monitor_ray_data_warm']['read_and_compute']:.2f} s "
+                 f"(ray.init {r['ray_data']['ray_init']:.2f} s)" if r["ray_data"] else "")
               + f") vs Evidently report {e['report_s']:.2f} s (read {e['read_s']:.2f} s): "
               f"{s['speedup_compute']:.1f}x; decisions agree: {s['decisions_agree']}; "
               f"drifted {r['drifted_columns']}")

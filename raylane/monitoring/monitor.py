@@ -23,10 +23,10 @@ from raylane.monitoring.drift import (
 )
 from raylane.monitoring.drift import column_drift as drift_of
 from raylane.monitoring.performance import live_performance, read_labels
-from raylane.monitoring.reading import as_utc, read_window, time_range, window_dataset
+from raylane.monitoring.reading import as_utc, read_window, time_range
 from raylane.monitoring.reference import load_profile
 from raylane.monitoring.report import MonitorReport, build_body, decide
-from raylane.monitoring.window import WindowSummary, reference_edges, summarize_dataset
+from raylane.monitoring.window import WindowSummary, reference_edges, summarize_window
 from raylane.tracking import runs
 from raylane.tracking.experiments import open_experiment
 
@@ -147,14 +147,11 @@ def _prediction_drift(reference: pa.Table, window: pa.Table, schema: FeatureSche
 
 def _summarize(predictions: str, registered, features: list[str], kinds: dict[str, str],
                schema: FeatureSchema, profile, since, until) -> WindowSummary:
-    dataset = window_dataset(predictions, registered.name, registered.version, features,
-                             since=since, until=until)
-    if dataset is None:
-        return WindowSummary()
     counted = dict(kinds)
     counted["prediction"] = "categorical" if schema.task == "classification" else "numeric"
     edges = reference_edges(profile.sample, [c for c, k in kinds.items() if k == "numeric"])
-    return summarize_dataset(dataset, counted, edges)
+    return summarize_window(predictions, registered.name, registered.version, features, counted,
+                            edges, since=since, until=until)
 
 
 def _prediction_drift_of(reference: pa.Table, current: Sample | None, schema: FeatureSchema,

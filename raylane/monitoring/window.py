@@ -1,5 +1,6 @@
-"""A window of the prediction log summarized block by block with Ray Data, so the driver holds
-per-column value counts, never the rows: what the drift tests compare is exactly what they would
+"""A window of the prediction log summarized block by block (with Ray Data where the blocks lie,
+or file by file in this process for a small log), so the driver holds per-column value counts,
+never the rows: what the drift tests compare is exactly what they would
 get from the whole window (:func:`raylane.monitoring.drift.sample` merged across blocks).
 
 A numeric column whose distinct values pass ``max_distinct`` is counted on the reference's
@@ -20,6 +21,12 @@ import pyarrow.compute as pc
 
 from raylane.monitoring import stattests as st
 from raylane.monitoring.drift import Sample, sample
+from raylane.monitoring.reading import (
+    IN_PROCESS_MAX_BYTES,
+    log_files,
+    window_dataset,
+    window_tables,
+)
 
 MAX_DISTINCT = 100_000
 REFERENCE_BINS = 1_000
@@ -133,3 +140,30 @@ def summarize_dataset(dataset, kinds: dict[str, str], edges: dict[str, np.ndarra
         for value in batch["partial"]:
             total = merge(total, pickle.loads(value), edges, max_distinct)
     return total
+
+
+def summarize_window(
+    predictions: str, model_name: str, model_version: str | None, features: list[str],
+    kinds: dict[str, str], edges: dict[str, np.ndarray], *, since: datetime | None = None,
+    until: datetime | None = None, in_process_max_bytes: int = IN_PROCESS_MAX_BYTES,
+    max_distinct: int = MAX_DISTINCT,
+) -> WindowSummary:
+    """The window ``[since, until)`` of ``model_name`` v``model_version`` in the log at
+    ``predictions``, counted per column (``kinds``): file by file in this process when the log
+    is at most ``in_process_max_bytes`` of Parquet, else with Ray Data where the blocks lie.
+    Both give the same counts."""
+    files = log_files(predictions)
+    if not files.paths:
+        return WindowSummary()
+    if files.size <= in_process_max_bytes:
+        total = WindowSummary()
+        for table in window_tables(files, model_name, model_version, features, since=since,
+                                   until=until):
+            total = merge(total, summarize_block(table, kinds, edges, max_distinct), edges,
+                          max_distinct)
+        return total
+    dataset = window_dataset(predictions, model_name, model_version, features, since=since,
+                             until=until)
+    if dataset is None:
+        return WindowSummary()
+    return summarize_dataset(dataset, kinds, edges, max_distinct)
