@@ -241,6 +241,9 @@ def browser_page(downloads: Path) -> Iterator[object]:
 
 
 MODELS_PAGE = str(ROOT / "console" / "pages" / "models.py")
+# A bound on a hung page, not a speed target: under basic auth every MLflow call checks a
+# scrypt hash (~0.1 s of CPU here), and a loaded 2-core machine runs the page's dozens slowly.
+PAGE_TIMEOUT_S = 240
 
 
 @contextmanager
@@ -266,7 +269,7 @@ def models_page(url: str, user: tuple[str, str]):
     from streamlit.testing.v1 import AppTest
 
     with console_env(url, user):
-        at = AppTest.from_file(MODELS_PAGE, default_timeout=60).run()
+        at = AppTest.from_file(MODELS_PAGE, default_timeout=PAGE_TIMEOUT_S).run()
     assert not at.exception, at.exception
     return at
 
