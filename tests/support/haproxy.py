@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from support.net import free_port, wait_http
+from support.processes import stop_process
 
 CONFIG = """\
 global
@@ -62,9 +63,4 @@ def haproxy(scratch: Path, backends: Sequence[tuple[str, int]],
         wait_http(f"{url}{health}", timeout=60)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

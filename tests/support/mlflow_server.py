@@ -30,6 +30,7 @@ import yaml
 from support.environ import restored_environ
 from support.net import free_port, wait_http
 from support.paths import BIN, ROOT
+from support.processes import stop_process
 
 AUTH_CONFIGMAP = ROOT / "kuberay" / "base" / "mlflow-auth-configmap.yaml"
 ADMIN = ("admin", "admin-test-secret")
@@ -120,12 +121,7 @@ class MlflowServer:
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, grace=30)
         self.proc = None
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager, suppress
@@ -131,6 +132,21 @@ def _original_address_funcs():
 
 
 _ORIGINAL_ADDRESS_FUNCS = _original_address_funcs()
+
+
+def require_multinode_host() -> None:
+    """Skip off Linux (multi-node Ray on one machine is tested there); fail when an earlier test
+    left a driver or a Serve client in this process: the nodes are spawned from it, and nothing
+    of an earlier test may leak into them."""
+    import pytest
+
+    from support.environ import driver_state
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("multi-node Ray on one machine is tested on Linux")
+    left = driver_state()
+    if left:
+        pytest.fail(f"an earlier test left process state behind: {left}", pytrace=False)
 
 
 @contextmanager

@@ -72,6 +72,16 @@ def terminate_naming(needle: str | Path, grace: float = 10) -> list[int]:
     return processes.terminate(lambda: naming(needle), grace)
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM the process, SIGKILL after ``grace`` s; wait for it either way."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def stop_group(proc: subprocess.Popen, grace: float = 10) -> None:
     """SIGTERM the process's group, SIGKILL after ``grace`` s."""
     if proc.poll() is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from support.net import free_port, wait_http
+from support.processes import stop_process
 
 # moto accepts any credentials; these keep boto3/pyarrow from looking for real ones
 KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -34,9 +35,4 @@ def moto_server(scratch: Path, bucket: str) -> Iterator[tuple[str, pafs.S3FileSy
             fs.create_dir(bucket)
             yield endpoint, fs
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)

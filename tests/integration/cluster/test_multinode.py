@@ -48,7 +48,6 @@ Serve replicas ask for ``num_cpus: 0`` in part 2 (the config asks for 1) so one 
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -59,12 +58,12 @@ import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
-from support.environ import driver_state
 from support.multinode import (
     BIN,
     chdir,
     fixed_serve_config,
     own_address_file,
+    require_multinode_host,
     run_cli,
     serve_applications,
     tail,
@@ -102,12 +101,7 @@ ENTRYPOINT = ["python", "-m", "ray_jobs.train_pipeline",
 def cluster(tmp_path_factory, mlflow_server):
     """Head (0 CPUs, like the manifest's head) + one worker node (2 CPUs), started from an
     unrelated directory, with MLFLOW_TRACKING_URI on every node."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("multi-node Ray on one machine is tested on Linux")
-    # the nodes below are spawned from this process: nothing an earlier module left may leak in
-    left = driver_state()
-    if left:
-        pytest.fail(f"an earlier test left process state behind: {left}", pytrace=False)
+    require_multinode_host()
     scratch = tmp_path_factory.mktemp("multinode-nodes")
     with two_node_cluster(mlflow_server, scratch) as nodes:
         yield {**nodes, "mlflow": mlflow_server}

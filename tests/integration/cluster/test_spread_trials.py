@@ -17,7 +17,6 @@ registered ONNX graph then answers a real HTTP prediction from a Serve app on th
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import defaultdict
 
@@ -26,11 +25,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from support.environ import driver_state
 from support.multinode import (
     BIN,
     add_worker,
     fixed_serve_config,
+    require_multinode_host,
     run_cli,
     serve_applications,
     tail,
@@ -53,11 +52,7 @@ CONFIG = ROOT / "tune_configs" / "credit_xgboost_scale.yaml"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, mlflow_server):
     """Head (0 CPUs) and two worker nodes of 2 CPUs, each node with its own temp dir."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("multi-node Ray on one machine is tested on Linux")
-    left = driver_state()
-    if left:
-        pytest.fail(f"an earlier test left process state behind: {left}", pytrace=False)
+    require_multinode_host()
     scratch = tmp_path_factory.mktemp("spread-nodes")
     with two_node_cluster(mlflow_server, scratch) as nodes:
         second = add_worker(nodes["cluster"], nodes["env"], nodes["disks"] / "worker2")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,10 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow import MlflowClient
-from support.environ import driver_state
 from support.jobs import Job, job_args, ray_tmpdir, runs
 from support.mlflow_server import MlflowServer
-from support.multinode import add_worker, kill_node, two_node_cluster
+from support.multinode import add_worker, kill_node, require_multinode_host, two_node_cluster
 from support.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -150,11 +148,7 @@ def cluster(tmp_path, mlflow_server):
     """A two-node cluster of its own (the test kills its worker node). The GCS declares a node
     dead after 2 missed health checks 1 s apart instead of Ray's default ~30 s: only how soon
     the loss is noticed changes."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("multi-node Ray on one machine is tested on Linux")
-    left = driver_state()
-    if left:
-        pytest.fail(f"an earlier test left process state behind: {left}", pytrace=False)
+    require_multinode_host()
     scratch = tmp_path / "nodes"
     scratch.mkdir()
     with two_node_cluster(mlflow_server, scratch, system_config={
