@@ -8,7 +8,8 @@ The table (seeded; 12 numeric columns, 6 categorical, a binary target learnable 
 them) is written as Parquet shards by a Ray Data pipeline (``ray.data.range(N).map_batches``).
 Each path runs the whole training job (read, search of one fixed configuration, evaluation,
 ONNX export, parity, registry) in its own child process, so the driver's peak RSS
-(``ru_maxrss``) is that path's own; Ray's worker processes are not in that figure. The
+(``ru_maxrss``) is that path's own; Ray's worker processes (the Train workers, Ray Data's
+tasks) are sampled apart (:class:`WorkerMemory`). The
 data-parallel path's phases come from the ``phase.*`` metrics its job records. Not in CI.
 """
 
@@ -20,6 +21,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -59,6 +61,39 @@ def write_table(rows: int, where: Path) -> float:
     return time.perf_counter() - started
 
 
+class WorkerMemory(threading.Thread):
+    """Peak memory of this session's Ray worker processes, sampled every ``every`` s, per
+    process title (``ray::RayTrainWorker``...): the highest RSS and USS of any one process, and
+    the highest sum of USS over all of them at one moment. RSS counts the object store's shared
+    pages a worker touched; USS only the process's own."""
+
+    def __init__(self, every: float = 1.0):
+        super().__init__(daemon=True)
+        self.every, self.done = every, threading.Event()
+        self.rss: dict[str, float] = {}
+        self.uss: dict[str, float] = {}
+        self.peak_total_uss_mb = 0.0
+
+    def run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self.done.wait(self.every):
+            total = 0.0
+            for proc in me.children(recursive=True):  # ray.init's raylet and its workers
+                try:
+                    cmd, mem = proc.cmdline(), proc.memory_full_info()
+                except psutil.Error:  # ended between the listing and the read
+                    continue
+                if not cmd or not cmd[0].startswith("ray::"):
+                    continue
+                title = cmd[0].split(".")[0].split(" ")[0]
+                self.rss[title] = max(self.rss.get(title, 0.0), mem.rss / 2**20)
+                self.uss[title] = max(self.uss.get(title, 0.0), mem.uss / 2**20)
+                total += mem.uss / 2**20
+            self.peak_total_uss_mb = max(self.peak_total_uss_mb, total)
+
+
 def run_path(table: Path, workers: int, store: Path, rounds: int) -> dict:
     """One training job in this process (called in a child); its figures as a dict."""
     import ray
@@ -86,6 +121,8 @@ def run_path(table: Path, workers: int, store: Path, rounds: int) -> dict:
     started = time.perf_counter()
     # The dashboard stays on: Ray Train's placement-group cleaner needs it.
     ray.init(num_cpus=2, include_dashboard=workers > 1, log_to_driver=False)
+    memory = WorkerMemory()
+    memory.start()
     try:
         result = run_pipeline(config)
         from raylane.tracking.runs import mlflow_client
@@ -98,6 +135,8 @@ def run_path(table: Path, workers: int, store: Path, rounds: int) -> dict:
             print(f"seconds per round not computed: {exc!r}", file=sys.stderr)
             per_round = None
     finally:
+        memory.done.set()
+        memory.join()
         ray.shutdown()
     return {
         "workers_per_trial": workers, "wall_s": time.perf_counter() - started,
@@ -107,6 +146,9 @@ def run_path(table: Path, workers: int, store: Path, rounds: int) -> dict:
                      if k.startswith("phase.")},
         "seconds_per_round": per_round,
         "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_peak_rss_mb": {k: round(v) for k, v in sorted(memory.rss.items())},
+        "worker_peak_uss_mb": {k: round(v) for k, v in sorted(memory.uss.items())},
+        "workers_peak_total_uss_mb": round(memory.peak_total_uss_mb),
     }
 
 
