@@ -16,7 +16,7 @@ import pandas as pd
 from google.protobuf.message import Message
 from pandas.api.types import is_numeric_dtype
 
-from raylane.model.schema import MISSING_CATEGORY, FeatureSchema, category_value
+from raylane.model.schema import MISSING_CATEGORY, FeatureSchema, category_values
 
 
 class UnsafeModelError(ValueError):
@@ -95,14 +95,23 @@ class OnnxModel:
                 )
                 arr = numbers.to_numpy(dtype=np.float32, na_value=np.nan)
             else:  # spelled as serving spells a client's values (raylane.model.column_values)
-                spell = col.recorded_spellings() or {}
-                arr = np.array(
-                    [MISSING_CATEGORY if _is_missing(v)
-                     else spell.get(c := category_value(v, col.numeric_codes), c)
-                     for v in series], dtype=object
-                )
+                arr = self._categories(series, col)
             feeds[col.name] = arr.reshape(-1, 1)
         return feeds
+
+    @staticmethod
+    def _categories(series: pd.Series, col) -> np.ndarray:
+        """A categorical column's values as the graph's strings: each distinct value spelled
+        once (:func:`category_values`), missing ones as :data:`MISSING_CATEGORY`."""
+        missing = series.isna().to_numpy()
+        arr = np.full(len(series), MISSING_CATEGORY, dtype=object)
+        present = ~missing
+        if present.any():
+            arr[present] = category_values(series.to_numpy()[present], col.numeric_codes)
+        spell = col.recorded_spellings()
+        if spell:  # models that recorded a category otherwise (e.g. "1.0" for 1)
+            arr[present] = [spell.get(v, v) for v in arr[present]]
+        return arr
 
     def run(self, feeds: dict[str, np.ndarray]) -> Prediction:
         """Run the graph on prepared inputs (each ``[N, 1]``)."""
@@ -117,12 +126,3 @@ class OnnxModel:
 
     def predict_frame(self, frame: pd.DataFrame) -> Prediction:
         return self.run(self.feeds_from_frame(frame))
-
-
-def _is_missing(value: object) -> bool:
-    if value is None:
-        return True
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False

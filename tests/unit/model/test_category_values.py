@@ -37,3 +37,29 @@ def test_each_value_spelled_as_category_value_spells_it(name: str, numeric: bool
 def test_ints_beside_equal_bools_keep_their_own_spelling() -> None:
     got = category_values(pd.Series([1, True, 0, False], dtype=object))
     assert list(got) == ["1", "True", "0", "False"]
+
+
+WITH_MISSING = {
+    "strings with None and nan": pd.Series(["a", None, "b", np.nan, "a", ""], dtype=object),
+    "float codes with nan": pd.Series([1.0, np.nan, 2.0, 1.0]),
+    "nullable ints with NA": pd.Series([1, None, 3, 1], dtype="Int64"),
+    "category dtype with nan": pd.Series(["x", None, "y"], dtype="category"),
+    "all missing": pd.Series([None, np.nan], dtype=object),
+}
+
+
+@pytest.mark.parametrize("name", list(WITH_MISSING))
+@pytest.mark.parametrize("dtype", ["object", "float64"])
+def test_the_graph_feeds_spell_a_column_value_by_value(name: str, dtype: str) -> None:
+    """OnnxModel's categorical feeds: each present value as category_value spells it, missing
+    ones as the missing category, recorded spellings of older models kept."""
+    from raylane.model.onnx_model import OnnxModel
+    from raylane.model.schema import MISSING_CATEGORY, ColumnSpec
+
+    series = WITH_MISSING[name]
+    col = ColumnSpec(name="c", kind="categorical", dtype=dtype, categories=["1.0", "a", "x"])
+    spell = col.recorded_spellings() or {}
+    expected = [MISSING_CATEGORY if v is None or (not isinstance(v, str) and pd.isna(v))
+                else spell.get(category_value(v, col.numeric_codes),
+                               category_value(v, col.numeric_codes)) for v in series]
+    assert list(OnnxModel._categories(series, col)) == expected
