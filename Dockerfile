@@ -30,7 +30,7 @@ COPY --chown=1000:100 raylane ./raylane
 COPY --chown=1000:100 ray_jobs ./ray_jobs
 RUN pip install --no-cache-dir "uv==0.13.9" \
  && uv export --frozen --no-emit-project --no-hashes --extra console -o /tmp/locked.txt \
- && pip install --no-cache-dir -c /tmp/locked.txt ".[console]" "psycopg2-binary==2.9.13" "boto3==1.44.8" \
+ && pip install --no-cache-dir -c /tmp/locked.txt ".[console]" "psycopg2-binary==2.9.13" "boto3==1.43.117" \
  && rm /tmp/locked.txt \
  && python -c "import ray, raylane, ray_jobs, psycopg2, boto3, flask_wtf, streamlit, altair; assert ray.__version__ == '2.60.0', ray.__version__"
 

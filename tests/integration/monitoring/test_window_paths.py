@@ -1,6 +1,6 @@
 """The monitor reads a small prediction log in its own process and a large one with Ray Data:
 both paths select the same rows (model, version, time window; ``*.parquet`` files only, nested
-directories included) and count them alike."""
+directories included) and count them alike, from a local directory or from S3."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.s3 import KEYS, moto_server
 
 from raylane.monitoring.reading import log_files, read_window
 from raylane.monitoring.window import WindowSummary, reference_edges, summarize_window
@@ -99,3 +100,27 @@ def test_an_absent_log_is_an_empty_window(tmp_path):
         summary = summarize_window(str(tmp_path / "none"), "credit", "1", ["x"], KINDS, {},
                                    in_process_max_bytes=limit)
         assert summary.rows == 0 and not summary.samples
+
+
+def test_a_log_on_s3_reads_as_the_same_log_on_disk(log, tmp_path, monkeypatch):
+    """The log on object storage (moto's S3 server), listed and read in this process as the
+    monitor does on Kubernetes: the same files, rows and counts as on disk."""
+    with moto_server(tmp_path, "predictions") as (endpoint, fs):
+        for name, value in {**KEYS, "AWS_ENDPOINT_URL": endpoint}.items():
+            monkeypatch.setenv(name, value)
+        for path in log.rglob("*"):
+            if path.is_file():
+                key = f"predictions/log/{path.relative_to(log).as_posix()}"
+                with fs.open_output_stream(key) as out:
+                    out.write(path.read_bytes())
+        uri = "s3://predictions/log"
+        assert [p.removeprefix("predictions/log/") for p in log_files(uri).paths] == [
+            Path(p).relative_to(log).as_posix() for p in log_files(str(log)).paths]
+        since, until = START + timedelta(seconds=300), START + timedelta(seconds=600)
+        edges = reference_edges(pa.table({"x": np.linspace(-3, 6, 200)}), ["x"])
+        on_s3, on_disk = (summarize_window(where, "credit", "1", ["x", "c"], KINDS, edges,
+                                           since=since, until=until)
+                          for where in (uri, str(log)))
+        assert on_s3.rows == 300
+        _same(on_s3, on_disk)
+        assert read_window(uri, "credit", None, ["x", "c"]).num_rows == 1200
