@@ -81,5 +81,6 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
     return BatchResult(scored=scored.count() - rejected, rejected=rejected, output=output,
                        version=model.version)
 
+
 __all__ = ["PREDICTION", "BatchResult", "batch_predict", "check_actors", "check_locations",
            "score_dataset"]
