@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -123,9 +125,11 @@ def test_a_model_that_cannot_load_fires_its_alert_and_resolves(stack):
 
 
 @pytest.fixture(scope="module")
-def traffic(stack) -> str:
-    """Real requests served and scraped: Prometheus has a request rate and a p99 latency.
-    Prometheus's URL."""
+def traffic(stack) -> Iterator[str]:
+    """Real requests served and scraped: Prometheus has a request rate and a p99 latency, and
+    keeps getting new ones while the module's tests read the Metrics view (as a dashboard is read
+    while the service is used: with the traffic over, the rate falls to 0 and the p99 is gone
+    within the rules' window, whenever the page happens to be opened). Prometheus's URL."""
     prom = stack["prom"]
     body = {"records": records(stack["trained"].X.head(20))}
     with httpx.Client(base_url=stack["serve"], timeout=30) as client:
@@ -143,9 +147,28 @@ def traffic(stack) -> str:
             f"{prom}/api/v1/query", params={"query": metrics.promql.PREDICTIONS},
             timeout=5).json()["data"]["result"], 120, 0.5)
         burst()
-    wait_for("a request rate above 0", lambda: latest(prom, "requests").get("requests/s"), 120, 1)
-    wait_for("a p99 latency", lambda: latest(prom, "latency").get("p99"), 60, 1)
-    return prom
+    done = threading.Event()
+    answers: list[int | str] = []
+
+    def steady() -> None:
+        with httpx.Client(base_url=stack["serve"], timeout=30) as client:
+            while not done.wait(0.25):
+                try:
+                    answers.append(client.post("/predict", json=body).status_code)
+                except httpx.HTTPError as exc:
+                    answers.append(type(exc).__name__)
+
+    sender = threading.Thread(target=steady, daemon=True)
+    sender.start()
+    try:
+        wait_for("a request rate above 0", lambda: latest(prom, "requests").get("requests/s"),
+                 120, 1)
+        wait_for("a p99 latency", lambda: latest(prom, "latency").get("p99"), 60, 1)
+        yield prom
+    finally:
+        done.set()
+        sender.join(60)
+    assert 200 in answers, sorted(set(map(str, answers)))  # the traffic was served
 
 
 def test_the_console_metrics_view_charts_the_served_traffic(traffic):
