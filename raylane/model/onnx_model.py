@@ -16,7 +16,7 @@ import pandas as pd
 from google.protobuf.message import Message
 from pandas.api.types import is_numeric_dtype
 
-from raylane.model.schema import MISSING_CATEGORY, FeatureSchema, category_values
+from raylane.model.schema import MISSING_CATEGORY, ColumnSpec, FeatureSchema, category_values
 
 
 class UnsafeModelError(ValueError):
@@ -100,7 +100,7 @@ class OnnxModel:
         return feeds
 
     @staticmethod
-    def _categories(series: pd.Series, col) -> np.ndarray:
+    def _categories(series: pd.Series, col: ColumnSpec) -> np.ndarray:
         """A categorical column's values as the graph's strings: each distinct value spelled
         once (:func:`category_values`), missing ones as :data:`MISSING_CATEGORY`."""
         missing = series.isna().to_numpy()
