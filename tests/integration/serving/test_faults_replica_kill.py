@@ -1,9 +1,9 @@
 """Fault: one of two replicas is SIGKILLed under 64 connections of one-row traffic.
 
-Budget: at most 0.1% of the requests fail, timeouts included, as the client counts
-them over the whole run (the kill ~5 s into 25 s of load, the replacement coming up inside it);
-the killed replica comes back (a new replica process, two replicas RUNNING, both in HAProxy's
-backend) and the traffic after recovery is 100% OK.
+Budget: at most 0.1% of the requests, and at most 2, fail, timeouts included, as the client
+counts them over the whole run (the kill ~5 s into 25 s of load, the replacement coming up
+inside it); the killed replica comes back (a new replica process, two replicas RUNNING, both
+in HAProxy's backend) and the traffic after recovery is 100% OK.
 
 It runs the serving setup users run: ``raylane.deploy.local`` (``make serve``: ``ray start`` with
 the RayService's cluster env, HAProxy ingress, then ``serve deploy`` of ``serve/config.yaml``
@@ -40,6 +40,7 @@ pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
 CONNECTIONS, DURATION_S, KILL_AT_S, TIMEOUT_S, AFTER_S = 64, 25, 5, 5, 5
 BUDGET = 0.001
+UNREPLAYABLE_MAX = 2  # answers under way on the killed replica: see the last asserts
 DASHBOARD = f"http://127.0.0.1:{local.DASHBOARD_PORT}"
 CLI_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
@@ -183,10 +184,12 @@ def test_sigkill_one_of_two_replicas_under_load(tmp_path):
           f"{during}; after recovery: {after}; served by replica since reload: {served}")
     assert during["total"] >= 1000, during  # the service answered throughout the run
     assert during["failed"] <= BUDGET * during["total"], during
-    # and none at all: the requests lost with a replica are the ones in flight on it (about
-    # half the connections, ~32 here) however fast the machine, so a budget met only by
-    # answering >= 32,000 requests in the run (as here, without retries: 37 of 61,400) is
-    # missed on a slower machine (the Python proxy's 20 of 6,755 in an earlier run: 0.30%)
-    assert during["failed"] == 0, during
+    # and next to none, however fast the machine: HAProxy replays the requests the killed replica
+    # dropped without an answer; what it cannot replay is an answer already under way when the
+    # process died (nor can any proxy once it has forwarded part of it), one or two at most.
+    # Without the replays 37 of 61,400 failed here (the ~32 requests in flight on the replica),
+    # and the Python proxy's 20 of 6,755 missed the 0.1% budget on a slower run. Measured with
+    # replays: 0 in most runs, 1 read error in 36,108 in one.
+    assert during["failed"] <= UNREPLAYABLE_MAX, during
     assert after["failed"] == 0 and after["total"] > 0, after
     assert len(served) == 2 and all(n > 0 for n in served.values()), served  # both serve
