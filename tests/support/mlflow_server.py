@@ -11,7 +11,9 @@ pods' init container does, before the servers start.
 config kuberay ships (its SQLite path moved into the directory), the admin from the environment;
 :func:`run_account_setup` then makes the writer and reader accounts with
 raylane.deploy.mlflow_accounts (the account-setup Job's code), and :func:`as_user` gives a test
-the environment a pod gets from the credential Secrets.
+the environment a pod gets from the credential Secrets. Its passwords are stored as
+one-iteration PBKDF2 instead of scrypt (cheap_password_hash/sitecustomize.py): the same check
+on every request, without its CPU cost.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from support.paths import BIN, ROOT
 from support.processes import stop_process
 
 AUTH_CONFIGMAP = ROOT / "kuberay" / "base" / "mlflow-auth-configmap.yaml"
+CHEAP_PASSWORD_HASH = Path(__file__).parent / "cheap_password_hash"  # see its sitecustomize.py
 ADMIN = ("admin", "admin-test-secret")
 WRITER = ("raylane-trainer", "writer-test-secret")
 READER = ("raylane-serving", "reader-test-secret")
@@ -98,7 +101,9 @@ class MlflowServer:
                 env.pop(key, None)
             env.update(MLFLOW_AUTH_CONFIG_PATH=str(self.home / "basic_auth.ini"),
                        MLFLOW_AUTH_ADMIN_USERNAME=ADMIN[0], MLFLOW_AUTH_ADMIN_PASSWORD=ADMIN[1],
-                       MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-flask-key")
+                       MLFLOW_FLASK_SERVER_SECRET_KEY="test-only-flask-key",
+                       PYTHONPATH=os.pathsep.join(
+                           p for p in (str(CHEAP_PASSWORD_HASH), env.get("PYTHONPATH")) if p))
             cmd[2:2] = ["--app-name", "basic-auth"]
         return cmd, env
 
