@@ -1,6 +1,8 @@
 """Score a table with a registered graph, block by block: each row is checked as the HTTP
-service checks a request's row (raylane.model.feeds) and scored by ONNX Runtime, or
-rejected with the reason the service would give.
+service checks a request's row and scored by ONNX Runtime, or rejected with the reason the
+service would give. A block is checked by column (raylane.model.frame_feeds); one that may hold
+a refused row goes through the service's own value-by-value path (raylane.model.feeds), which
+names each refusal.
 
 One output schema for both (so every block writes alike): the row's id, the model version, the
 prediction and the class probabilities (classification) for scored rows; the reason and the row
@@ -16,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from raylane.model.feeds import RequestError, feeds_from_columns
+from raylane.model.frame_feeds import feeds_from_frame
 from raylane.model.onnx_model import OnnxModel
 from raylane.model.schema import FeatureSchema
 from raylane.serving.prediction_ids import new_prediction_ids
@@ -34,16 +37,32 @@ def _json_values(series: pd.Series) -> list:
     return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
-def _row_reasons(columns: dict[str, list], schema: FeatureSchema, n: int) -> list[str | None]:
-    """Each row's reason for refusal (None: acceptable), checking one row at a time: only for a
-    block that failed as a whole."""
-    reasons: list[str | None] = []
-    for i in range(n):
-        try:
-            feeds_from_columns({c: [v[i]] for c, v in columns.items()}, schema, 1)
-            reasons.append(None)
-        except RequestError as exc:
-            reasons.append(exc.message.replace("row 0", f"row {i}").replace("[0]", ""))
+LEAF_ROWS = 32  # below this, a failing part of a block is checked one row at a time
+
+
+def _refusals(frame: pd.DataFrame, schema: FeatureSchema) -> list[str | None]:
+    """Each row's reason for refusal (None: accepted) in a block that failed the by-column
+    check: halves that pass it are accepted whole, the others halved again, and parts of
+    :data:`LEAF_ROWS` rows checked one row at a time as serving checks a request's row. A few
+    bad rows in a block cost a few small checks, not one per row."""
+    reasons: list[str | None] = [None] * len(frame)
+
+    def visit(lo: int, hi: int) -> None:
+        if hi - lo <= LEAF_ROWS:
+            columns = {c: _json_values(frame[c].iloc[lo:hi]) for c in schema.feature_names}
+            for i in range(hi - lo):
+                try:
+                    feeds_from_columns({c: [v[i]] for c, v in columns.items()}, schema, 1)
+                except RequestError as exc:
+                    reasons[lo + i] = (exc.message.replace("row 0", f"row {lo + i}")
+                                       .replace("[0]", ""))
+            return
+        mid = (lo + hi) // 2
+        for a, b in ((lo, mid), (mid, hi)):
+            if feeds_from_frame(frame.iloc[a:b], schema) is None:
+                visit(a, b)
+
+    visit(0, len(frame))
     return reasons
 
 
@@ -65,28 +84,28 @@ class Scorer:
                else new_prediction_ids(n))
         out = pd.DataFrame({ID: ids, VERSION: self.version})
         absent = [c for c in schema.feature_names if c not in batch.columns]
-        columns = {c: _json_values(batch[c]) for c in schema.feature_names if c in batch}
+        feeds = None if absent else feeds_from_frame(batch, schema)
         if absent:
             reasons: list[str | None] = [f"missing columns {absent}"] * n
+        elif feeds is None:
+            reasons = _refusals(batch, schema)
         else:
-            try:
-                feeds = feeds_from_columns(columns, schema, n)
-                reasons = [None] * n
-            except RequestError:
-                reasons = _row_reasons(columns, schema, n)
+            reasons = [None] * n
         ok = np.array([r is None for r in reasons], dtype=bool)
         out[PREDICTION] = pd.Series([None] * n, dtype=object)
         labels = schema.class_labels or []
         for label in labels:
             out[f"p_{label}"] = np.full(n, np.nan, dtype=np.float64)
         if ok.any():
-            if not ok.all():
-                feeds = feeds_from_columns(
-                    {c: [v[i] for i in np.flatnonzero(ok)] for c, v in columns.items()},
-                    schema, int(ok.sum()))
+            if feeds is None:  # some rows refused, or dtypes only checked value by value
+                good = batch.iloc[np.flatnonzero(ok)]
+                feeds = feeds_from_frame(good, schema)
+                if feeds is None:
+                    feeds = feeds_from_columns(
+                        {c: _json_values(good[c]) for c in schema.feature_names}, schema, len(good))
             pred = self.model.run(feeds)
             if schema.task == "classification":
-                out.loc[ok, PREDICTION] = [labels[i] for i in pred.labels]
+                out.loc[ok, PREDICTION] = np.asarray(labels, dtype=object)[pred.labels]
                 for j, label in enumerate(labels):
                     out.loc[ok, f"p_{label}"] = pred.probabilities[:, j]
             else:
@@ -99,7 +118,9 @@ class Scorer:
         # Only refused rows carry their input: converting every row cost ~40% of a block's time.
         refused = np.flatnonzero(~ok)
         inputs: list[str | None] = [None] * n
-        for i, record in zip(refused, batch.iloc[refused].to_dict(orient="records"), strict=True):
-            inputs[i] = json.dumps(record, default=str)
+        if len(refused):
+            records = batch.iloc[refused].to_dict(orient="records")
+            for i, record in zip(refused, records, strict=True):
+                inputs[i] = json.dumps(record, default=str)
         out[INPUT] = inputs
         return out[output_columns(schema)]

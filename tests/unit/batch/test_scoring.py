@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from tiny_serving_model import ROWS, SCHEMA, tiny_onnx
 
 from raylane.batch.scoring import Scorer, output_columns
@@ -40,3 +41,42 @@ def test_without_an_id_column_each_row_gets_a_prediction_id_and_missing_columns_
     out = scorer(ROWS.drop(columns=["home"]))
     assert out["reason"].str.contains("missing columns").all()
     assert pd.isna(out["p_good"]).all()
+
+
+def one_row_reason(row: pd.Series, i: int) -> str | None:
+    """What serving says of this row alone, numbered as row ``i`` of its block."""
+    from raylane.model.feeds import RequestError, feeds_from_columns
+
+    values = {c: [None if pd.isna(v) else v.item() if isinstance(v, np.generic) else v]
+              for c, v in row[SCHEMA.feature_names].items()}
+    try:
+        feeds_from_columns(values, SCHEMA, 1)
+    except RequestError as exc:
+        return exc.message.replace("row 0", f"row {i}").replace("[0]", "")
+    return None
+
+
+@pytest.mark.parametrize("as_object", [False, True], ids=["typed", "age-as-object"])
+def test_bad_rows_anywhere_in_a_large_block_get_their_own_reasons(as_object):
+    """Rows at the ends and on either side of the halving's boundaries, in a block whose columns
+    are typed (checked by column) or not (value by value)."""
+    onnx_bytes = tiny_onnx()
+    scorer = Scorer(onnx_bytes, SCHEMA.to_json(), version="2")
+    batch = pd.concat([ROWS] * 40, ignore_index=True)  # 320 rows
+    batch.loc[[17, 160], "home"] = [None, "other"]  # accepted: missing and unseen categories
+    bad = {0: ("income", np.inf), 31: ("age", -np.inf), 32: ("income", 1e39),
+           159: ("income", np.nan), 319: ("age", np.inf)}
+    del bad[159]  # NaN is a missing value, not a refusal
+    if as_object:
+        batch = batch.astype({"age": object})
+        bad[200] = ("age", "forty")
+    for i, (column, value) in bad.items():
+        batch.loc[i, column] = value
+    out = scorer(batch)
+    expected = [one_row_reason(batch.loc[i], i) for i in range(len(batch))]
+    assert [r if isinstance(r, str) else None for r in out["reason"]] == expected
+    assert sorted(i for i, r in enumerate(expected) if r) == sorted(bad)
+    good = batch.drop(index=list(bad)).astype({"age": np.float64})
+    scored = OnnxModel(onnx_bytes, SCHEMA).predict_frame(good)
+    np.testing.assert_allclose(out.loc[good.index, "p_good"], scored.probabilities[:, 1],
+                               rtol=1e-6)
