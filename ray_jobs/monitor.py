@@ -9,7 +9,8 @@ Prints the decision (``retrain`` or ``none``) and its reasons; the full report g
 ``--report`` (a path or fsspec URI) and to a run in the monitoring experiment. Exit 0 whatever
 the decision, 2 on a bad config, argument or a model without a reference profile.
 
-Runs on the Ray cluster it is started on (``ray job submit``) or on a new local one.
+A log past 32 MiB is read with Ray Data on the Ray cluster the job is started on (``ray job
+submit``) or on a new local one; a smaller one is read in the job's own process, without Ray.
 """
 
 from __future__ import annotations

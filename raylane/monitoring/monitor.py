@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -67,7 +66,6 @@ def run_monitor(
         since = until - timedelta(hours=mon.window.lookback_hours)
 
     features = _columns(mon.drift.columns, schema)
-    _ensure_ray()
     kinds = {c: schema.column(c).kind for c in features}
     summary: WindowSummary | None = None
     if labels is None and mon.max_rows is None:
@@ -164,10 +162,3 @@ def _prediction_drift_of(reference: pa.Table, current: Sample | None, schema: Fe
     return drift_of("prediction", kind, ref, current, cfg,
                     set(schema.class_labels or []) if kind == "categorical" else None)
 
-
-def _ensure_ray() -> None:
-    import ray
-
-    if not ray.is_initialized():
-        # Under `ray job submit` RAY_ADDRESS names the cluster; run directly, a local Ray starts.
-        ray.init(address=os.environ.get("RAY_ADDRESS", "local"))

@@ -13,6 +13,7 @@ calling process instead (:func:`window_tables`), with the same filter.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -97,6 +98,15 @@ def read_window(
     return table
 
 
+def ensure_ray() -> None:
+    """Ray for Ray Data, started only when a window is read with it: under `ray job submit`
+    RAY_ADDRESS names the cluster; run directly, a local Ray starts (never a stray cluster)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
+
+
 def window_dataset(
     predictions: str, model_name: str, model_version: str | None, features: list[str] | None, *,
     since: datetime | None = None, until: datetime | None = None,
@@ -106,6 +116,7 @@ def window_dataset(
     import ray.data
     from ray.data.expressions import col, lit
 
+    ensure_ray()
     filesystem, path = filesystem_for(predictions)
     try:
         ds = ray.data.read_parquet(path, filesystem=filesystem, file_extensions=["parquet"],

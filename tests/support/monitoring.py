@@ -1,6 +1,7 @@
 """Two real monitoring runs of a published model, as ``ray_jobs.monitor`` makes them: the monitor
-(Ray Data, so Ray must be up) reads a prediction log written by the service's own writer, once of
-held-out rows with their labels (no drift, live metrics) and once with ``Amount`` scaled by 1.5."""
+(in its own process, the logs being small; Ray Data past 32 MiB) reads a prediction log written
+by the service's own writer, once of held-out rows with their labels (no drift, live metrics)
+and once with ``Amount`` scaled by 1.5."""
 
 from __future__ import annotations
 
