@@ -71,7 +71,34 @@ def _block_integers_ok(arr: np.ndarray, plan: _Plan) -> bool:
     if kind in "iu":
         return not any(integer_problem(arr[j], b) for j, _, b in plan.integers)
     sub = arr[plan.int_rows]
-    return bool(((sub >= plan.int_lo) & (sub < plan.int_hi1) & (np.floor(sub) == sub)).all())
+    with np.errstate(invalid="ignore"):  # NaN (a null) compares false: allowed below
+        ok = (sub >= plan.int_lo) & (sub < plan.int_hi1) & (np.floor(sub) == sub)
+    return bool((ok | np.isnan(sub)).all())
+
+
+_NUMBER_OR_NULL = frozenset({int, float, bool, type(None)})
+
+
+def _block_with_nulls(columns: dict[str, Any], numeric: list[str], n: int) -> np.ndarray | None:
+    """The numeric columns as one float64 block, null as NaN, when every value is a number or
+    null; None otherwise (a string, a NaN that was sent as a number, a ragged column...)."""
+    for c in numeric:
+        values = columns[c]
+        if not isinstance(values, list) or len(values) != n:
+            return None
+        for v in values:
+            if type(v) not in _NUMBER_OR_NULL:
+                return None
+    try:
+        arr = np.array([columns[c] for c in numeric], dtype=np.float64)
+    except (OverflowError, ValueError, TypeError):  # an int past float64: checked exactly
+        return None
+    nan = np.isnan(arr)
+    if nan.any():
+        for j, i in zip(*np.nonzero(nan), strict=True):
+            if columns[numeric[j]][i] is not None:
+                return None  # a float NaN, not a null: the per-column path refuses it
+    return arr
 
 
 def feeds_from_columns(columns: dict[str, Any], schema: FeatureSchema, n: int) -> Feeds:
@@ -87,10 +114,15 @@ def feeds_from_columns(columns: dict[str, Any], schema: FeatureSchema, n: int) -
         block = None
         try:
             arr = np.array([columns[c] for c in numeric])
-            if arr.dtype.kind in "iufb" and arr.shape == (len(numeric), n):
+            nulls = arr.dtype == object  # nulls among the numbers (or worse: checked here)
+            if nulls:
+                arr = _block_with_nulls(columns, numeric, n)
+            if arr is not None and arr.dtype.kind in "iufb" and arr.shape == (len(numeric), n):
                 with np.errstate(over="ignore", invalid="ignore"):
                     block = arr.astype(np.float32)
-                if arr.dtype.kind == "f" and not np.isfinite(block).all():
+                # NaN is a null where _block_with_nulls made it, else a number sent as NaN
+                if arr.dtype.kind == "f" and (
+                        np.isinf(block).any() if nulls else not np.isfinite(block).all()):
                     block = None  # let the per-column path report the column and row
                 elif plan.integers and not _block_integers_ok(arr, plan):
                     block = None  # the per-column path names the column and row
