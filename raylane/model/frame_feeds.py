@@ -15,11 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from raylane.model.column_values import integer_problem
+from raylane.model.column_values import _F32_MAX, integer_problem
 from raylane.model.feeds import Feeds, plan_for
 from raylane.model.schema import MISSING_CATEGORY, FeatureSchema, category_values
 
-_F32_MAX = float(np.finfo(np.float32).max)
 # Python types a categorical value may have (after NumPy scalars become Python ones, as a
 # client's JSON decodes), beside str: numbers are spelled, anything else is refused
 _CATEGORY_NUMBERS = {int, float, bool}
