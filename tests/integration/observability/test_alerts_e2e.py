@@ -215,6 +215,8 @@ def test_the_metrics_view_in_a_real_browser(traffic, tmp_path):
         browser.wait_for_url(f"{url}/metrics")
         heading = browser.locator("h1").filter(has_text="Metrics")
         heading.wait_for()
+        # the tiles come after the page's queries: "not running" can be seen before they are drawn
+        wait_for_tile(browser, "Requests/s")
         settled(browser)
         assert browser.locator("[data-testid='stException']").count() == 0
         alerts = browser.locator("[data-testid='stAlert']").all_inner_texts()
@@ -234,6 +236,19 @@ def test_the_metrics_view_in_a_real_browser(traffic, tmp_path):
         browser.set_viewport_size({"width": 1400, "height": max(1000, int(height) + 100)})
         settled(browser)
         browser.screenshot(path=SCREENSHOTS / "metrics.png", full_page=True)
+
+
+def wait_for_tile(browser, label: str, timeout_ms: int = 60_000) -> None:
+    """Until the metric tile ``label`` is drawn; failing, say what the page showed instead."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    tile = browser.get_by_test_id("stMetric").filter(
+        has=browser.get_by_test_id("stMetricLabel").get_by_text(label, exact=True))
+    try:
+        tile.wait_for(timeout=timeout_ms)
+    except PlaywrightTimeout:
+        shown = browser.get_by_test_id("stMain").inner_text()[-2000:]
+        pytest.fail(f"no {label!r} tile within {timeout_ms / 1000:g} s; the page showed: {shown}")
 
 
 def recent(prom: str, key: str, minutes: int = 15):
