@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 from raylane.model.store import RegisteredModel, load_registered_model
 from raylane.serving.load_failures import failure_kind, failure_reason, transient_cause
-from raylane.serving.loaded_model import LoadedModel, open_model, registry_version
+from raylane.serving.loaded_model import (
+    LoadedModel,
+    describe_timings,
+    fetch_and_open,
+    open_model,
+    registry_version,
+)
 
 log = logging.getLogger("ray.serve")
 
@@ -87,9 +93,9 @@ class ModelHolder:
                 else:
                     if not self._attempt_allowed(uri, version):
                         return False
-                    new = open_model(self._fetch(uri, tracking_uri), uri, threads)
+                    new = fetch_and_open(self._fetch, uri, tracking_uri, threads)
             else:
-                new = open_model(self._fetch(uri, tracking_uri), uri, threads)
+                new = fetch_and_open(self._fetch, uri, tracking_uri, threads)
         except Exception as exc:
             self._registry_answered(exc)
             if self.current is None:
@@ -105,8 +111,8 @@ class ModelHolder:
         self.pending = None
         self._on_load(new.name, new.version, outcome)
         log.info(
-            "raylane: %s %s version %s (was %s, %d intra-op threads)", outcome, new.name,
-            new.version, old.version if old else None, threads,
+            "raylane: %s %s version %s (was %s, %d intra-op threads) in %s", outcome, new.name,
+            new.version, old.version if old else None, threads, describe_timings(new.timings),
         )
         return True
 

@@ -52,10 +52,17 @@ def setup(good):
     return reg, holder, loads
 
 
-def test_first_load_then_no_reload_while_the_alias_stays(setup):
+def test_first_load_then_no_reload_while_the_alias_stays(setup, caplog):
     reg, holder, loads = setup
-    assert holder.ensure(URI, None) is True
+    with caplog.at_level("INFO", logger="ray.serve"):
+        assert holder.ensure(URI, None) is True
     assert holder.current.version == "1" and holder.last_error is None
+    # each stage of the load is timed and said in the load's log line
+    timings = holder.current.timings
+    assert list(timings) == ["fetch", "session", "warmup"]
+    assert all(seconds >= 0 for seconds in timings.values()) and timings["session"] > 0
+    (line,) = [m for m in caplog.messages if "loaded credit version 1" in m]
+    assert "fetch " in line and "session " in line and "warmup " in line, line
     assert holder.ensure(URI, None) is False  # same version: nothing downloaded
     assert reg.fetched == ["1"] and loads == [("credit", "1", "loaded")]
 
@@ -252,6 +259,7 @@ def test_an_intra_op_threads_change_reopens_the_served_version(flaky):
     assert holder.current is not first and holder.current.version == "1"
     assert holder.current.onnx.session.get_session_options().intra_op_num_threads == 2
     assert reg.fetched == ["1"]  # the same version: opened again from its bytes, not downloaded
+    assert list(holder.current.timings) == ["session", "warmup"]
     assert holder.ensure(URI, None, 2) is False
     assert [o for _, _, o in loads] == ["loaded", "swapped"]
 
