@@ -51,6 +51,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.peer_env import peer_python
 from raylane.config import DriftConfig
 from raylane.data.read import infer_schema, prepare_features, read_table
 from raylane.model.schema import MISSING_CATEGORY
@@ -64,13 +65,7 @@ SMALL_REFERENCE = 800
 
 
 def evidently_python() -> Path:
-    python = EVIDENTLY_VENV / "bin" / "python"
-    if not python.exists():
-        uv = [sys.executable, "-m", "uv"]
-        subprocess.run([*uv, "venv", "-q", "-p", "3.11", str(EVIDENTLY_VENV)], check=True)
-        subprocess.run([*uv, "pip", "install", "-q", "-p", str(python), *EVIDENTLY_PINS],
-                       check=True)
-    return python
+    return peer_python(EVIDENTLY_VENV, EVIDENTLY_PINS)
 
 
 def make_data(rows: int, shift: tuple[str, float], seed: int, scenario: str):

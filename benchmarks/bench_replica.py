@@ -8,7 +8,8 @@ called as ASGI in one process, one request at a time on one event loop: no Ray, 
 sockets, so the figure is the replica's work per request (routing, body read, JSON parse, the
 row checks, the ONNX Runtime session, the answer), the part that more replicas divide. Bodies:
 one row without nulls (the one ``bench_serve`` sends), one row with a null (as ~12% of the
-credit table's rows have), 1,000 rows of the holdout (nulls kept). For each, the best of
+credit table's rows have), 1,000 rows of the holdout (nulls kept); and the first row as a V2
+request to ``/v2/models/credit/infer``. For each, the best of
 ``--repeats`` runs of ``--requests`` requests: wall and CPU (``time.process_time``) per request.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.bench_serve import train_and_register
+from benchmarks.bench_serve import train_and_register, v2_body
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -63,8 +64,8 @@ def build_app(onnx_bytes: bytes, schema):
     return api
 
 
-async def post(app, body: bytes) -> int:
-    """One ``POST /predict`` through the ASGI app; its status."""
+async def post(app, body: bytes, path: str = "/predict") -> int:
+    """One ``POST`` of ``body`` to ``path`` through the ASGI app; its status."""
     sent, status = False, 0
 
     async def receive():
@@ -82,21 +83,22 @@ async def post(app, body: bytes) -> int:
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     await app({"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-               "method": "POST", "scheme": "http", "path": "/predict", "raw_path": b"/predict",
+               "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
                "query_string": b"", "root_path": "", "headers": headers,
                "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000)}, receive, send)
     return status
 
 
-async def measure(app, body: bytes, requests: int, repeats: int) -> dict:
+async def measure(app, body: bytes, requests: int, repeats: int,
+                  path: str = "/predict") -> dict:
     for _ in range(max(requests // 10, 5)):  # warm: the session's first runs, the code paths
-        status = await post(app, body)
+        status = await post(app, body, path)
         assert status == 200, status
     best_wall = best_cpu = float("inf")
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(requests):
-            await post(app, body)
+            await post(app, body, path)
         best_wall = min(best_wall, (time.perf_counter() - wall) / requests)
         best_cpu = min(best_cpu, (time.process_time() - cpu) / requests)
     return {"requests": requests, "repeats": repeats, "wall_ms": round(best_wall * 1e3, 4),
@@ -130,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         requests = args.requests if name.startswith("one_row") else max(args.requests // 20, 20)
         out[name] = asyncio.run(measure(app, json.dumps(body).encode(), requests, args.repeats))
         print(name, out[name], flush=True)
+    # the same row as an Open Inference Protocol request (one input per column)
+    out["v2_one_row"] = asyncio.run(measure(app, v2_body(model["row"]), args.requests,
+                                            args.repeats, "/v2/models/credit/infer"))
+    print("v2_one_row", out["v2_one_row"], flush=True)
     out["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

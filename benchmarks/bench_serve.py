@@ -5,8 +5,15 @@ the bundled credit data, exported to ONNX and registered in a temporary MLflow r
 native scikit-learn pipeline is logged with ``mlflow.sklearn`` for the mlflow peer only). Load
 comes from ``wrk`` (installed with apt-get when missing) driven by a Lua script for POST bodies.
 
-    python -m benchmarks.bench_serve                 # ~4 minutes on 2 cores
+    python -m benchmarks.bench_serve                 # ~5 minutes on 2 cores
     python -m benchmarks.bench_serve --duration 15 --replicas 1 --out /tmp/bench_serve.json
+    python -m benchmarks.bench_serve --only v2       # V2 inference vs KServe's ModelServer
+    python -m benchmarks.bench_serve --only cold-start   # serve.run to first answer, autoscaling
+
+Peers: ``mlflow models serve`` on the native pipeline; KServe 0.21's Python ModelServer on the
+same ONNX graph over V2 (``benchmarks/kserve_peer.py`` in its own environment, ``.venv-kserve``,
+created with uv on first use; ``--skip-kserve`` leaves it out); one uvicorn + ONNX Runtime
+process as the floor. ``--only cold-start``: ``benchmarks/serve_cold_start.py`` on a new Ray.
 
 Ray Serve runs with ``RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (HAProxy
 ingress); HAProxy's files and ports are moved to a private directory and free ports, and its
@@ -26,9 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.peer_env import peer_python
 
 ROOT = Path(__file__).resolve().parents[1]
 CREDIT = ROOT / "data" / "credit_data.csv"
@@ -100,18 +111,22 @@ def run_wrk(url: str, body: bytes, connections: int, duration: int, workdir: Pat
             threads: int | None = None) -> dict:
     """POST ``body`` at ``url`` for ``duration`` s with ``wrk --latency``; :func:`parse_wrk`'s
     figures."""
+    out = subprocess.run(wrk_command(url, body, connections, duration, workdir, threads),
+                         capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def wrk_command(url: str, body: bytes, connections: int, duration: int, workdir: Path,
+                threads: int | None = None) -> list[str]:
+    """``wrk --latency`` POSTing ``body`` at ``url`` (its Lua script written to ``workdir``)."""
     script = workdir / f"post-{abs(hash(body))}.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = [==[{body.decode()}]==]\n"
     )
     threads = min(threads or WRK_THREADS, connections)
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
-         str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return parse_wrk(out)
+    return ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", "-s",
+            str(script), url]
 
 
 def cpu_idle_share(window: float) -> float:
@@ -323,6 +338,10 @@ def main() -> None:
     parser.add_argument("--n-estimators", type=int, default=100)
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--only", choices=["cold-start", "v2"], default=None,
+                        help="only the cold start, or only V2 inference against the KServe peer")
+    parser.add_argument("--skip-kserve", action="store_true",
+                        help="no KServe peer (it needs its own environment, .venv-kserve)")
     parser.add_argument("--floor-server", nargs=3, metavar=("PORT", "ONNX", "SCHEMA"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -335,7 +354,7 @@ def main() -> None:
     ensure_wrk()
     tmp = Path(tempfile.mkdtemp(prefix="raylane-bench-serve-"))
     print(f"workdir {tmp}", flush=True)
-    setup = train_and_register(tmp, args.n_estimators)
+    setup = train_and_register(tmp, args.n_estimators, sklearn_peer=args.only is None)
     one = json.dumps({"records": [setup["row"]]}).encode()
     big = json.dumps({"records": setup["big_rows"]}).encode()
     results: dict = {"machine_cpus": os.cpu_count(), "duration_s": args.duration,
@@ -343,6 +362,18 @@ def main() -> None:
                      "connections": args.connections, "started": time.strftime("%H:%M:%S"),
                      "loadavg_start": os.getloadavg()}
     d, c = args.duration, args.connections
+    v2 = v2_body(setup["row"])
+    if args.only:
+        if args.only == "cold-start":
+            results["cold_start"] = cold_start_on_a_new_ray(setup, tmp, one, c)
+        else:
+            results.update(v2_against_kserve(setup, tmp, v2, args))
+        results["finished"] = time.strftime("%H:%M:%S")
+        results["loadavg_end"] = os.getloadavg()
+        print(json.dumps(results, indent=2, default=str))
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2))
+        return
 
     # in-process ONNX Runtime on the 1,000-row batch
     results["in_process_1000_rows_per_s"] = in_process_rows_per_s(
@@ -392,30 +423,18 @@ def main() -> None:
             floor.wait(30)
         return runs
 
+    if not args.skip_kserve:
+        results.update(measure_kserve(tmp, v2, args))
     floor_runs = measure_floor(big_too=True)
     print("floor", floor_runs, results["floor_1000_rows"], flush=True)
 
     # raylane on Ray Serve with the HAProxy ingress
-    hp_dir = Path(tempfile.mkdtemp(prefix="rlhp", dir="/tmp"))
-    os.environ.update(haproxy_env(hp_dir))
-    import ray
     from ray import serve
 
     from raylane.serving.app import ModelServer
 
     port = free_port()
-    # logical CPUs: room for a rolling update (new replicas start before old ones stop)
-    for attempt in range(3):  # a busy machine can time out the node's start
-        try:
-            ray.init(num_cpus=4, include_dashboard=False, address="local")
-            break
-        except Exception:
-            if attempt == 2:
-                raise
-            ray.shutdown()
-            time.sleep(5)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    with ray_and_serve(port):
 
         def deploy(batching: bool, replicas: int) -> None:
             serve.run(
@@ -444,19 +463,13 @@ def main() -> None:
                 [run_wrk(url, one, c, d, tmp) for _ in range(args.repeats)])
             results[f"serve_1000_rows_{replicas}_replicas"] = median_run(
                 [run_wrk(url, big, args.big_connections, d, tmp) for _ in range(args.repeats)])
+            results[f"serve_v2_{replicas}_replicas"] = measure_v2(port, v2, tmp, args)
         best = max(args.replicas, key=lambda r: results[f"serve_one_row_{r}_replicas"]["req_s"])
         results["serve_one_row"] = results[f"serve_one_row_{best}_replicas"]
         best = max(args.replicas,
                    key=lambda r: results[f"serve_1000_rows_{r}_replicas"]["req_s"])
         results["serve_1000_rows"] = results[f"serve_1000_rows_{best}_replicas"]
         print("serve", {k: v for k, v in results.items() if k.startswith("serve")}, flush=True)
-    finally:
-        try:
-            serve.shutdown()
-        finally:
-            ray.shutdown()
-            killed = kill_haproxy(str(hp_dir))
-            print(f"killed haproxy pids {killed}", flush=True)
 
     floor_runs += measure_floor(big_too=False)
     results["floor_one_row"] = median_run(floor_runs)
@@ -465,6 +478,145 @@ def main() -> None:
     summarize(results)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
+
+
+KSERVE_VENV = ROOT / ".venv-kserve"
+KSERVE_PINS = ["kserve==0.21.0", "onnxruntime==1.32.0"]
+
+
+def kserve_python() -> Path:
+    """KServe's Python ModelServer in its own environment (its FastAPI, uvicorn, protobuf)."""
+    return peer_python(KSERVE_VENV, KSERVE_PINS)
+
+
+def v2_body(row: dict) -> bytes:
+    """One row as an Open Inference Protocol request: one input per column."""
+    def datatype(value) -> str:
+        if isinstance(value, str):
+            return "BYTES"
+        return "INT64" if isinstance(value, int) else "FP64"
+
+    assert all(v is not None for v in row.values()), row  # V2 data has no nulls
+    return json.dumps({"inputs": [{"name": k, "shape": [1], "datatype": datatype(v), "data": [v]}
+                                  for k, v in row.items()]}).encode()
+
+
+def measure_v2(port: int, body: bytes, tmp: Path, args) -> dict:
+    url = f"http://127.0.0.1:{port}/v2/models/credit/infer"
+    run_wrk(url, body, args.connections, 3, tmp)  # warm the path
+    return median_run([run_wrk(url, body, args.connections, args.duration, tmp)
+                       for _ in range(args.repeats)])
+
+
+def measure_kserve(tmp: Path, body: bytes, args) -> dict:
+    """KServe 0.21's ModelServer (one uvicorn worker, gRPC off) on the same graph
+    (benchmarks/kserve_peer.py): with its defaults, and without its per-request latency log."""
+    python = kserve_python()
+    out = {}
+    for key, latency_logging in (("kserve_v2", "true"), ("kserve_v2_no_latency_log", "false")):
+        wait_idle()
+        port = free_port()
+        peer = subprocess.Popen(
+            [str(python), str(ROOT / "benchmarks" / "kserve_peer.py"), "--model_name", "credit",
+             "--onnx", str(tmp / "model.onnx"), "--http_port", str(port), "--workers", "1",
+             "--enable_grpc", "false", "--enable_latency_logging", latency_logging],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/v2/health/ready", timeout=60)
+            out[key] = measure_v2(port, body, tmp, args)
+        finally:
+            os.killpg(peer.pid, signal.SIGTERM)
+            peer.wait(30)
+        print(key, out[key], flush=True)
+    return out
+
+
+def v2_against_kserve(setup: dict, tmp: Path, body: bytes, args) -> dict:
+    """The KServe peer, then raylane's V2 route with each of ``--replicas``."""
+    from ray import serve
+
+    from raylane.serving.app import ModelServer
+
+    results = measure_kserve(tmp, body, args)
+    port = free_port()
+    with ray_and_serve(port):
+        for replicas in args.replicas:
+            serve.run(ModelServer.options(
+                num_replicas=replicas, max_ongoing_requests=64, ray_actor_options={"num_cpus": 1},
+                logging_config=logging_config(), user_config=user_config(setup["uri"], True),
+            ).bind(), name="raylane", route_prefix="/")
+            wait_http(f"http://127.0.0.1:{port}/healthz")
+            time.sleep(2)
+            results[f"serve_v2_{replicas}_replicas"] = measure_v2(port, body, tmp, args)
+            print(replicas, results[f"serve_v2_{replicas}_replicas"], flush=True)
+    results["v2_vs_kserve"] = {
+        f"{replicas}_replicas": {
+            peer: round(results[f"serve_v2_{replicas}_replicas"]["req_s"]
+                        / results[peer]["req_s"], 3)
+            for peer in ("kserve_v2", "kserve_v2_no_latency_log")}
+        for replicas in args.replicas}
+    return results
+
+
+@contextmanager
+def ray_and_serve(port: int) -> Iterator[None]:
+    """A local Ray (4 logical CPUs: room for a rolling update) with the HAProxy ingress's
+    cluster env and Serve's HTTP on ``port``; Serve, Ray and HAProxy stopped on exit."""
+    hp_dir = Path(tempfile.mkdtemp(prefix="rlhp", dir="/tmp"))
+    os.environ.update(haproxy_env(hp_dir))
+    import ray
+    from ray import serve
+
+    try:
+        for attempt in range(3):  # a busy machine can time out the node's start
+            try:
+                ray.init(num_cpus=4, include_dashboard=False, address="local")
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                ray.shutdown()
+                time.sleep(5)
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield
+    finally:
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+            print(f"killed haproxy pids {kill_haproxy(str(hp_dir))}", flush=True)
+
+
+def measure_cold_start(setup: dict, tmp: Path, one: bytes, port: int, connections: int,
+                       load_s: int = 90) -> dict:
+    """serve.run of the app with serve/config.yaml's autoscaling to its first answer, then a
+    load step of ``connections`` to the second replica answering (benchmarks/serve_cold_start)."""
+    import ray
+    from ray import serve
+
+    from benchmarks import serve_cold_start
+    from raylane.serving.app import ModelServer
+
+    deployment = ModelServer.options(
+        autoscaling_config=serve_cold_start.autoscaling_config(), max_ongoing_requests=64,
+        ray_actor_options={"num_cpus": 1},
+        logging_config={**logging_config(), "enable_access_log": True},  # answers' times
+        user_config=user_config(setup["uri"], True),
+    )
+    session_dir = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+    url = f"http://127.0.0.1:{port}/predict"
+    return serve_cold_start.measure(
+        lambda: serve.run(deployment.bind(), name="raylane", route_prefix="/"), url, one,
+        session_dir, "raylane", wrk_command(url, one, connections, load_s, tmp), load_s)
+
+
+def cold_start_on_a_new_ray(setup: dict, tmp: Path, one: bytes, connections: int) -> dict:
+    # the replicas' log lines are the clock of their side: written as they happen (the
+    # throughput-optimized env buffers 1,000 request-path records; 1 is Ray's default)
+    os.environ["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
+    port = free_port()
+    with ray_and_serve(port):
+        return measure_cold_start(setup, tmp, one, port, connections)
 
 
 def summarize(r: dict) -> None:
@@ -489,6 +641,10 @@ def summarize(r: dict) -> None:
         "batching_p50_cost_ms": r["serve_c1_batching"]["p50_ms"]
         - r["serve_c1_no_batching"]["p50_ms"],
     }
+    if "kserve_v2" in r:
+        best_v2 = max(v["req_s"] for k, v in r.items() if k.startswith("serve_v2_"))
+        r["ratios"]["v2_vs_kserve"] = best_v2 / r["kserve_v2"]["req_s"]
+        checks["V2 >= 3x KServe's ModelServer"] = best_v2 >= 3 * r["kserve_v2"]["req_s"]
     r["checks"] = checks
     print(json.dumps(r, indent=2, default=str))
 
