@@ -17,11 +17,11 @@ environment, pointing at a real ``mlflow server`` over HTTP with proxied artifac
    with two replicas and ``max_replicas_per_node: 1``; each replica loads the model from the
    registry named by its node's ``MLFLOW_TRACKING_URI`` (``tracking_uri: null``); the Serve REST
    API and the state API show one replica per node, and real HTTP predictions match the model.
-3. Autoscaling (written, currently SKIPPED, see its skip reason): Ray's fake multi-node
-   autoscaler provider (``fake_multinode``) with the RayService manifest's worker group
-   (``minReplicas``/``maxReplicas``, ``num-cpus``) and autoscaler v2: the autoscaler brings the
-   group to its minimum, then starts one more worker node when Serve asks for one replica more
-   than the minimum holds, and predictions succeed.
+3. Autoscaling: Ray's fake multi-node provider (``FakeMultiNodeProvider``, plugged in as an
+   external provider) with the dev overlay's RayService worker group (1-CPU pods from
+   ``minReplicas`` to ``maxReplicas``, ``num-cpus``) and autoscaler v2: the autoscaler brings
+   the group to its minimum, then starts one more worker node when Serve asks for one replica
+   more than the minimum holds, and predictions succeed.
 
 Each node has its own Ray temp dir, as each pod has its own disk. With one shared temp dir the
 nodes share ``runtime_resources/``: when the trials on the worker end, its runtime-env agent deletes
@@ -33,14 +33,16 @@ the uploaded working dir that the driver on the head is still running in, and th
 FileNotFoundError) and its ``start()``/``shutdown()`` run ``ray stop --force``, which would kill
 every other Ray cluster on a shared machine. The test writes the same config itself and starts the
 head in-process with ``RAY_FAKE_CLUSTER=1``; the worker nodes the autoscaler starts are stopped by
-their session directory.
+their session directory. The provider is named as ``type: external`` with the fake provider's
+class as its module: with ``type: fake_multinode`` the autoscaler's monitor reads that same
+missing example.yaml for its defaults and exits before scaling anything.
 
 What one machine cannot prove: the nodes share one filesystem and one IP, so "no local disk"
 is shown by construction (the driver's cwd is Ray's uploaded package, data goes through the object
 store, artifacts through the MLflow server's HTTP proxy), not by separate disks. Tune keeps its
 (small, checkpoint-free) experiment state on the head's disk, as the RayJob does. Fake autoscaled
 nodes are processes, not pods: KubeRay's pod creation, scheduling and resource limits are not
-exercised, and nodes' CPUs are logical (the manifest's 4 per worker on a 2-core machine).
+exercised, and nodes' CPUs are logical.
 Serve replicas ask for ``num_cpus: 0`` in part 2 (the config asks for 1) so one can sit on the
 0-CPU head next to one on the worker: ``max_replicas_per_node: 1`` does the spreading.
 """
@@ -232,8 +234,13 @@ def test_serve_replicas_spread_over_both_nodes(cluster, trained, tmp_path):
 
 
 def manifest_worker_group() -> dict:
-    """The RayService's head and worker group, as KubeRay would scale them."""
-    service = yaml.safe_load((ROOT / "kuberay" / "base" / "rayservice.yaml").read_text())
+    """The dev overlay's RayService head and worker group, as KubeRay would scale them: 1-CPU
+    pods, one per Serve replica from min_replicas to max_replicas (the base's 4-CPU pod holds
+    every replica, so its group never grows past one node)."""
+    from support.k8s import render_overlay
+
+    (service,) = [o for o in render_overlay(ROOT / "kuberay" / "overlays" / "dev")
+                  if o["kind"] == "RayService"]
     spec = service["spec"]["rayClusterConfig"]
     assert spec["enableInTreeAutoscaling"] is True
     (group,) = spec["workerGroupSpecs"]
@@ -247,11 +254,6 @@ def manifest_worker_group() -> dict:
     }
 
 
-@pytest.mark.skip(reason=(
-    "not yet working on this machine: with the hand-written fake_multinode config below (Ray's "
-    "AutoscalingCluster cannot be used here, see the module docstring) and autoscaler v2, the "
-    "autoscaler did not start the worker group's minReplicas node within 120s; needs debugging "
-    "of the v2 monitor with the fake provider before it can gate CI"))
 def test_autoscaler_adds_a_worker_for_serve_replicas(mlflow_server, tmp_path, monkeypatch):
     """Ray's fake multi-node provider with the manifest's worker group (min..max, num-cpus):
     Serve asks for more replicas than the head and the minimum workers hold, and the Ray
@@ -279,7 +281,13 @@ def test_autoscaler_adds_a_worker_for_serve_replicas(mlflow_server, tmp_path, mo
     autoscaling = {
         "cluster_name": "raylane-fake",
         "max_workers": group["max"],
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True,
+        # Ray's fake provider class as an "external" provider: the type "fake_multinode" makes
+        # the autoscaler read its defaults from fake_multi_node/example.yaml, which the 2.60
+        # wheel does not ship (the monitor dies with FileNotFoundError before scaling anything)
+        "provider": {"type": "external",
+                     "module": "ray.autoscaler._private.fake_multi_node.node_provider."
+                               "FakeMultiNodeProvider",
+                     "use_node_id_as_ip": True,
                      "disable_node_updaters": True, "disable_launch_config_check": True,
                      "gcs_address": gcs, "launch_multiple": True,
                      "head_node_id": FAKE_HEAD_NODE_ID},
@@ -350,6 +358,10 @@ def test_autoscaler_adds_a_worker_for_serve_replicas(mlflow_server, tmp_path, mo
         dep["num_replicas"] = wanted
         dep.pop("max_replicas_per_node")
         dep["ray_actor_options"]["num_cpus"] = group["cpus"]
+        # Ray's fake provider gives its node types CPUs only (it cannot declare a node's
+        # "memory" resource, which KubeRay derives from the pod's limits): a replica asking for
+        # memory would look unplaceable on any node the autoscaler could add
+        dep["ray_actor_options"].pop("memory", None)
         dep["user_config"]["model_uri"] = "models:/credit_autoscale@champion"
         (tmp_path / "serve.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         proc = run_cli([str(BIN / "serve"), "deploy", str(tmp_path / "serve.yaml"),
@@ -365,7 +377,8 @@ def test_autoscaler_adds_a_worker_for_serve_replicas(mlflow_server, tmp_path, mo
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             health = http.get("/healthz").json()
             assert health == {"status": "ok", "model_name": "credit_autoscale",
-                              "model_version": version}
+                              "model_version": version, "load_state": "current",
+                              "pending_version": None}
             rows = holdout.head(3)
             records = [{k: (None if isinstance(v, float) and np.isnan(v) else v)
                         for k, v in rec.items()} for rec in rows.to_dict(orient="records")]
