@@ -285,10 +285,12 @@ def run_search(tuner: tune.Tuner) -> tune.ResultGrid:
 
 
 def summarize(results: tune.ResultGrid, metric: Metric) -> SearchOutcome:
-    """Best trial (by its last reported validation score) and the trials table."""
+    """Best trial (by its last reported validation score) and the trials table: each trial's
+    last reported result, the one the best is chosen by (a trial's best row would show an
+    earlier round whenever its score later fell back or tied)."""
     tune_metric = f"valid_{metric.name}"
     best = results.get_best_result(metric=tune_metric, mode=metric.mode, scope="last")
-    table = results.get_dataframe(filter_metric=tune_metric, filter_mode=metric.mode)
+    table = results.get_dataframe()
     keep = [c for c in table.columns if c.startswith("config/")] + [
         c for c in ("trial_id", tune_metric, "steps", "training_iteration", "fit_seconds",
                     "time_total_s") if c in table.columns
