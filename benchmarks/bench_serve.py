@@ -429,24 +429,11 @@ def main() -> None:
     print("floor", floor_runs, results["floor_1000_rows"], flush=True)
 
     # raylane on Ray Serve with the HAProxy ingress
-    from ray import serve
-
-    from raylane.serving.app import ModelServer
-
     port = free_port()
     with ray_and_serve(port):
 
         def deploy(batching: bool, replicas: int) -> None:
-            serve.run(
-                ModelServer.options(
-                    num_replicas=replicas, max_ongoing_requests=64,
-                    ray_actor_options={"num_cpus": 1}, logging_config=logging_config(),
-                    user_config=user_config(setup["uri"], batching),
-                ).bind(),
-                name="raylane", route_prefix="/",
-            )
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-            time.sleep(2)
+            deploy_fixed(port, setup["uri"], batching, replicas)
 
         url = f"http://127.0.0.1:{port}/predict"
         # does micro-batching cost one-row latency at low concurrency? (one replica)
@@ -533,20 +520,11 @@ def measure_kserve(tmp: Path, body: bytes, args) -> dict:
 
 def v2_against_kserve(setup: dict, tmp: Path, body: bytes, args) -> dict:
     """The KServe peer, then raylane's V2 route with each of ``--replicas``."""
-    from ray import serve
-
-    from raylane.serving.app import ModelServer
-
     results = measure_kserve(tmp, body, args)
     port = free_port()
     with ray_and_serve(port):
         for replicas in args.replicas:
-            serve.run(ModelServer.options(
-                num_replicas=replicas, max_ongoing_requests=64, ray_actor_options={"num_cpus": 1},
-                logging_config=logging_config(), user_config=user_config(setup["uri"], True),
-            ).bind(), name="raylane", route_prefix="/")
-            wait_http(f"http://127.0.0.1:{port}/healthz")
-            time.sleep(2)
+            deploy_fixed(port, setup["uri"], batching=True, replicas=replicas)
             results[f"serve_v2_{replicas}_replicas"] = measure_v2(port, body, tmp, args)
             print(replicas, results[f"serve_v2_{replicas}_replicas"], flush=True)
     results["v2_vs_kserve"] = {
@@ -556,6 +534,25 @@ def v2_against_kserve(setup: dict, tmp: Path, body: bytes, args) -> dict:
             for peer in ("kserve_v2", "kserve_v2_no_latency_log")}
         for replicas in args.replicas}
     return results
+
+
+def deploy_fixed(port: int, uri: str, batching: bool, replicas: int) -> None:
+    """The app with ``replicas`` fixed replicas of 1 CPU and serve/config.yaml's logging;
+    returns once it answers (and 2 s more for the replicas to settle)."""
+    from ray import serve
+
+    from raylane.serving.app import ModelServer
+
+    serve.run(
+        ModelServer.options(
+            num_replicas=replicas, max_ongoing_requests=64,
+            ray_actor_options={"num_cpus": 1}, logging_config=logging_config(),
+            user_config=user_config(uri, batching),
+        ).bind(),
+        name="raylane", route_prefix="/",
+    )
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    time.sleep(2)
 
 
 @contextmanager
@@ -587,36 +584,33 @@ def ray_and_serve(port: int) -> Iterator[None]:
             print(f"killed haproxy pids {kill_haproxy(str(hp_dir))}", flush=True)
 
 
-def measure_cold_start(setup: dict, tmp: Path, one: bytes, port: int, connections: int,
-                       load_s: int = 90) -> dict:
-    """serve.run of the app with serve/config.yaml's autoscaling to its first answer, then a
-    load step of ``connections`` to the second replica answering (benchmarks/serve_cold_start)."""
+def cold_start_on_a_new_ray(setup: dict, tmp: Path, one: bytes, connections: int,
+                            load_s: int = 90) -> dict:
+    """On a new Ray: serve.run of the app with serve/config.yaml's autoscaling to its first
+    answer, then a load step of ``connections`` to the second replica answering
+    (benchmarks/serve_cold_start)."""
     import ray
     from ray import serve
 
     from benchmarks import serve_cold_start
     from raylane.serving.app import ModelServer
 
+    # the replicas' log lines are the clock of their side: written as they happen (the
+    # throughput-optimized env buffers 1,000 request-path records; 1 is Ray's default)
+    os.environ["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
     deployment = ModelServer.options(
         autoscaling_config=serve_cold_start.autoscaling_config(), max_ongoing_requests=64,
         ray_actor_options={"num_cpus": 1},
         logging_config={**logging_config(), "enable_access_log": True},  # answers' times
         user_config=user_config(setup["uri"], True),
     )
-    session_dir = Path(ray._private.worker.global_worker.node.get_session_dir_path())
-    url = f"http://127.0.0.1:{port}/predict"
-    return serve_cold_start.measure(
-        lambda: serve.run(deployment.bind(), name="raylane", route_prefix="/"), url, one,
-        session_dir, "raylane", wrk_command(url, one, connections, load_s, tmp), load_s)
-
-
-def cold_start_on_a_new_ray(setup: dict, tmp: Path, one: bytes, connections: int) -> dict:
-    # the replicas' log lines are the clock of their side: written as they happen (the
-    # throughput-optimized env buffers 1,000 request-path records; 1 is Ray's default)
-    os.environ["RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE"] = "1"
     port = free_port()
+    url = f"http://127.0.0.1:{port}/predict"
     with ray_and_serve(port):
-        return measure_cold_start(setup, tmp, one, port, connections)
+        session_dir = Path(ray._private.worker.global_worker.node.get_session_dir_path())
+        return serve_cold_start.measure(
+            lambda: serve.run(deployment.bind(), name="raylane", route_prefix="/"), url, one,
+            session_dir, "raylane", wrk_command(url, one, connections, load_s, tmp), load_s)
 
 
 def summarize(r: dict) -> None:

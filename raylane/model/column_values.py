@@ -14,7 +14,7 @@ import numpy as np
 
 from raylane.model.schema import MISSING_CATEGORY, category_value
 
-_F32_MAX = float(np.finfo(np.float32).max)
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 class RequestError(Exception):
@@ -120,7 +120,7 @@ def numeric_column(name: str, values: Any, n: int, bounds: Bounds | None = None)
                 i = int(np.argmin(finite))
                 raise RequestError(
                     f"column {name!r}: expected a finite number or null, got {describe(values[i])}"
-                    f" (row {i}; float32 range is +-{_F32_MAX:.3g})",
+                    f" (row {i}; float32 range is +-{F32_MAX:.3g})",
                     field=name,
                     reason="non_finite",
                 )
@@ -137,16 +137,16 @@ def numeric_column(name: str, values: Any, n: int, bounds: Bounds | None = None)
             elif t is int:  # exact: a Python int can be any size
                 if bounds is not None and not bounds[0] <= v <= bounds[1]:
                     raise _out_of_range(name, v, i, bounds)
-                if abs(v) > _F32_MAX:
+                if abs(v) > F32_MAX:
                     raise RequestError(
                         f"column {name!r}: expected a finite number or null, got {describe(v)}"
-                        f" (row {i}; float32 range is +-{_F32_MAX:.3g})",
+                        f" (row {i}; float32 range is +-{F32_MAX:.3g})",
                         field=name,
                         reason="non_finite",
                     )
                 out[i] = v
             elif t is float:
-                if not math.isfinite(v) or abs(v) > _F32_MAX:
+                if not math.isfinite(v) or abs(v) > F32_MAX:
                     raise RequestError(
                         f"column {name!r}: expected a finite number or null, got {describe(v)}"
                         f" (row {i})",

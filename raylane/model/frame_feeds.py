@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from raylane.model.column_values import _F32_MAX, integer_problem
+from raylane.model.column_values import F32_MAX, integer_problem
 from raylane.model.feeds import Feeds, plan_for
 from raylane.model.schema import MISSING_CATEGORY, FeatureSchema, category_values
 
@@ -32,7 +32,7 @@ def _numeric(series: pd.Series, bounds) -> np.ndarray | None:
     if kind == "f":
         present = arr[~np.isnan(arr)]
         with np.errstate(invalid="ignore"):
-            if not (np.abs(present) <= _F32_MAX).all():  # also false for +-inf
+            if not (np.abs(present) <= F32_MAX).all():  # also false for +-inf
                 return None
         if bounds is not None and integer_problem(present.astype(np.float64), bounds) is not None:
             return None
