@@ -20,7 +20,8 @@ from contextlib import contextmanager
 @contextmanager
 def restored_environ() -> Iterator[None]:
     """Give ``os.environ`` back exactly as it was, whatever the body (or Ray) set or removed, and
-    make Ray's in-process config re-read it (Ray caches ``RAY_AUTH_MODE`` there)."""
+    make Ray's in-process config and token cache re-read it (Ray caches ``RAY_AUTH_MODE`` and
+    the token there)."""
     saved = dict(os.environ)
     try:
         yield
@@ -32,7 +33,12 @@ def restored_environ() -> Iterator[None]:
                 os.environ[key] = value
         raylet = sys.modules.get("ray._raylet")
         if raylet is not None:
-            raylet.Config.initialize("")  # what Ray itself calls after changing RAY_AUTH_MODE
+            # What Ray's own tests do between auth settings (reset_auth_token_state): the
+            # config first, then the token cache. A token cached from a token-auth cluster
+            # made the next, auth-less cluster's workers fail to reach this driver
+            # (OwnerDiedError on the first Ray Data read).
+            raylet.Config.initialize("")
+            raylet.AuthenticationTokenLoader.instance().reset_cache()
 
 
 def driver_state() -> list[str]:
