@@ -30,6 +30,7 @@ from raylane.data.aggregates import (
     run_aggregate,
 )
 from raylane.data.holdout import HoldoutDefinition
+from raylane.data.parquet import read_parquet
 from raylane.data.read import (
     MAX_INFERRED_CLASSES,
     DataError,
@@ -108,8 +109,7 @@ def read_dataset(source: Source, columns: list[str] | None = None) -> ray.data.D
     """The files of ``source`` as a Ray Dataset (read lazily, block by block). CSV columns take
     the types of the first file's first rows, so every file parses alike."""
     if source.format == "parquet":
-        return ray.data.read_parquet(source.paths, filesystem=source.filesystem,
-                                     columns=columns)
+        return read_parquet(source.paths, filesystem=source.filesystem, columns=columns)
     parse = pacsv.ParseOptions(delimiter="\t" if source.format == "tsv" else ",")
     with source.filesystem.open_input_stream(source.paths[0]) as f:
         reader = pacsv.open_csv(f, parse_options=parse)

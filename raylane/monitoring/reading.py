@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from raylane.data.parquet import read_parquet
+
 log = logging.getLogger(__name__)
 INPUT_PREFIX = "input."
 OUTPUT_COLUMNS = ("timestamp", "prediction", "probabilities", "prediction_id")
@@ -113,14 +115,13 @@ def window_dataset(
 ):
     """The window's rows as a lazy Ray Dataset (flattened: feature columns and outputs), None
     when there is no log to read."""
-    import ray.data
     from ray.data.expressions import col, lit
 
     ensure_ray()
     filesystem, path = filesystem_for(predictions)
     try:
-        ds = ray.data.read_parquet(path, filesystem=filesystem, file_extensions=["parquet"],
-                                   partitioning=None)
+        ds = read_parquet(path, filesystem=filesystem, file_extensions=["parquet"],
+                          partitioning=None)
     except (FileNotFoundError, ValueError) as exc:
         log.warning("prediction log %s: nothing to read (%s)", predictions, exc)
         return None
