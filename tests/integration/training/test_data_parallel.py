@@ -120,7 +120,8 @@ def test_csv_glob_and_s3_read_the_same_table(s3_and_ray, shards, tmp_path):
 
 @pytest.fixture(scope="module")
 def trained(s3_and_ray, shards, tmp_path_factory):
-    """The data-parallel job over the credit shards: 4 trials of 2 workers each, ASHA."""
+    """The data-parallel job over the credit shards: 2 trials of 2 workers each, one after the
+    other, ASHA."""
     _, root = shards
     tmp = tmp_path_factory.mktemp("job")
     config = parse_config({
@@ -128,10 +129,10 @@ def trained(s3_and_ray, shards, tmp_path_factory):
         "model": {"family": "xgboost", "report_every": 5,
                   "params": {"tree_method": "hist", "n_jobs": 1, "n_estimators": 30,
                              "learning_rate": 0.3},
-                  # trees against stumps, twice: a stump trial reaching a rung after a tree
-                  # trial is below ASHA's cutoff there
+                  # trees, then stumps: the stump trial reaches each rung after the tree
+                  # trial and is below ASHA's cutoff there
                   "search_space": {"max_depth": {"type": "grid", "values": [4, 1]}}},
-        "tune": {"num_samples": 2, "max_concurrent_trials": 2, "workers_per_trial": 2,
+        "tune": {"num_samples": 1, "max_concurrent_trials": 1, "workers_per_trial": 2,
                  "cpus_per_trial": 1, "search_alg": "random", "metric": "roc_auc",
                  "scheduler": {"type": "asha", "grace_period": 1, "reduction_factor": 2},
                  # Tune's and Ray Train's state on object storage, as the RayJob keeps it
@@ -161,9 +162,9 @@ def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained, s
 
     _, result = trained
     trials = result.search.trials
-    assert len(trials) == 4
-    assert (trials["steps"] < 30).any(), trials  # ASHA stopped at least one trial early
-    assert (trials["steps"] == 30).sum() >= 1
+    assert len(trials) == 2
+    assert (trials["steps"] < 30).any(), trials  # ASHA stopped the stump trial early
+    assert (trials["steps"] == 30).sum() == 1
     # every trial, stopped or finished, gave its workers' placement group back
     left = {k: v for k, v in placement_group_table().items() if v["state"] == "CREATED"}
     assert not left, left
