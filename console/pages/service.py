@@ -18,7 +18,6 @@ from raylane.console.service_status import (
     difference,
     metrics_urls,
     percentile,
-    ray_token,
     request_rate,
     scrape_metrics,
     serve_applications,
@@ -26,6 +25,7 @@ from raylane.console.service_status import (
     total,
 )
 from raylane.console.serving import ServiceDown, fetch_health
+from raylane.ray_auth import ray_token
 
 config = ui.settings()
 dashboard = serve_dashboard(config.ray_address)

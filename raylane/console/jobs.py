@@ -31,6 +31,7 @@ from raylane.model.tags import (
     MODEL_VERSION,
     TASK,
 )
+from raylane.ray_auth import auth_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH_PLOT = "plots/search_progress.png"
@@ -207,20 +208,6 @@ def runtime_env(root: Path = ROOT, env: dict[str, str] | None = None) -> dict:
     spec = yaml.safe_load((root / "ray_jobs" / "runtime_env.yaml").read_text()) or {}
     spec["env_vars"] = {**(spec.get("env_vars") or {}), **(env or {})}
     return {"working_dir": str(root), **spec}
-
-
-def auth_headers(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The cluster token as Ray's clients send it (Ray 2.60 clusters use token auth):
-    ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``."""
-    env = os.environ if env is None else env
-    token = env.get("RAY_AUTH_TOKEN", "").strip()
-    if not token:
-        path = Path(env.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
-        try:
-            token = path.read_text().strip()
-        except OSError:
-            token = ""
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def jobs_client(address: str):

@@ -45,19 +45,6 @@ def serve_dashboard(ray_address: str, env: dict[str, str] | None = None) -> str:
     return (env.get("RAYLANE_SERVE_DASHBOARD") or ray_address).strip().rstrip("/")
 
 
-def ray_token(env: dict[str, str] | None = None, home: Path | None = None) -> str | None:
-    """The Ray cluster's auth token, as Ray's own clients find it (None: none found)."""
-    env = os.environ if env is None else env
-    if env.get("RAY_AUTH_TOKEN", "").strip():
-        return env["RAY_AUTH_TOKEN"].strip()
-    path = Path(env.get("RAY_AUTH_TOKEN_PATH") or (home or Path.home()) / ".ray" / "auth_token")
-    try:
-        token = path.read_text().strip()
-    except OSError:
-        return None
-    return token or None
-
-
 def _dashboard_get(url: str, timeout: float, token: str | None) -> dict:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:

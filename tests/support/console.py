@@ -132,7 +132,7 @@ def console_stack(tmp: Path, metadata_categories: int = 0) -> Iterator[ConsoleSt
 
 def wait_serve_api(dashboard: str, timeout: float = 90) -> None:
     """Until the dashboard's Serve REST API lists the application (it starts after Serve)."""
-    from raylane.console.service_status import ray_token
+    from raylane.ray_auth import ray_token
 
     deadline = time.monotonic() + timeout
     headers = {"Authorization": f"Bearer {ray_token()}"} if ray_token() else {}

@@ -106,13 +106,6 @@ def test_entrypoint_and_runtime_env_are_the_readmes_ray_job_submit():
     assert ".venv" in env["excludes"] and env["env_vars"]["PYTHONUNBUFFERED"] == "1"
 
 
-def test_the_cluster_token_is_sent(tmp_path):
-    (tmp_path / "tok").write_text("abc\n")
-    assert jobs.auth_headers({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "tok")}) == {
-        "Authorization": "Bearer abc"}
-    assert jobs.auth_headers({"RAY_AUTH_TOKEN": "xyz"}) == {"Authorization": "Bearer xyz"}
-    assert jobs.auth_headers({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "none")}) == {}
-
 
 def test_tuning_runs_are_the_jobs_parent_runs(tmp_path):
     client = mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -18,7 +18,6 @@ from raylane.console.service_status import (
     difference,
     parse_metrics,
     percentile,
-    ray_token,
     request_rate,
     total,
 )
@@ -103,16 +102,6 @@ def test_autoscaling_bounds_of_the_projects_serve_config():
     assert (bounds.deployment, bounds.min_replicas, bounds.max_replicas) == ("RaylaneModel", 1, 4)
     assert bounds.target_ongoing_requests == 16
 
-
-def test_ray_token_sources(tmp_path):
-    (tmp_path / ".ray").mkdir()
-    (tmp_path / ".ray" / "auth_token").write_text("from-file\n")
-    assert ray_token({}, home=tmp_path) == "from-file"
-    assert ray_token({"RAY_AUTH_TOKEN": " env "}, home=tmp_path) == "env"
-    other = tmp_path / "t"
-    other.write_text("path")
-    assert ray_token({"RAY_AUTH_TOKEN_PATH": str(other)}, home=tmp_path) == "path"
-    assert ray_token({}, home=tmp_path / "none") is None
 
 
 # ---------------------------------------------------------------- the Predict form
