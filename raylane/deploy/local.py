@@ -32,13 +32,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
+import requests
 import yaml
 
 from raylane.deploy import processes, redis_local
 from raylane.deploy.cluster_env import load as load_cluster_env
 from raylane.deploy.ray_start import PASSWORD_FILE_ENV
+from raylane.ray_auth import auth_headers
 
 # The RayService's RAY_* environment (serve/cluster_env.yaml; see raylane.deploy.cluster_env).
 SERVING_ENV = load_cluster_env()
@@ -113,11 +116,27 @@ def _champion(model_uri: str, tracking_uri: str) -> str | None:
 
 
 def _status(dashboard: str, env: dict[str, str]) -> dict:
-    out = subprocess.run([_bin("serve"), "status", "-a", dashboard], env=env, text=True,
-                         capture_output=True, timeout=60, check=False)
-    if out.returncode != 0:
+    """Serve's state as ``serve status`` prints it (``applications`` -> ``status``, ``message``,
+    ``deployments`` -> ``status``, ``replica_states``), read from the dashboard's REST API with
+    the cluster's token; ``{}`` while the dashboard does not answer. One HTTP call instead of a
+    ``serve status`` process (a Python start and Ray's imports, 2.5-4 s of CPU on 2 cores while
+    the replicas it waits for are starting)."""
+    try:
+        response = requests.get(f"{dashboard}/api/serve/applications/",
+                                headers=auth_headers(env), timeout=30)
+    except requests.RequestException:
         return {}
-    return yaml.safe_load(out.stdout) or {}
+    if response.status_code != 200:
+        return {}
+    details = response.json() or {}
+    return {"applications": {
+        name: {"status": app.get("status"), "message": app.get("message", ""),
+               "deployments": {
+                   dep_name: {"status": dep.get("status"), "message": dep.get("message", ""),
+                              "replica_states": dict(Counter(
+                                  r.get("state") for r in dep.get("replicas") or []))}
+                   for dep_name, dep in (app.get("deployments") or {}).items()}}
+        for name, app in (details.get("applications") or {}).items()}}
 
 
 def wait_running(dashboard: str, apps: list[str], env: dict[str, str], timeout: float) -> None:
@@ -132,7 +151,7 @@ def wait_running(dashboard: str, apps: list[str], env: dict[str, str], timeout: 
             raise RuntimeError(f"{failed}: {yaml.safe_dump({a: last[a] for a in failed})}")
         if all(s == "RUNNING" for s in states.values()):
             return
-        time.sleep(2)
+        time.sleep(0.5)
     raise TimeoutError(f"not RUNNING after {timeout:.0f}s: {yaml.safe_dump(last)[:3000]}")
 
 
@@ -244,7 +263,7 @@ def restart_head(state_dir: Path, timeout: float = 120) -> int:
         if time.monotonic() > deadline:
             print(f"serve status did not answer after {timeout:.0f}s", file=sys.stderr)
             return 1
-        time.sleep(2)
+        time.sleep(0.5)
     print(f"head {ha['heads']} started on the GCS port {ha['gcs_port']}")
     return 0
 

@@ -110,3 +110,46 @@ def test_haproxy_replays_requests_a_dead_replica_never_answered():
     policy = local.SERVING_ENV["RAY_SERVE_HAPROXY_RETRY_ON"].split()
     assert {"conn-failure", "empty-response"} <= set(policy)
     assert 1 <= int(local.SERVING_ENV["RAY_SERVE_HAPROXY_RETRIES"]) <= 3
+
+
+def test_status_reads_the_dashboards_rest_api_with_the_token():
+    """`serve status`'s shape from Serve's REST document, over real HTTP, the token sent."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    seen: list[tuple[str, str | None]] = []
+    body = {"applications": {"credit": {
+        "status": "RUNNING", "message": "", "route_prefix": "/",
+        "deployments": {"RaylaneModel": {"status": "HEALTHY", "message": "", "replicas": [
+            {"replica_id": "a", "state": "RUNNING"}, {"replica_id": "b", "state": "RUNNING"},
+            {"replica_id": "c", "state": "STARTING"}]}}}}}
+
+    class Dashboard(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            data = json.dumps(body).encode()
+            self.send_response(200 if self.headers.get("Authorization") else 401)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Dashboard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        status = local._status(url, {"RAY_AUTH_TOKEN": "tok"})
+        refused = local._status(url, {"RAY_AUTH_TOKEN_PATH": "/nonexistent"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen[0] == ("/api/serve/applications/", "Bearer tok")
+    assert status == {"applications": {"credit": {
+        "status": "RUNNING", "message": "",
+        "deployments": {"RaylaneModel": {"status": "HEALTHY", "message": "",
+                                         "replica_states": {"RUNNING": 2, "STARTING": 1}}}}}}
+    assert refused == {}  # a 401 reads as "not answering yet", as a failed `serve status` did
+    assert local._status("http://127.0.0.1:1", {}) == {}  # nothing listening
