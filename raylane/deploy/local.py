@@ -261,7 +261,7 @@ def restart_head(state_dir: Path, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while not _status(f"http://127.0.0.1:{ha['dashboard_port']}", env):
         if time.monotonic() > deadline:
-            print(f"serve status did not answer after {timeout:.0f}s", file=sys.stderr)
+            print(f"Serve's REST API did not answer after {timeout:.0f}s", file=sys.stderr)
             return 1
         time.sleep(0.5)
     print(f"head {ha['heads']} started on the GCS port {ha['gcs_port']}")

@@ -132,10 +132,10 @@ def console_stack(tmp: Path, metadata_categories: int = 0) -> Iterator[ConsoleSt
 
 def wait_serve_api(dashboard: str, timeout: float = 90) -> None:
     """Until the dashboard's Serve REST API lists the application (it starts after Serve)."""
-    from raylane.ray_auth import ray_token
+    from raylane.ray_auth import auth_headers
 
     deadline = time.monotonic() + timeout
-    headers = {"Authorization": f"Bearer {ray_token()}"} if ray_token() else {}
+    headers = auth_headers()
     while time.monotonic() < deadline:
         try:
             r = httpx.get(f"{dashboard}/api/serve/applications/", headers=headers, timeout=5)
