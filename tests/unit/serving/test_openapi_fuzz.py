@@ -8,8 +8,11 @@ metadata routes are also called with the fuzzed names. About 260 cases.
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from tiny_serving_model import loaded
 
@@ -25,12 +28,21 @@ def served_schema():
     return schemathesis.openapi.from_asgi("/openapi.json", api)
 
 
-# built at import: schemathesis.pytest.from_fixture does not run under pytest 9
 schema = served_schema()
-
-
 FUZZ = {"deadline": None, "derandomize": True, "database": None,
-        "phases": [Phase.explicit, Phase.generate], "suppress_health_check": list(HealthCheck)}
+        "phases": [Phase.generate], "suppress_health_check": list(HealthCheck)}
+
+
+def operations(filtered) -> list:
+    """The schema's operations, one pytest parameter each, named by their label (schemathesis's
+    own ``parametrize()`` gives every case the same node id, which pytest-xdist runs once)."""
+    ops = [result.ok() for result in filtered.get_all_operations()]
+    return [pytest.param(op, id=op.label) for op in ops]
+
+
+def cases(operation) -> st.SearchStrategy:
+    """Valid and invalid requests to ``operation``, as schemathesis's own runner draws them."""
+    return st.one_of([operation.as_strategy(generation_mode=mode) for mode in GenerationMode])
 
 
 def call(case) -> None:
@@ -42,16 +54,24 @@ def call(case) -> None:
 
 
 # the prediction routes (valid and invalid bodies: schemathesis generates both) ...
-@schema.include(method="POST").parametrize()
-@settings(max_examples=50, **FUZZ)
-def test_no_prediction_request_is_a_server_error(case):
-    call(case)
+@pytest.mark.parametrize("operation", operations(schema.include(method="POST")))
+def test_no_prediction_request_is_a_server_error(operation):
+    @given(case=cases(operation))
+    @settings(max_examples=50, **FUZZ)
+    def fuzz(case):
+        call(case)
+
+    fuzz()
 
 
 # ... and the others, with fuzzed model names and versions too
-@schema.exclude(method="POST").parametrize()
-@settings(max_examples=10, **FUZZ)
-def test_no_other_request_is_a_server_error(case):
-    if case.path_parameters and "name" in case.path_parameters:
-        case.call_and_validate(checks=[not_a_server_error])  # mostly unknown models: 404
-    call(case)
+@pytest.mark.parametrize("operation", operations(schema.exclude(method="POST")))
+def test_no_other_request_is_a_server_error(operation):
+    @given(case=cases(operation))
+    @settings(max_examples=10, **FUZZ)
+    def fuzz(case):
+        if case.path_parameters and "name" in case.path_parameters:
+            case.call_and_validate(checks=[not_a_server_error])  # mostly unknown models: 404
+        call(case)
+
+    fuzz()
