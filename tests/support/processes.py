@@ -25,6 +25,7 @@ from raylane.deploy import processes
 
 MARKER = "RAYLANE_TEST_SESSION"
 CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")
+_INHERITED = os.environ.get(MARKER)  # an xdist worker's: its controller's marker
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,12 @@ class Snapshot:
 
 
 def mark_session() -> str:
-    """Put the session marker into this process's environment (children inherit it)."""
-    os.environ.setdefault(MARKER, uuid.uuid4().hex)
+    """Put the session marker into this process's environment (children inherit it). An xdist
+    worker inherits its controller's marker, so it takes one of its own: each worker checks
+    what it left behind, not what the other worker is running."""
+    current = os.environ.get(MARKER)
+    if current is None or (os.environ.get("PYTEST_XDIST_WORKER") and current == _INHERITED):
+        os.environ[MARKER] = uuid.uuid4().hex
     return os.environ[MARKER]
 
 

@@ -25,7 +25,7 @@ from raylane.data.holdout import HoldoutDefinition, holdout_mask
 from raylane.tracking.runs import mlflow_client
 from raylane.training.job import run_pipeline
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 # Fixed parameters, no search (as tests/integration/continuous/test_loop.py): a weak
 # champion, a good challenger, so the fair judgement has one right answer.

@@ -30,7 +30,7 @@ from support.observability import INTERVAL_S, ROOT, served_and_scraped, wait_for
 from raylane.console import metrics
 from raylane.observability import manifests
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 ALERT = "RaylaneModelLoadGaveUp"
 PAGE = str(ROOT / "console" / "pages" / "metrics.py")

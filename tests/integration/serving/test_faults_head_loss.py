@@ -34,7 +34,7 @@ from support import serving as ss
 
 from raylane.deploy import local
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed (make test)")]
 DOWN_S = 20  # how long the head stays dead under traffic
 RECONNECT_S = 10  # the no-Redis worker's GCS reconnect timeout (Ray's default: 60 s)

@@ -36,7 +36,7 @@ from support import serving as ss
 
 from raylane.deploy import local
 
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.serial,
               pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")]
 CONNECTIONS, DURATION_S, KILL_AT_S, TIMEOUT_S, AFTER_S = 64, 25, 5, 5, 5
 BUDGET = 0.001

@@ -75,3 +75,21 @@ def test_a_stale_current_cluster_file_is_reported_and_removed(tmp_path, monkeypa
     found = processes.leftovers(marker, before, grace=0)
     assert found and "is gone (127.0.0.1:1); removed" in found[0]
     assert not cluster_file.exists()
+
+
+def test_an_xdist_worker_takes_a_marker_of_its_own_once(monkeypatch):
+    """Each xdist worker checks its own leftovers: the marker inherited from the controller is
+    replaced once, and the worker's marker is kept after that."""
+    monkeypatch.setattr(processes, "_INHERITED", "controller")
+    monkeypatch.setenv(processes.MARKER, "controller")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    worker = processes.mark_session()
+    assert worker != "controller"
+    assert processes.mark_session() == worker == os.environ[processes.MARKER]
+
+
+def test_without_xdist_the_inherited_marker_is_kept(monkeypatch):
+    monkeypatch.setattr(processes, "_INHERITED", "outer")
+    monkeypatch.setenv(processes.MARKER, "outer")
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+    assert processes.mark_session() == "outer"
