@@ -116,8 +116,7 @@ $(VENV)/.postgres: | $(VENV)/.installed
 	touch $@
 
 # Two workers run the modules side by side (a module stays on one worker, with its fixtures);
-# then the `serial` ones run alone: fixed ports, a multi-node cluster's /tmp/ray file, fault
-# windows that count every failed request.
+# then the `serial` ones run alone: fixed ports, fault windows that count every failed request.
 TEST_WORKERS ?= 2
 test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis $(VENV)/.wrk $(VENV)/.postgres  ## ruff, the package layers, then the whole suite: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .

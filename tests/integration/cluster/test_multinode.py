@@ -79,7 +79,7 @@ from raylane.data.read import read_table
 from raylane.model import store
 from raylane.model.onnx_model import OnnxModel
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 MODEL = "credit_multinode"
 EXPERIMENT = "multinode"

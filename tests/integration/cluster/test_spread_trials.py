@@ -43,7 +43,7 @@ from raylane.config import load_config
 from raylane.model import store
 from raylane.model.onnx_model import OnnxModel
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 MODEL = "credit_spread"
 CONFIG = ROOT / "tune_configs" / "credit_xgboost_scale.yaml"

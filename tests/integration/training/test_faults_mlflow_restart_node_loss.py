@@ -23,7 +23,7 @@ from support.mlflow_server import MlflowServer
 from support.multinode import add_worker, kill_node, require_multinode_host, two_node_cluster
 from support.paths import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]
+pytestmark = pytest.mark.slow
 
 
 def wait_for(condition, what: str, timeout: float = 180, poll: float = 0.2) -> None:
