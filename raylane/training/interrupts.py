@@ -16,8 +16,9 @@ parent run, the dataset digest and the stages done, so ``--resume`` continues or
 
 Test-only hooks (no effect unless set): ``RAYLANE_TEST_HOLD`` is a comma-separated list of
 stage names (plus ``trial`` for the second trial's first result, and ``stopping``); on reaching
-one the job writes ``$RAYLANE_TEST_HOLD_DIR/<name>.reached`` and waits until ``<name>.go`` exists
-or it is stopped. Tests use them to signal at a known point without timing luck.
+one the job writes ``$RAYLANE_TEST_HOLD_DIR/<name>.reached`` (JSON: what reached it) and waits
+until ``<name>.go`` exists or it is stopped. Tests use them to signal at a known point without
+timing luck.
 """
 
 from __future__ import annotations
@@ -310,13 +311,16 @@ def _end_runs(status: str) -> None:
 # --- test-only hold points
 
 
-def hold(name: str) -> None:
-    """Wait at ``name`` if ``RAYLANE_TEST_HOLD`` lists it (tests only); a stop ends the wait."""
+def hold(name: str, detail: dict | None = None) -> None:
+    """Wait at ``name`` if ``RAYLANE_TEST_HOLD`` lists it (tests only); a stop ends the wait.
+    ``detail`` (what reached the hold, e.g. a trial's pid) is the ``.reached`` file's JSON."""
     names = os.environ.get("RAYLANE_TEST_HOLD", "")
     if not names or name not in names.split(","):
         return
     hold_dir = Path(os.environ["RAYLANE_TEST_HOLD_DIR"])
-    (hold_dir / f"{name}.reached").touch()
+    staged = hold_dir / f".{name}.reached"  # renamed into place: never read half-written
+    staged.write_text(json.dumps(detail or {}))
+    staged.replace(hold_dir / f"{name}.reached")
     while not (hold_dir / f"{name}.go").exists():
         if _ctl.deferring and requested():
             return  # inside the search: let Tune stop

@@ -259,7 +259,7 @@ class StopCallback(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result, **info) -> None:
         if self.completed >= 1:
-            interrupts.hold("trial")
+            interrupts.hold("trial", {"trial_id": trial.trial_id, "pid": result.get("pid")})
         interrupts.hold(f"trials_done_{self.completed}")
 
 

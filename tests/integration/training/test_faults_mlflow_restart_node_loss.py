@@ -20,7 +20,13 @@ import yaml
 from mlflow import MlflowClient
 from support.jobs import Job, job_args, ray_tmpdir, runs
 from support.mlflow_server import MlflowServer
-from support.multinode import add_worker, kill_node, require_multinode_host, two_node_cluster
+from support.multinode import (
+    add_worker,
+    kill_node,
+    node_processes,
+    require_multinode_host,
+    two_node_cluster,
+)
 from support.paths import ROOT
 
 pytestmark = pytest.mark.slow
@@ -200,10 +206,17 @@ def test_worker_node_killed_mid_search_its_trial_is_retried(cluster, mlflow_serv
         return list_actors(address=cluster["dashboard"], detail=True, limit=1000, filters=[
             ("class_name", "=", "ImplicitFunc"), ("state", "=", state)])
 
-    running = trial_actors("ALIVE")  # the held trial's (Tune reuses one actor for the trials)
-    assert running and {a.node_id for a in running} == {cluster["worker"]}, running
+    def cluster_view() -> str:
+        from ray.util.state import list_nodes
+        actors = list_actors(address=cluster["dashboard"], detail=True, limit=1000)
+        nodes = list_nodes(address=cluster["dashboard"], detail=True)
+        return f"actors: {actors}\nnodes: {nodes}\njob log: {job_logs()[-4000:]}"
+
+    # the held trial's process, as its result named it (Tune reuses one actor for the trials)
+    held = json.loads((hold_dir / "trial.reached").read_text())
+    assert held["pid"] in node_processes(cluster["worker_node"]), (held, cluster_view())
     killed = kill_node(cluster["worker_node"])
-    assert {a.pid for a in running} <= set(killed)
+    assert held["pid"] in killed
     cluster["cluster"].remove_node(cluster["worker_node"], allow_graceful=False)  # bookkeeping
     replacement = add_worker(cluster["cluster"], cluster["env"], cluster["disks"] / "worker2")
     (hold_dir / "trial.go").touch()
@@ -219,7 +232,7 @@ def test_worker_node_killed_mid_search_its_trial_is_retried(cluster, mlflow_serv
     assert [t.num_failures for t in trials] == [0, 1, 0], [t.trial_id for t in trials]
     # its first attempt died with the node; the retry and the third trial ran on the new node
     dead = trial_actors("DEAD")
-    assert {a.actor_id for a in running} <= {a.actor_id for a in dead}
+    assert held["pid"] in {a.pid for a in dead}, cluster_view()
     assert {a.node_id for a in trial_actors("ALIVE") + dead} <= {
         cluster["worker"], replacement.node_id}
     assert replacement.node_id in {a.node_id for a in trial_actors("ALIVE") + dead}
