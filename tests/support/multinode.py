@@ -204,6 +204,37 @@ def two_node_cluster(tracking_uri: str, scratch: Path, system_config: dict | Non
         shutil.rmtree(disks, ignore_errors=True)
 
 
+def cluster_view(dashboard: str) -> str:
+    """Every actor and node the cluster's state API lists, and the Ray address variables this
+    process has (they override an explicit address in Ray's clients): for failure messages."""
+    from ray.util.state import list_actors, list_nodes
+
+    env = {k: v for k, v in os.environ.items() if k in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    try:
+        actors = [(a.class_name, a.state, a.node_id, a.pid, a.job_id)
+                  for a in list_actors(address=dashboard, detail=True, limit=1000)]
+        nodes = [(n.node_id, n.state, n.is_head_node) for n in list_nodes(address=dashboard)]
+    except Exception as exc:  # the view is for a message: say why it is missing
+        return f"state API at {dashboard} failed: {exc!r}; env {env}"
+    return f"state API at {dashboard}; env {env}\nactors: {actors}\nnodes: {nodes}"
+
+
+def trial_actors(dashboard: str, state: str | None = None, timeout: float = 30) -> list:
+    """Tune's trial actors (``ImplicitFunc``; in ``state`` if given) as the cluster's state API
+    lists them, asked again for up to ``timeout`` s while it lists none; AssertionError with
+    :func:`cluster_view` if it never lists one."""
+    from ray.util.state import list_actors
+
+    filters = [("class_name", "=", "ImplicitFunc")] + ([("state", "=", state)] if state else [])
+    deadline = time.monotonic() + timeout
+    while True:
+        found = list_actors(address=dashboard, detail=True, limit=1000, filters=filters)
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"no Tune trial actor listed\n{cluster_view(dashboard)}"
+        time.sleep(1)
+
+
 def add_worker(cluster, env: dict[str, str], temp_dir: Path, num_cpus: int = 2):
     """Another worker node (its own temp dir, as its own pod); returns its Ray ``Node``."""
     return cluster.add_node(num_cpus=num_cpus, env_vars=env, temp_dir=str(temp_dir),

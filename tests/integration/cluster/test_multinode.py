@@ -63,12 +63,14 @@ from mlflow import MlflowClient
 from support.multinode import (
     BIN,
     chdir,
+    cluster_view,
     fixed_serve_config,
     own_address_file,
     require_multinode_host,
     run_cli,
     serve_applications,
     tail,
+    trial_actors,
     two_node_cluster,
     wait_serve_running,
 )
@@ -131,7 +133,6 @@ def trained(cluster, tmp_path_factory):
 
 def test_training_job_runs_trials_on_the_worker_node(cluster, trained):
     from ray.job_submission import JobStatus, JobSubmissionClient
-    from ray.util.state import list_actors
 
     proc = trained["proc"]
     assert proc.returncode == 0, tail(proc)
@@ -144,10 +145,8 @@ def test_training_job_runs_trials_on_the_worker_node(cluster, trained):
     assert job.runtime_env["working_dir"].startswith("gcs://_ray_pkg_")  # uploaded, not a path
 
     # Every Tune trial ran on the worker node: the head has no CPU for a 1-CPU trial.
-    trials = list_actors(address=cluster["dashboard"], detail=True, limit=1000,
-                         filters=[("class_name", "=", "ImplicitFunc")])
-    assert trials, "no Tune trial actors recorded"
-    assert {a.node_id for a in trials} == {cluster["worker"]}
+    trials = trial_actors(cluster["dashboard"])
+    assert {a.node_id for a in trials} == {cluster["worker"]}, cluster_view(cluster["dashboard"])
     assert all(a.job_id == job.job_id for a in trials)
 
     # Tracking went over HTTP to the server, from the driver in Ray's uploaded package.

@@ -22,9 +22,11 @@ from support.jobs import Job, job_args, ray_tmpdir, runs
 from support.mlflow_server import MlflowServer
 from support.multinode import (
     add_worker,
+    cluster_view,
     kill_node,
     node_processes,
     require_multinode_host,
+    trial_actors,
     two_node_cluster,
 )
 from support.paths import ROOT
@@ -169,8 +171,8 @@ def test_worker_node_killed_mid_search_its_trial_is_retried(cluster, mlflow_serv
     on: the killed trial fails once and is retried on the new node, all three trials end
     TERMINATED, the job succeeds and registers the model."""
     from ray.job_submission import JobStatus, JobSubmissionClient
-    from ray.util.state import list_actors
 
+    dashboard = cluster["dashboard"]
     hold_dir = tmp_path / "hold"
     hold_dir.mkdir()
     storage = tmp_path / "ray_results"
@@ -180,7 +182,7 @@ def test_worker_node_killed_mid_search_its_trial_is_retried(cluster, mlflow_serv
     entrypoint = " ".join([
         "python", "-m", "ray_jobs.train_pipeline", "--config", "tune_configs/credit_xgboost.yaml",
         *[a for item in [*SEARCH, f"tune.storage_path={storage}"] for a in ("--set", item)]])
-    jobs = JobSubmissionClient(cluster["dashboard"])
+    jobs = JobSubmissionClient(dashboard)
     submission_id = f"raylane-nodekill-{uuid.uuid4().hex[:8]}"
     for attempt in range(20):  # the dashboard answers before its job agent has registered
         try:
@@ -202,19 +204,9 @@ def test_worker_node_killed_mid_search_its_trial_is_retried(cluster, mlflow_serv
              "the job to hold at the second trial", timeout=300, poll=0.5)
     assert (hold_dir / "trial.reached").exists(), job_logs()[-4000:]
 
-    def trial_actors(state: str) -> list:
-        return list_actors(address=cluster["dashboard"], detail=True, limit=1000, filters=[
-            ("class_name", "=", "ImplicitFunc"), ("state", "=", state)])
-
-    def cluster_view() -> str:
-        from ray.util.state import list_nodes
-        actors = list_actors(address=cluster["dashboard"], detail=True, limit=1000)
-        nodes = list_nodes(address=cluster["dashboard"], detail=True)
-        return f"actors: {actors}\nnodes: {nodes}\njob log: {job_logs()[-4000:]}"
-
     # the held trial's process, as its result named it (Tune reuses one actor for the trials)
     held = json.loads((hold_dir / "trial.reached").read_text())
-    assert held["pid"] in node_processes(cluster["worker_node"]), (held, cluster_view())
+    assert held["pid"] in node_processes(cluster["worker_node"]), (held, cluster_view(dashboard))
     killed = kill_node(cluster["worker_node"])
     assert held["pid"] in killed
     cluster["cluster"].remove_node(cluster["worker_node"], allow_graceful=False)  # bookkeeping
@@ -231,11 +223,11 @@ def test_worker_node_killed_mid_search_its_trial_is_retried(cluster, mlflow_serv
     # the second trial (ids are numbered in order) was the one on the killed node: retried once
     assert [t.num_failures for t in trials] == [0, 1, 0], [t.trial_id for t in trials]
     # its first attempt died with the node; the retry and the third trial ran on the new node
-    dead = trial_actors("DEAD")
-    assert held["pid"] in {a.pid for a in dead}, cluster_view()
-    assert {a.node_id for a in trial_actors("ALIVE") + dead} <= {
-        cluster["worker"], replacement.node_id}
-    assert replacement.node_id in {a.node_id for a in trial_actors("ALIVE") + dead}
+    trials_run = trial_actors(dashboard)
+    dead = [a for a in trials_run if a.state == "DEAD"]
+    assert held["pid"] in {a.pid for a in dead}, cluster_view(dashboard)
+    assert {a.node_id for a in trials_run} <= {cluster["worker"], replacement.node_id}
+    assert replacement.node_id in {a.node_id for a in trials_run}, cluster_view(dashboard)
 
     client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     by_id = trial_runs_by_id(client, "nodekill", [t.trial_id for t in trials])
