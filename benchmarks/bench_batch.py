@@ -19,7 +19,7 @@ Figures (all on the same files, batch size 4096, one ONNX Runtime thread per ses
   nothing written: what the job does per block, without Ray;
 * ``ray_job``: ``ray_jobs.batch_predict.main`` (the module the command runs) in this process
   with ``--actors K``, Ray already started (``ray.init`` and a first small job, which starts the
-  workers, reported apart), so its time is steady-state scoring, filtering and writing;
+  workers, reported apart), so its time is steady-state reading, scoring and writing;
 * ``cli``: the command itself in a child process, Ray start-up included (``--cli``).
 """
 

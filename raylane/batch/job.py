@@ -1,14 +1,22 @@
 """The batch-predict job: read the input with Ray Data, score with an actor pool of ONNX Runtime
-sessions, write scored rows as Parquet under the output and refused ones under ``rejected/``."""
+sessions, write scored rows as Parquet under the output and refused ones under ``rejected/``.
+
+One streaming pass: each block is read, scored and written, and the sessions write a block's few
+refused rows themselves, so no stage holds the whole table (a table larger than the cluster's
+memory scores in the memory of a few blocks). The counts are read back from the Parquet footers
+of the files this run wrote.
+"""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import ray.data
-from ray.data.expressions import col
 
-from raylane.batch.scoring import INPUT, PREDICTION, REASON, Scorer
+from raylane.batch.scoring import PREDICTION, Scorer
 from raylane.data.distributed import read_dataset
 from raylane.data.sources import filesystem_for, resolve
 from raylane.locations import check_location
@@ -26,15 +34,31 @@ class BatchResult:
 
 
 def score_dataset(dataset: ray.data.Dataset, model: RegisteredModel,
-                  id_column: str | None = None, actors: int = 1,
-                  batch_size: int = 4096) -> ray.data.Dataset:
-    """Every row of ``dataset`` scored or rejected (see raylane.batch.scoring)."""
+                  id_column: str | None = None, actors: int = 1, batch_size: int = 4096,
+                  rejected_to: str | None = None, prefix: str = "") -> ray.data.Dataset:
+    """Every row of ``dataset`` scored or rejected (see raylane.batch.scoring); with
+    ``rejected_to``, the rejected rows are written there and the dataset holds scored rows."""
     return dataset.map_batches(
         Scorer, batch_format="pyarrow", batch_size=batch_size,
         fn_constructor_kwargs={"onnx_bytes": model.onnx_bytes,
                                "schema_json": model.schema.to_json(),
-                               "version": model.version, "id_column": id_column},
+                               "version": model.version, "id_column": id_column,
+                               "rejected_to": rejected_to, "prefix": prefix},
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+
+
+def _parquet_files(fs: pafs.FileSystem, directory: str) -> set[str]:
+    infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
+    return {i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet")}
+
+
+def _rows(fs: pafs.FileSystem, paths: set[str]) -> int:
+    """Rows in the Parquet files ``paths``, from their footers."""
+    total = 0
+    for path in paths:
+        with fs.open_input_file(path) as f:
+            total += pq.ParquetFile(f).metadata.num_rows
+    return total
 
 
 def check_locations(input_spec: str | list[str], output: str) -> None:
@@ -67,19 +91,20 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
         if id_column not in sample.columns:
             raise ValueError(f"--id-column: column {id_column!r} is not in the input; columns "
                              f"are {list(sample.columns)}")
-    scored = score_dataset(read_dataset(source), model, id_column, actors).materialize()
     fs, path = filesystem_for(output)
     path = path.rstrip("/")
-    # Expression filters run in Arrow over whole blocks (a Python predicate runs per row); the
-    # refused rows are few, so they are materialized once and counted from that.
-    bad = scored.filter(expr=col(REASON).is_not_null()).materialize()
-    rejected = bad.count()
-    scored.filter(expr=col(REASON).is_null()).drop_columns([REASON, INPUT]).write_parquet(
-        path, filesystem=fs)
-    bad.select_columns(["id", "model_version", REASON, INPUT]).write_parquet(
-        f"{path}/{REJECTED}", filesystem=fs)
-    return BatchResult(scored=scored.count() - rejected, rejected=rejected, output=output,
-                       version=model.version)
+    rejected_dir = f"{path}/{REJECTED}"
+    fs.create_dir(rejected_dir, recursive=True)
+    # the sessions may run on other nodes: a local output is named by its absolute path there
+    rejected_to = f"{output.rstrip('/')}/{REJECTED}" if "://" in output else rejected_dir
+    before = _parquet_files(fs, path)
+    run = f"{uuid.uuid4().hex[:12]}-"
+    score_dataset(read_dataset(source), model, id_column, actors, rejected_to=rejected_to,
+                  prefix=run).write_parquet(path, filesystem=fs)
+    scored = _rows(fs, _parquet_files(fs, path) - before)
+    rejected = _rows(fs, {p for p in _parquet_files(fs, rejected_dir)
+                          if p.rpartition("/")[2].startswith(run)})
+    return BatchResult(scored=scored, rejected=rejected, output=output, version=model.version)
 
 
 __all__ = ["PREDICTION", "BatchResult", "batch_predict", "check_actors", "check_locations",

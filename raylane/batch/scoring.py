@@ -6,17 +6,22 @@ names each refusal.
 
 One output schema for both (so every block writes alike): the row's id, the model version, the
 prediction and the class probabilities (classification) for scored rows; the reason and the row
-as JSON for rejected ones.
+as JSON for rejected ones. Given ``rejected_to``, a :class:`Scorer` writes a block's rejected rows
+there itself (one Parquet file per block that has any) and returns the scored rows only, so a job
+streams each block once: read, score, write.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from raylane.data.sources import filesystem_for
 from raylane.model.feeds import RequestError, feeds_from_columns
 from raylane.model.frame_feeds import feeds_from_frame
 from raylane.model.onnx_model import OnnxModel
@@ -26,10 +31,18 @@ from raylane.serving.prediction_ids import new_prediction_ids
 ID, VERSION, PREDICTION, REASON, INPUT = "id", "model_version", "prediction", "reason", "input"
 
 
-def output_columns(schema: FeatureSchema) -> list[str]:
+def scored_columns(schema: FeatureSchema) -> list[str]:
+    """A scored row's columns: id, model version, prediction, class probabilities."""
     probabilities = [f"p_{c}" for c in schema.class_labels or []] \
         if schema.task == "classification" else []
-    return [ID, VERSION, PREDICTION, *probabilities, REASON, INPUT]
+    return [ID, VERSION, PREDICTION, *probabilities]
+
+
+def output_columns(schema: FeatureSchema) -> list[str]:
+    return [*scored_columns(schema), REASON, INPUT]
+
+
+REJECTED_COLUMNS = [ID, VERSION, REASON, INPUT]
 
 
 def _json_values(series: pd.Series) -> list:
@@ -67,16 +80,35 @@ def _refusals(frame: pd.DataFrame, schema: FeatureSchema) -> list[str | None]:
 
 
 class Scorer:
-    """A Ray Data ``map_batches`` callable (one ONNX Runtime session per actor)."""
+    """A Ray Data ``map_batches`` callable (one ONNX Runtime session per actor). With
+    ``rejected_to`` (a directory or URI; ``prefix`` starts its file names) it writes rejected rows
+    there and returns scored rows only."""
 
     def __init__(self, onnx_bytes: bytes, schema_json: str, version: str,
-                 id_column: str | None = None) -> None:
+                 id_column: str | None = None, rejected_to: str | None = None,
+                 prefix: str = "") -> None:
         self.schema = FeatureSchema.from_json(schema_json)
         self.model = OnnxModel(onnx_bytes, self.schema)
         self.version = version
         self.id_column = id_column
+        self.rejected = filesystem_for(rejected_to) if rejected_to else None
+        self.prefix = prefix
 
     def __call__(self, batch: pa.Table | pd.DataFrame) -> pd.DataFrame:
+        out = self.score(batch)
+        if self.rejected is None:
+            return out
+        refused = out[REASON].notna().to_numpy()
+        if refused.any():
+            fs, directory = self.rejected
+            table = pa.Table.from_pandas(out.loc[refused, REJECTED_COLUMNS], preserve_index=False)
+            pq.write_table(table, f"{directory}/{self.prefix}{uuid.uuid4().hex}.parquet",
+                           filesystem=fs)
+            out = out.loc[~refused].reset_index(drop=True)
+        return out[scored_columns(self.schema)]
+
+    def score(self, batch: pa.Table | pd.DataFrame) -> pd.DataFrame:
+        """Every row of ``batch``, scored or with its reason (:func:`output_columns`)."""
         if isinstance(batch, pa.Table):
             batch = batch.to_pandas()  # NumPy dtypes and NaN, as a client's JSON would decode
         schema, n = self.schema, len(batch)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from tiny_serving_model import ROWS, SCHEMA, tiny_onnx
 
-from raylane.batch.scoring import Scorer, output_columns
+from raylane.batch.scoring import REJECTED_COLUMNS, Scorer, output_columns, scored_columns
 from raylane.model.onnx_model import OnnxModel
 
 
@@ -80,3 +80,23 @@ def test_bad_rows_anywhere_in_a_large_block_get_their_own_reasons(as_object):
     scored = OnnxModel(onnx_bytes, SCHEMA).predict_frame(good)
     np.testing.assert_allclose(out.loc[good.index, "p_good"], scored.probabilities[:, 1],
                                rtol=1e-6)
+
+
+def test_given_a_rejected_location_refused_rows_are_written_there_and_scored_rows_returned(
+        tmp_path):
+    scorer = Scorer(tiny_onnx(), SCHEMA.to_json(), version="4", id_column="key",
+                    rejected_to=str(tmp_path), prefix="run1-")
+    batch = ROWS.assign(key=[f"k{i}" for i in range(len(ROWS))])
+    assert list(scorer(batch).columns) == scored_columns(SCHEMA)
+    assert list(tmp_path.iterdir()) == []  # a block with no refused row writes nothing
+    batch.loc[[1, 6], "income"] = float("inf")
+    out = scorer(batch)
+    assert list(out.columns) == scored_columns(SCHEMA)
+    assert out["id"].tolist() == [k for i, k in enumerate(batch["key"]) if i not in (1, 6)]
+    [written] = list(tmp_path.iterdir())
+    assert written.name.startswith("run1-") and written.suffix == ".parquet"
+    rejected = pd.read_parquet(written)
+    assert list(rejected.columns) == REJECTED_COLUMNS
+    assert rejected["id"].tolist() == ["k1", "k6"]
+    assert rejected["reason"].str.contains("income").all()
+    assert (rejected["model_version"] == "4").all()
