@@ -1,6 +1,6 @@
-"""Batch-scoring benchmark: ``python -m ray_jobs.batch_predict`` (Ray Data, an actor pool of ONNX
-Runtime sessions, Parquet out, refused rows under rejected/) vs one in-process ONNX Runtime
-session over the same Parquet files.
+"""Batch-scoring benchmark: ``python -m ray_jobs.batch_predict`` (Ray Data, ONNX Runtime sessions
+in tasks or an actor pool, Parquet out, refused rows under rejected/) vs one in-process ONNX
+Runtime session over the same Parquet files.
 
     python -m benchmarks.bench_batch --rows 2000000 --actors 1 --cli --out /tmp/batch.json
 
@@ -18,7 +18,8 @@ Figures (all on the same files, batch size 4096, one ONNX Runtime thread per ses
   row checks as serving does them, ids, the output frame) on the same batches, in process,
   nothing written: what the job does per block, without Ray;
 * ``ray_job``: ``ray_jobs.batch_predict.main`` (the module the command runs) in this process
-  with ``--actors K``, Ray already started (``ray.init`` and a first small job, which starts the
+  with ``--actors K`` (0: tasks on both CPUs, a session per worker process; K: an actor pool of
+  K sessions), Ray already started (``ray.init`` and a first small job, which starts the
   workers, reported apart), so its time is steady-state reading, scoring and writing;
 * ``cli``: the command itself in a child process, Ray start-up included (``--cli``).
 """
@@ -45,6 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 4096
 MODEL = "bench"
 PARAMS = {"n_estimators": 100, "max_depth": 5}
+CPUS = 2  # the Ray the job runs on
 
 
 def register_model(tracking_uri: str) -> dict:
@@ -132,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--bad", type=int, default=10)
     parser.add_argument("--files", type=int, default=16)
-    # With as many actors as the cluster has CPUs the read tasks get none and the job waits
-    # for ever (seen with --actors 2 on 2 CPUs): keep it below the CPU count.
-    parser.add_argument("--actors", type=int, nargs="+", default=[1])
+    # 0: tasks (the job's default). With as many actors as the cluster has CPUs the read tasks
+    # get none and the job waits for ever (seen with --actors 2 on 2 CPUs): the job refuses it.
+    parser.add_argument("--actors", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cli", action="store_true", help="also run the command end to end")
     parser.add_argument("--out", default=str(RESULTS / "batch.json"))
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         t0 = time.perf_counter()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=CPUS, include_dashboard=False, log_to_driver=False)
         out["ray_init_s"] = time.perf_counter() - t0
         try:
             first = tmp / "first"
@@ -193,10 +195,11 @@ def main(argv: list[str] | None = None) -> int:
                                "--id-column", "row_id", "--actors", str(actors)])
                 scored, rejected = count_output(dest)
                 assert (scored, rejected) == (args.rows - len(bad), len(bad)), (scored, rejected)
+                sessions = actors or CPUS  # 0: tasks, a session per worker process
                 job.update(scored=scored, rejected=rejected,
                            rows_per_s=args.rows / job["wall_s"],
-                           rows_per_s_per_actor=args.rows / job["wall_s"] / actors,
-                           rows_per_s_per_cpu=args.rows / job["wall_s"] / 2)
+                           rows_per_s_per_actor=args.rows / job["wall_s"] / sessions,
+                           rows_per_s_per_cpu=args.rows / job["wall_s"] / CPUS)
                 out["ray_job"][str(actors)] = job
                 print(f"ray job, {actors} actor(s):", job, flush=True)
                 save(out, args.out)
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
 
         if args.cli:
-            actors = max(args.actors)
+            actors = args.actors[0]
             command = [sys.executable, "-m", "ray_jobs.batch_predict", "--model-uri", uri,
                        "--tracking-uri", tracking, "--input", str(tmp / "in"),
                        "--output", str(tmp / "cli-out"), "--id-column", "row_id",

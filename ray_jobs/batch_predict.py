@@ -26,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--input", required=True, nargs="+", help="files, directories or globs")
     parser.add_argument("--output", required=True, help="a directory or URI for the Parquet")
     parser.add_argument("--id-column", help="the input column that identifies a row")
-    parser.add_argument("--actors", type=int, default=1, help="ONNX Runtime sessions")
+    parser.add_argument("--actors", type=int, default=0,
+                        help="ONNX Runtime sessions in an actor pool; 0 (default): tasks on "
+                             "every CPU, a session per worker process")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     return parser
 

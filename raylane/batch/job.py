@@ -1,5 +1,6 @@
-"""The batch-predict job: read the input with Ray Data, score with an actor pool of ONNX Runtime
-sessions, write scored rows as Parquet under the output and refused ones under ``rejected/``.
+"""The batch-predict job: read the input with Ray Data, score it with ONNX Runtime sessions (one
+per worker process of Ray Data's tasks, or an actor pool), write scored rows as Parquet under the
+output and refused ones under ``rejected/``.
 
 One streaming pass: each block is read, scored and written, and the sessions write a block's few
 refused rows themselves, so no stage holds the whole table (a table larger than the cluster's
@@ -16,7 +17,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import ray.data
 
-from raylane.batch.scoring import PREDICTION, Scorer
+from raylane.batch.scoring import PREDICTION, Scorer, score_block
 from raylane.data.distributed import read_dataset
 from raylane.data.sources import filesystem_for, resolve
 from raylane.locations import check_location
@@ -34,17 +35,23 @@ class BatchResult:
 
 
 def score_dataset(dataset: ray.data.Dataset, model: RegisteredModel,
-                  id_column: str | None = None, actors: int = 1, batch_size: int = 4096,
+                  id_column: str | None = None, actors: int = 0, batch_size: int = 4096,
                   rejected_to: str | None = None, prefix: str = "") -> ray.data.Dataset:
     """Every row of ``dataset`` scored or rejected (see raylane.batch.scoring); with
-    ``rejected_to``, the rejected rows are written there and the dataset holds scored rows."""
-    return dataset.map_batches(
-        Scorer, batch_format="pyarrow", batch_size=batch_size,
-        fn_constructor_kwargs={"onnx_bytes": model.onnx_bytes,
-                               "schema_json": model.schema.to_json(),
-                               "version": model.version, "id_column": id_column,
-                               "rejected_to": rejected_to, "prefix": prefix},
-        compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
+    ``rejected_to``, the rejected rows are written there and the dataset holds scored rows.
+
+    ``actors=0``: tasks, each worker process keeping one session, so Ray Data runs scoring and
+    writing as one task per block on every CPU. ``actors=K``: an actor pool of K sessions (one
+    CPU each), blocks passed to them through the object store."""
+    kwargs = {"onnx_bytes": model.onnx_bytes, "schema_json": model.schema.to_json(),
+              "version": model.version, "id_column": id_column, "rejected_to": rejected_to,
+              "prefix": prefix or f"{uuid.uuid4().hex[:12]}-"}
+    if actors == 0:
+        return dataset.map_batches(score_block, batch_format="pyarrow", batch_size=batch_size,
+                                   fn_kwargs=kwargs, num_cpus=1)
+    return dataset.map_batches(Scorer, batch_format="pyarrow", batch_size=batch_size,
+                               fn_constructor_kwargs=kwargs,
+                               compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
 
 
 def _parquet_files(fs: pafs.FileSystem, directory: str) -> set[str]:
@@ -70,10 +77,13 @@ def check_locations(input_spec: str | list[str], output: str) -> None:
 
 
 def check_actors(actors: int) -> None:
-    """ValueError unless the cluster has a CPU left for reading besides ``actors`` sessions of
-    one CPU each (with none left the read tasks never run and the job waits forever)."""
-    if actors < 1:
-        raise ValueError(f"--actors: expected at least 1, got {actors}")
+    """ValueError unless ``actors`` is 0 (tasks) or the cluster has a CPU left for reading
+    besides ``actors`` sessions of one CPU each (with none left the read tasks never run and
+    the job waits forever)."""
+    if actors < 0:
+        raise ValueError(f"--actors: expected 0 (tasks) or more, got {actors}")
+    if actors == 0:
+        return
     cpus = ray.cluster_resources().get("CPU", 0)
     if actors + 1 > cpus:
         raise ValueError(f"--actors: {actors} ONNX Runtime sessions take one CPU each and "
@@ -81,7 +91,7 @@ def check_actors(actors: int) -> None:
 
 
 def batch_predict(input_spec: str | list[str], output: str, model: RegisteredModel,
-                  id_column: str | None = None, actors: int = 1) -> BatchResult:
+                  id_column: str | None = None, actors: int = 0) -> BatchResult:
     """Score the table ``input_spec`` names into ``output`` (a directory or URI)."""
     check_locations(input_spec, output)
     check_actors(actors)

@@ -156,3 +156,23 @@ class Scorer:
                 inputs[i] = json.dumps(record, default=str)
         out[INPUT] = inputs
         return out[output_columns(schema)]
+
+
+_SCORERS: dict[str, Scorer] = {}  # this worker process's, by run (its prefix); a few at most
+_KEPT = 4
+
+
+def score_block(batch: pa.Table | pd.DataFrame, *, onnx_bytes: bytes, schema_json: str,
+                version: str, id_column: str | None, rejected_to: str | None,
+                prefix: str) -> pd.DataFrame:
+    """A Ray Data task's ``map_batches`` function: the run's :class:`Scorer` (``prefix`` names
+    the run), created once per worker process (Ray reuses its workers for many tasks), applied
+    to ``batch``. So tasks keep a session each as actors do, and Ray Data can fuse reading,
+    scoring and writing a block into one task."""
+    scorer = _SCORERS.get(prefix)
+    if scorer is None:
+        while len(_SCORERS) >= _KEPT:
+            _SCORERS.pop(next(iter(_SCORERS)))
+        scorer = _SCORERS[prefix] = Scorer(onnx_bytes, schema_json, version, id_column,
+                                           rejected_to, prefix)
+    return scorer(batch)

@@ -178,7 +178,8 @@ def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained, s
     assert any("/train/trial-" in p and p.endswith("/model.ubj") for p in stored), stored[:40]
 
 
-def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path):
+@pytest.mark.parametrize("actors", [0, 1], ids=["tasks", "actor-pool"])
+def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path, actors):
     from raylane.batch.job import batch_predict
     from raylane.model.onnx_model import OnnxModel
     from raylane.model.store import load_registered_model
@@ -193,7 +194,7 @@ def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path):
     for i, part in enumerate(np.array_split(np.arange(len(rows)), 3)):
         rows.iloc[part].to_parquet(inputs / f"p{i}.parquet", index=False)
     out = tmp_path / "out"
-    result = batch_predict(str(inputs), str(out), model, id_column="row_id", actors=1)
+    result = batch_predict(str(inputs), str(out), model, id_column="row_id", actors=actors)
     assert (result.scored, result.rejected) == (598, 2)
     scored = pd.concat([pd.read_parquet(p) for p in out.glob("*.parquet")]).set_index("id")
     rejected = pd.concat([pd.read_parquet(p) for p in (out / "rejected").glob("*.parquet")])

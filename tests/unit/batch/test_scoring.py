@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from tiny_serving_model import ROWS, SCHEMA, tiny_onnx
 
+from raylane.batch import scoring
 from raylane.batch.scoring import REJECTED_COLUMNS, Scorer, output_columns, scored_columns
 from raylane.model.onnx_model import OnnxModel
 
@@ -100,3 +101,17 @@ def test_given_a_rejected_location_refused_rows_are_written_there_and_scored_row
     assert rejected["id"].tolist() == ["k1", "k6"]
     assert rejected["reason"].str.contains("income").all()
     assert (rejected["model_version"] == "4").all()
+
+
+def test_a_task_keeps_one_scorer_per_run_in_its_worker_process(monkeypatch):
+    monkeypatch.setattr(scoring, "_SCORERS", {})
+    kwargs = {"onnx_bytes": tiny_onnx(), "schema_json": SCHEMA.to_json(), "version": "5",
+              "id_column": None, "rejected_to": None}
+    first = scoring.score_block(ROWS, **kwargs, prefix="run-a-")
+    assert list(first.columns) == output_columns(SCHEMA) and first["reason"].isna().all()
+    session = scoring._SCORERS["run-a-"]
+    scoring.score_block(ROWS, **kwargs, prefix="run-a-")
+    assert scoring._SCORERS["run-a-"] is session  # built once, used again
+    for run in "bcde":
+        scoring.score_block(ROWS, **kwargs, prefix=f"run-{run}-")
+    assert list(scoring._SCORERS) == ["run-b-", "run-c-", "run-d-", "run-e-"]  # a few, newest
