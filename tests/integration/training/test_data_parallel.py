@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+from pyarrow.fs import FileSelector
 from support.environ import restored_environ
 from support.paths import CREDIT_CSV
 from support.s3 import KEYS, moto_server
@@ -157,7 +158,6 @@ def test_a_cluster_too_small_for_one_trial_is_refused_before_reading(s3_and_ray,
 
 
 def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained, s3_and_ray):
-    from pyarrow.fs import FileSelector
     from ray.util import placement_group_table
 
     _, result = trained
@@ -178,9 +178,14 @@ def test_data_parallel_search_stops_a_trial_and_registers_the_booster(trained, s
     assert any("/train/trial-" in p and p.endswith("/model.ubj") for p in stored), stored[:40]
 
 
-@pytest.mark.parametrize("actors", [0, 1], ids=["tasks", "actor-pool"])
-def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path, actors):
+@pytest.mark.parametrize(("actors", "to_bucket"), [(0, True), (1, False)],
+                         ids=["tasks-to-s3", "actor-pool-to-local"])
+def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, s3_and_ray, tmp_path,
+                                                             actors, to_bucket):
+    """Both ways of scoring, each to one kind of output: the sessions in Ray's workers write
+    the refused rows to the bucket or the directory themselves."""
     from raylane.batch.job import batch_predict
+    from raylane.data.sources import filesystem_for
     from raylane.model.onnx_model import OnnxModel
     from raylane.model.store import load_registered_model
 
@@ -193,14 +198,21 @@ def test_batch_scoring_scores_good_rows_and_rejects_bad_ones(trained, tmp_path, 
     inputs.mkdir()
     for i, part in enumerate(np.array_split(np.arange(len(rows)), 3)):
         rows.iloc[part].to_parquet(inputs / f"p{i}.parquet", index=False)
-    out = tmp_path / "out"
-    result = batch_predict(str(inputs), str(out), model, id_column="row_id", actors=actors)
+    out = f"s3://{BUCKET}/scores-{actors}" if to_bucket else str(tmp_path / "out")
+    result = batch_predict(str(inputs), out, model, id_column="row_id", actors=actors)
     assert (result.scored, result.rejected) == (598, 2)
-    scored = pd.concat([pd.read_parquet(p) for p in out.glob("*.parquet")]).set_index("id")
-    rejected = pd.concat([pd.read_parquet(p) for p in (out / "rejected").glob("*.parquet")])
+    fs, path = filesystem_for(out)
+
+    def read_all(directory: str) -> pd.DataFrame:
+        files = [i.path for i in fs.get_file_info(FileSelector(directory))
+                 if i.is_file and i.path.endswith(".parquet")]
+        return pd.concat([pq.read_table(f, filesystem=fs).to_pandas() for f in files])
+
+    scored = read_all(path).set_index("id")
+    rejected = read_all(f"{path}/rejected")
     assert sorted(rejected["id"]) == ["r301", "r7"]
     assert rejected["reason"].str.contains("Income").all()
-    assert (scored["model_version"] == model.version).all()
+    assert (scored["model_version"] == model.version).all() and len(scored) == 598
     good = rows.drop(index=[7, 301]).set_index("row_id")
     expected = OnnxModel(model.onnx_bytes, model.schema).predict_frame(good)
     np.testing.assert_allclose(scored.loc[good.index, "p_good"], expected.probabilities[:, 1],
