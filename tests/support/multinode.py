@@ -222,13 +222,19 @@ def cluster_view(dashboard: str) -> str:
 def trial_actors(dashboard: str, state: str | None = None, timeout: float = 30) -> list:
     """Tune's trial actors (``ImplicitFunc``; in ``state`` if given) as the cluster's state API
     lists them, asked again for up to ``timeout`` s while it lists none; AssertionError with
-    :func:`cluster_view` if it never lists one."""
+    :func:`cluster_view` if it never lists one.
+
+    The class is matched on its last dotted part: Ray names it ``ImplicitFunc`` or by its
+    qualified name, ``wrap_function.<locals>.ImplicitFunc``, depending on how the worker got the
+    class, so an exact ``class_name`` filter misses trials that ran."""
     from ray.util.state import list_actors
 
-    filters = [("class_name", "=", "ImplicitFunc")] + ([("state", "=", state)] if state else [])
+    filters = [("state", "=", state)] if state else []
     deadline = time.monotonic() + timeout
     while True:
-        found = list_actors(address=dashboard, detail=True, limit=1000, filters=filters)
+        found = [a for a in list_actors(address=dashboard, detail=True, limit=1000,
+                                        filters=filters)
+                 if a.class_name.rsplit(".", 1)[-1] == "ImplicitFunc"]
         if found:
             return found
         assert time.monotonic() < deadline, f"no Tune trial actor listed\n{cluster_view(dashboard)}"
