@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from tiny_serving_model import ROWS, SCHEMA, tiny_onnx
 
@@ -19,7 +20,7 @@ def test_good_rows_are_scored_and_bad_rows_carry_serving_reasons():
     batch = ROWS.assign(key=[f"k{i}" for i in range(len(ROWS))]).astype({"age": object})
     batch.loc[2, "age"] = "old"  # not a number
     batch.loc[5, "income"] = float("inf")  # not finite
-    out = scorer(batch)
+    out = scorer(batch).to_pandas()
     assert list(out.columns) == output_columns(SCHEMA)
     assert out["id"].tolist() == batch["key"].tolist()
     assert (out["model_version"] == "3").all()
@@ -36,10 +37,10 @@ def test_good_rows_are_scored_and_bad_rows_carry_serving_reasons():
 
 def test_without_an_id_column_each_row_gets_a_prediction_id_and_missing_columns_reject_all():
     scorer = Scorer(tiny_onnx(), SCHEMA.to_json(), version="1")
-    out = scorer(ROWS)
+    out = scorer(ROWS).to_pandas()
     assert out["id"].str.len().eq(32).all() and out["id"].is_unique
     assert out["reason"].isna().all()
-    out = scorer(ROWS.drop(columns=["home"]))
+    out = scorer(ROWS.drop(columns=["home"])).to_pandas()
     assert out["reason"].str.contains("missing columns").all()
     assert pd.isna(out["p_good"]).all()
 
@@ -73,7 +74,7 @@ def test_bad_rows_anywhere_in_a_large_block_get_their_own_reasons(as_object):
         bad[200] = ("age", "forty")
     for i, (column, value) in bad.items():
         batch.loc[i, column] = value
-    out = scorer(batch)
+    out = scorer(batch).to_pandas()
     expected = [one_row_reason(batch.loc[i], i) for i in range(len(batch))]
     assert [r if isinstance(r, str) else None for r in out["reason"]] == expected
     assert sorted(i for i, r in enumerate(expected) if r) == sorted(bad)
@@ -88,10 +89,10 @@ def test_given_a_rejected_location_refused_rows_are_written_there_and_scored_row
     scorer = Scorer(tiny_onnx(), SCHEMA.to_json(), version="4", id_column="key",
                     rejected_to=str(tmp_path), prefix="run1-")
     batch = ROWS.assign(key=[f"k{i}" for i in range(len(ROWS))])
-    assert list(scorer(batch).columns) == scored_columns(SCHEMA)
+    assert scorer(batch).column_names == scored_columns(SCHEMA)
     assert list(tmp_path.iterdir()) == []  # a block with no refused row writes nothing
     batch.loc[[1, 6], "income"] = float("inf")
-    out = scorer(batch)
+    out = scorer(batch).to_pandas()
     assert list(out.columns) == scored_columns(SCHEMA)
     assert out["id"].tolist() == [k for i, k in enumerate(batch["key"]) if i not in (1, 6)]
     [written] = list(tmp_path.iterdir())
@@ -107,7 +108,7 @@ def test_a_task_keeps_one_scorer_per_run_in_its_worker_process(monkeypatch):
     monkeypatch.setattr(scoring, "_SCORERS", {})
     kwargs = {"onnx_bytes": tiny_onnx(), "schema_json": SCHEMA.to_json(), "version": "5",
               "id_column": None, "rejected_to": None}
-    first = scoring.score_block(ROWS, **kwargs, prefix="run-a-")
+    first = scoring.score_block(ROWS, **kwargs, prefix="run-a-").to_pandas()
     assert list(first.columns) == output_columns(SCHEMA) and first["reason"].isna().all()
     session = scoring._SCORERS["run-a-"]
     scoring.score_block(ROWS, **kwargs, prefix="run-a-")
@@ -115,3 +116,19 @@ def test_a_task_keeps_one_scorer_per_run_in_its_worker_process(monkeypatch):
     for run in "bcde":
         scoring.score_block(ROWS, **kwargs, prefix=f"run-{run}-")
     assert list(scoring._SCORERS) == ["run-b-", "run-c-", "run-d-", "run-e-"]  # a few, newest
+
+
+def test_every_block_has_the_same_arrow_types_even_when_all_or_none_is_refused():
+    """A block's table is written as it is, so an all-refused block must not give the prediction
+    a null type that the scored blocks' files disagree with."""
+    scorer = Scorer(tiny_onnx(), SCHEMA.to_json(), version="6", id_column="key")
+    batch = ROWS.assign(key=range(len(ROWS)))  # an integer id column: ids as text
+    scored = scorer(batch)
+    refused = scorer(batch.assign(income=float("inf")))
+    assert scored.schema == refused.schema
+    assert scored.schema.field("prediction").type == pa.string()
+    assert scored.schema.field("p_good").type == pa.float64()
+    assert scored.column("id").to_pylist() == [str(i) for i in range(len(ROWS))]
+    assert refused.column("prediction").null_count == len(ROWS)
+    assert refused.column("reason").null_count == 0
+    assert scored.column("reason").null_count == len(ROWS)
