@@ -13,7 +13,7 @@ import sys
 
 import ray
 
-from raylane.batch.job import batch_predict, check_locations
+from raylane.batch.job import BATCH_SIZE, batch_predict, check_batch_size, check_locations
 from raylane.data.read import DataError
 from raylane.locations import LocationError, check_location
 from raylane.model.store import ModelNotFoundError, load_registered_model
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--actors", type=int, default=0,
                         help="ONNX Runtime sessions in an actor pool; 0 (default): tasks on "
                              "every CPU, a session per worker process")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"rows a session scores at a time (default {BATCH_SIZE})")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     return parser
 
@@ -38,9 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     spec = args.input[0] if len(args.input) == 1 else args.input
     try:  # before the model is fetched or Ray started
         check_locations(spec, args.output)
+        check_batch_size(args.batch_size)
         if args.tracking_uri != os.environ.get("MLFLOW_TRACKING_URI"):
             check_location("--tracking-uri", args.tracking_uri)
-    except LocationError as exc:
+    except (LocationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS", "local"))
     try:
-        result = batch_predict(spec, args.output, model, args.id_column, args.actors)
+        result = batch_predict(spec, args.output, model, args.id_column, args.actors,
+                               args.batch_size)
     except (DataError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,6 +24,11 @@ from raylane.locations import check_location
 from raylane.model.store import RegisteredModel
 
 REJECTED = "rejected"
+# Rows a session scores at a time. Per-batch costs (Ray Data's slicing, the checks' and the
+# output's fixed work) were a fifth of a 4,096-row batch's time; from 16k rows on they are noise
+# (benchmarks/README_scale.md).
+BATCH_SIZE = 32_768
+MAX_BATCH_SIZE = 1 << 20
 
 
 @dataclass
@@ -35,7 +40,8 @@ class BatchResult:
 
 
 def score_dataset(dataset: ray.data.Dataset, model: RegisteredModel,
-                  id_column: str | None = None, actors: int = 0, batch_size: int = 4096,
+                  id_column: str | None = None, actors: int = 0,
+                  batch_size: int = BATCH_SIZE,
                   rejected_to: str | None = None, prefix: str = "") -> ray.data.Dataset:
     """Every row of ``dataset`` scored or rejected (see raylane.batch.scoring); with
     ``rejected_to``, the rejected rows are written there and the dataset holds scored rows.
@@ -90,17 +96,24 @@ def check_actors(actors: int) -> None:
                          f"reading the input needs one more; the cluster has {cpus:g} CPUs")
 
 
+def check_batch_size(batch_size: int) -> None:
+    """ValueError unless ``batch_size`` is 1 to :data:`MAX_BATCH_SIZE` rows (a batch is held in
+    a session's memory several times over: input, feeds, output)."""
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size: expected 1 to {MAX_BATCH_SIZE} rows, got {batch_size}")
+
+
 def batch_predict(input_spec: str | list[str], output: str, model: RegisteredModel,
-                  id_column: str | None = None, actors: int = 0) -> BatchResult:
+                  id_column: str | None = None, actors: int = 0,
+                  batch_size: int = BATCH_SIZE) -> BatchResult:
     """Score the table ``input_spec`` names into ``output`` (a directory or URI)."""
     check_locations(input_spec, output)
     check_actors(actors)
+    check_batch_size(batch_size)
     source = resolve(input_spec)
-    if id_column:
-        sample = read_dataset(source).limit(1).to_pandas()
-        if id_column not in sample.columns:
-            raise ValueError(f"--id-column: column {id_column!r} is not in the input; columns "
-                             f"are {list(sample.columns)}")
+    if id_column and id_column not in (columns := source.columns()):
+        raise ValueError(f"--id-column: column {id_column!r} is not in the input; columns "
+                         f"are {columns}")
     fs, path = filesystem_for(output)
     path = path.rstrip("/")
     rejected_dir = f"{path}/{REJECTED}"
@@ -109,13 +122,13 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
     rejected_to = f"{output.rstrip('/')}/{REJECTED}" if "://" in output else rejected_dir
     before = _parquet_files(fs, path)
     run = f"{uuid.uuid4().hex[:12]}-"
-    score_dataset(read_dataset(source), model, id_column, actors, rejected_to=rejected_to,
-                  prefix=run).write_parquet(path, filesystem=fs)
+    score_dataset(read_dataset(source), model, id_column, actors, batch_size,
+                  rejected_to=rejected_to, prefix=run).write_parquet(path, filesystem=fs)
     scored = _rows(fs, _parquet_files(fs, path) - before)
     rejected = _rows(fs, {p for p in _parquet_files(fs, rejected_dir)
                           if p.rpartition("/")[2].startswith(run)})
     return BatchResult(scored=scored, rejected=rejected, output=output, version=model.version)
 
 
-__all__ = ["PREDICTION", "BatchResult", "batch_predict", "check_actors", "check_locations",
-           "score_dataset"]
+__all__ = ["BATCH_SIZE", "PREDICTION", "BatchResult", "batch_predict", "check_actors",
+           "check_batch_size", "check_locations", "score_dataset"]

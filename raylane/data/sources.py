@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -50,6 +51,17 @@ class Source:
     @property
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
+
+    def columns(self) -> list[str]:
+        """The first file's column names, from its Parquet footer or CSV header: no data read,
+        no Ray Data execution started."""
+        first = self.paths[0]
+        if self.format == "parquet":
+            with self.filesystem.open_input_file(first) as f:
+                return pq.read_schema(f).names
+        parse = pacsv.ParseOptions(delimiter="\t" if self.format == "tsv" else ",")
+        with self.filesystem.open_input_stream(first) as f:
+            return pacsv.open_csv(f, parse_options=parse).schema.names
 
     def digest(self) -> str:
         """A short hash of the listing: every file's path, size and modification time. It

@@ -55,3 +55,14 @@ def test_bad_paths_name_data_path(shards, tmp_path):
         resolve(str(root))
     with pytest.raises(DataError, match=r"got \[\]"):
         resolve([])
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv", "tsv"])
+def test_columns_come_from_the_first_files_footer_or_header(tmp_path, suffix):
+    frame = pd.DataFrame({"row_id": ["a", "b"], "x": [1.5, 2.0], "y": ["p", "q"]})
+    path = tmp_path / f"t.{suffix}"
+    if suffix == "parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, index=False, sep="\t" if suffix == "tsv" else ",")
+    assert resolve(str(path)).columns() == ["row_id", "x", "y"]

@@ -49,3 +49,13 @@ def test_an_allowlisted_bucket_is_accepted(monkeypatch):
     from raylane.batch.job import check_locations
 
     check_locations(["s3://raylane-jobs/batch/input/"], "s3://raylane-jobs/batch/scores")
+
+
+@pytest.mark.parametrize("size", ["0", "-5", str((1 << 20) + 1)])
+def test_a_batch_size_out_of_bounds_exits_2_naming_it(size, capsys):
+    code = job.main(["--model-uri", "models:/credit@champion", "--input", "data/credit.csv",
+                     "--output", "scores", "--batch-size", size])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"error: --batch-size: expected 1 to {1 << 20} rows, got {size}" in err
+    assert not ray.is_initialized()
