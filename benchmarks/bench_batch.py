@@ -10,7 +10,8 @@ loads it as ``models:/bench@champion``. The input: ``--rows`` rows drawn with re
 (seeded) from the credit table's raw columns, a ``row_id`` column, ``--bad`` rows with a
 non-finite ``Income`` (which serving refuses), as ``--files`` Parquet files.
 
-Figures (all on the same files, batch size 4096, one ONNX Runtime thread per session):
+Figures (all on the same files, the job's batch size (``--batch-size``, default the job's
+default), one ONNX Runtime thread per session):
 
 * ``in_process_onnx``: pyarrow reads each file batch by batch, ``OnnxModel.predict_frame``
   scores it (the graph's feeds from the frame, one ``session.run``); nothing written;
@@ -43,7 +44,6 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH = 4096
 MODEL = "bench"
 PARAMS = {"n_estimators": 100, "max_depth": 5}
 CPUS = 2  # the Ray the job runs on
@@ -91,16 +91,16 @@ def write_input(rows: int, bad: int, files: int, seed: int, where: Path) -> list
     return bad_rows
 
 
-def batches(directory: Path):
+def batches(directory: Path, size: int):
     for path in sorted(directory.glob("*.parquet")):
-        yield from pq.ParquetFile(path).iter_batches(batch_size=BATCH)
+        yield from pq.ParquetFile(path).iter_batches(batch_size=size)
 
 
-def in_process(directory: Path, model, score) -> dict:
+def in_process(directory: Path, score, size: int) -> dict:
     """``score(batch)`` over every batch of the files: wall and CPU seconds, rows."""
     rows = 0
     wall, cpu = time.perf_counter(), time.process_time()
-    for batch in batches(directory):
+    for batch in batches(directory, size):
         score(batch)
         rows += batch.num_rows
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -138,9 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     # get none and the job waits for ever (seen with --actors 2 on 2 CPUs): the job refuses it.
     parser.add_argument("--actors", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="rows per batch everywhere (default: the job's default)")
     parser.add_argument("--cli", action="store_true", help="also run the command end to end")
     parser.add_argument("--out", default=str(RESULTS / "batch.json"))
     args = parser.parse_args(argv)
+    from raylane.batch.job import BATCH_SIZE
+
+    args.batch_size = args.batch_size or BATCH_SIZE
 
     from raylane.batch.scoring import Scorer
     from raylane.model.onnx_model import OnnxModel
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "load_average_start": [round(x, 2) for x in os.getloadavg()]},
-                 "args": vars(args), "batch_size": BATCH}
+                 "args": vars(args)}
     with tempfile.TemporaryDirectory(prefix="raylane-bench-batch-") as tmp_name:
         tmp = Path(tmp_name)
         tracking = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -165,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
 
         session = OnnxModel(model.onnx_bytes, model.schema, intra_op_threads=1)
         out["in_process_onnx"] = in_process(
-            tmp / "in", model, lambda b: session.predict_frame(b.to_pandas()))
+            tmp / "in", lambda b: session.predict_frame(b.to_pandas()), args.batch_size)
         print("in-process ONNX:", out["in_process_onnx"], flush=True)
         save(out, args.out)
         scorer = Scorer(model.onnx_bytes, model.schema.to_json(), model.version, "row_id")
         out["in_process_scorer"] = in_process(
-            tmp / "in", model, lambda b: scorer(pa.Table.from_batches([b])))
+            tmp / "in", lambda b: scorer(pa.Table.from_batches([b])), args.batch_size)
         print("in-process Scorer:", out["in_process_scorer"], flush=True)
         save(out, args.out)
 
@@ -192,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 dest = tmp / f"out-{actors}"
                 job = run_job(["--model-uri", uri, "--tracking-uri", tracking,
                                "--input", str(tmp / "in"), "--output", str(dest),
-                               "--id-column", "row_id", "--actors", str(actors)])
+                               "--id-column", "row_id", "--actors", str(actors),
+                               "--batch-size", str(args.batch_size)])
                 scored, rejected = count_output(dest)
                 assert (scored, rejected) == (args.rows - len(bad), len(bad)), (scored, rejected)
                 sessions = actors or CPUS  # 0: tasks, a session per worker process
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             command = [sys.executable, "-m", "ray_jobs.batch_predict", "--model-uri", uri,
                        "--tracking-uri", tracking, "--input", str(tmp / "in"),
                        "--output", str(tmp / "cli-out"), "--id-column", "row_id",
-                       "--actors", str(actors)]
+                       "--actors", str(actors), "--batch-size", str(args.batch_size)]
             env = {**os.environ, "RAY_ADDRESS": "local"}
             t0 = time.perf_counter()
             subprocess.run(command, check=True, cwd=ROOT, env=env)
