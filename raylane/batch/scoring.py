@@ -113,21 +113,23 @@ class Scorer:
         return out.select(scored_columns(self.schema))
 
     def _ids(self, batch: pa.Table | pd.DataFrame, n: int) -> pa.Array | pa.ChunkedArray:
+        """The id column as text (a null id stays null), or new prediction ids."""
         if not self.id_column:
             return pa.array(new_prediction_ids(n), pa.string())
         column = batch[self.id_column]
         try:
             return pa.array(column).cast(pa.string()) if isinstance(column, pd.Series) \
                 else column.cast(pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. a list: its text
-            values = column.to_pandas() if not isinstance(column, pd.Series) else column
-            return pa.array(values.astype(str), pa.string())
+        except pa.ArrowException:  # no cast to text (a list) or mixed types: each value's str
+            values = column.tolist() if isinstance(column, pd.Series) else column.to_pylist()
+            return pa.array([None if v is None or (isinstance(v, float) and v != v) else str(v)
+                             for v in values], pa.string())
 
     def score(self, batch: pa.Table | pd.DataFrame) -> pa.Table:
         """Every row of ``batch``, scored or with its reason (:func:`output_columns`): a refused
         row has no prediction or probabilities, a scored row no reason or input."""
+        # to_pandas: NumPy dtypes and NaN, as a client's JSON would decode
         frame = batch.to_pandas() if isinstance(batch, pa.Table) else batch
-        # (to_pandas: NumPy dtypes and NaN, as a client's JSON would decode)
         schema, n = self.schema, len(frame)
         absent = [c for c in schema.feature_names if c not in frame.columns]
         feeds = None if absent else feeds_from_frame(frame, schema)

@@ -132,3 +132,16 @@ def test_every_block_has_the_same_arrow_types_even_when_all_or_none_is_refused()
     assert refused.column("prediction").null_count == len(ROWS)
     assert refused.column("reason").null_count == 0
     assert scored.column("reason").null_count == len(ROWS)
+
+
+def test_ids_of_any_column_type_are_text():
+    """Whatever the id column holds (mixed types, lists), every row is scored and its id is
+    the value's text; a missing id stays missing."""
+    scorer = Scorer(tiny_onnx(), SCHEMA.to_json(), version="7", id_column="key")
+    keys = ["a", 2, 3.5, None, ["x"], "f", "g", "h"][:len(ROWS)]
+    out = scorer(ROWS.assign(key=keys))
+    assert out.column("reason").null_count == len(ROWS)
+    assert out.column("id").to_pylist() == [None if k is None else str(k) for k in keys]
+    typed = scorer(pa.Table.from_pandas(ROWS.assign(key=[1, None, *range(len(ROWS) - 2)]),
+                                        preserve_index=False))
+    assert typed.column("id").to_pylist()[:3] == ["1", None, "0"]
