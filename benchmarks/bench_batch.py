@@ -130,6 +130,8 @@ def save(out: dict, path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from raylane.batch.job import BATCH_SIZE
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--bad", type=int, default=10)
@@ -138,14 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     # get none and the job waits for ever (seen with --actors 2 on 2 CPUs): the job refuses it.
     parser.add_argument("--actors", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="rows per batch everywhere (default: the job's default)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"rows per batch everywhere (default: the job's, {BATCH_SIZE})")
     parser.add_argument("--cli", action="store_true", help="also run the command end to end")
     parser.add_argument("--out", default=str(RESULTS / "batch.json"))
     args = parser.parse_args(argv)
-    from raylane.batch.job import BATCH_SIZE
-
-    args.batch_size = args.batch_size or BATCH_SIZE
 
     from raylane.batch.scoring import Scorer
     from raylane.model.onnx_model import OnnxModel

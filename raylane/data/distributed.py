@@ -110,13 +110,10 @@ def read_dataset(source: Source, columns: list[str] | None = None) -> ray.data.D
     the types of the first file's first rows, so every file parses alike."""
     if source.format == "parquet":
         return read_parquet(source.paths, filesystem=source.filesystem, columns=columns)
-    parse = pacsv.ParseOptions(delimiter="\t" if source.format == "tsv" else ",")
-    with source.filesystem.open_input_stream(source.paths[0]) as f:
-        reader = pacsv.open_csv(f, parse_options=parse)
-        types = {fld.name: fld.type for fld in reader.schema if str(fld.type) != "null"}
+    types = {fld.name: fld.type for fld in source.csv_schema() if str(fld.type) != "null"}
     convert = pacsv.ConvertOptions(column_types=types, include_columns=columns)
-    return ray.data.read_csv(source.paths, filesystem=source.filesystem, parse_options=parse,
-                             convert_options=convert)
+    return ray.data.read_csv(source.paths, filesystem=source.filesystem,
+                             parse_options=source.csv_parse_options(), convert_options=convert)
 
 
 def _select(frame: pd.DataFrame, options: DatasetOptions) -> pd.DataFrame:

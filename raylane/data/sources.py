@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -52,16 +53,22 @@ class Source:
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
+    def csv_parse_options(self) -> pacsv.ParseOptions:
+        """How a CSV or TSV file of this source is split into fields."""
+        return pacsv.ParseOptions(delimiter="\t" if self.format == "tsv" else ",")
+
+    def csv_schema(self) -> pa.Schema:
+        """The first CSV/TSV file's columns with the types of its first rows."""
+        with self.filesystem.open_input_stream(self.paths[0]) as f:
+            return pacsv.open_csv(f, parse_options=self.csv_parse_options()).schema
+
     def columns(self) -> list[str]:
         """The first file's column names, from its Parquet footer or CSV header: no data read,
         no Ray Data execution started."""
-        first = self.paths[0]
         if self.format == "parquet":
-            with self.filesystem.open_input_file(first) as f:
+            with self.filesystem.open_input_file(self.paths[0]) as f:
                 return pq.read_schema(f).names
-        parse = pacsv.ParseOptions(delimiter="\t" if self.format == "tsv" else ",")
-        with self.filesystem.open_input_stream(first) as f:
-            return pacsv.open_csv(f, parse_options=parse).schema.names
+        return self.csv_schema().names
 
     def digest(self) -> str:
         """A short hash of the listing: every file's path, size and modification time. It
