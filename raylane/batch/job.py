@@ -29,6 +29,12 @@ REJECTED = "rejected"
 # (benchmarks/README_scale.md).
 BATCH_SIZE = 32_768
 MAX_BATCH_SIZE = 1 << 20
+# Read tasks (each reads, scores and writes its share): Ray's own 128 MiB read units made a
+# 16-file, 10M-row table 2 tasks, one CPU idle once the shorter ended; about 4 per CPU keep that
+# tail short (3 made a 20M-row table 11 tasks on 2 CPUs, 18% slower) while each task's fixed
+# cost (~0.05 s) stays small (benchmarks/README_scale.md).
+READ_TASKS_PER_CPU = 4
+MIN_READ_UNIT_BYTES, MAX_READ_UNIT_BYTES = 4 << 20, 128 << 20
 
 
 @dataclass
@@ -46,15 +52,18 @@ def score_dataset(dataset: ray.data.Dataset, model: RegisteredModel,
     """Every row of ``dataset`` scored or rejected (see raylane.batch.scoring); with
     ``rejected_to``, the rejected rows are written there and the dataset holds scored rows.
 
-    ``actors=0``: tasks, each worker process keeping one session, so Ray Data runs scoring and
-    writing as one task per block on every CPU. ``actors=K``: an actor pool of K sessions (one
-    CPU each), blocks passed to them through the object store."""
+    ``actors=0``: tasks, each worker process keeping one session. Each task takes whole blocks
+    and scores them ``batch_size`` rows at a time, so Ray Data fuses reading, scoring and
+    writing into one task per read unit on every CPU (a ``map_batches`` batch size would keep
+    the read apart, its tasks holding CPUs while they wait for scoring to take their blocks).
+    ``actors=K``: an actor pool of K sessions (one CPU each), blocks passed to them through the
+    object store."""
     kwargs = {"onnx_bytes": model.onnx_bytes, "schema_json": model.schema.to_json(),
               "version": model.version, "id_column": id_column, "rejected_to": rejected_to,
               "prefix": prefix or f"{uuid.uuid4().hex[:12]}-"}
     if actors == 0:
-        return dataset.map_batches(score_block, batch_format="pyarrow", batch_size=batch_size,
-                                   fn_kwargs=kwargs, num_cpus=1)
+        return dataset.map_batches(score_block, batch_format="pyarrow", batch_size=None,
+                                   fn_kwargs={**kwargs, "batch_size": batch_size}, num_cpus=1)
     return dataset.map_batches(Scorer, batch_format="pyarrow", batch_size=batch_size,
                                fn_constructor_kwargs=kwargs,
                                compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=1)
@@ -96,6 +105,15 @@ def check_actors(actors: int) -> None:
                          f"reading the input needs one more; the cluster has {cpus:g} CPUs")
 
 
+def read_unit_bytes(source_bytes: int, cpus: float) -> int:
+    """Parquet bytes per read task: about :data:`READ_TASKS_PER_CPU` tasks for every CPU, so
+    the last tasks to finish leave the CPUs idle briefly, and none over Ray's own 128 MiB.
+    ``source_bytes`` are the files' (compressed) sizes, the read units' uncompressed: so the
+    job gets at least that many tasks."""
+    per_task = source_bytes / max(cpus, 1.0) / READ_TASKS_PER_CPU
+    return int(min(MAX_READ_UNIT_BYTES, max(MIN_READ_UNIT_BYTES, per_task)))
+
+
 def check_batch_size(batch_size: int) -> None:
     """ValueError unless ``batch_size`` is 1 to :data:`MAX_BATCH_SIZE` rows (a batch is held in
     a session's memory several times over: input, feeds, output)."""
@@ -122,8 +140,10 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
     rejected_to = f"{output.rstrip('/')}/{REJECTED}" if "://" in output else rejected_dir
     before = _parquet_files(fs, path)
     run = f"{uuid.uuid4().hex[:12]}-"
-    score_dataset(read_dataset(source), model, id_column, actors, batch_size,
-                  rejected_to=rejected_to, prefix=run).write_parquet(path, filesystem=fs)
+    unit = read_unit_bytes(source.total_bytes, ray.cluster_resources().get("CPU", 1))
+    score_dataset(read_dataset(source, read_unit_bytes=unit), model, id_column, actors,
+                  batch_size, rejected_to=rejected_to, prefix=run
+                  ).write_parquet(path, filesystem=fs)
     scored = _rows(fs, _parquet_files(fs, path) - before)
     rejected = _rows(fs, {p for p in _parquet_files(fs, rejected_dir)
                           if p.rpartition("/")[2].startswith(run)})
@@ -131,4 +151,4 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
 
 
 __all__ = ["BATCH_SIZE", "PREDICTION", "BatchResult", "batch_predict", "check_actors",
-           "check_batch_size", "check_locations", "score_dataset"]
+           "check_batch_size", "check_locations", "read_unit_bytes", "score_dataset"]

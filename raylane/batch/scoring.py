@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -190,15 +191,22 @@ _KEPT = 4
 
 def score_block(batch: pa.Table | pd.DataFrame, *, onnx_bytes: bytes, schema_json: str,
                 version: str, id_column: str | None, rejected_to: str | None,
-                prefix: str) -> pa.Table:
+                prefix: str, batch_size: int | None = None) -> Iterator[pa.Table]:
     """A Ray Data task's ``map_batches`` function: the run's :class:`Scorer` (``prefix`` names
     the run), created once per worker process (Ray reuses its workers for many tasks), applied
-    to ``batch``. So tasks keep a session each as actors do, and Ray Data can fuse reading,
-    scoring and writing a block into one task."""
+    to ``batch`` in slices of ``batch_size`` rows (all of it without), one output table each.
+
+    So tasks keep a session each as actors do, and the job can hand each task whole blocks
+    (``map_batches(batch_size=None)``): Ray Data then fuses reading, scoring and writing into
+    one task per read unit, and no block goes through the object store."""
     scorer = _SCORERS.get(prefix)
     if scorer is None:
         while len(_SCORERS) >= _KEPT:
             _SCORERS.pop(next(iter(_SCORERS)))
         scorer = _SCORERS[prefix] = Scorer(onnx_bytes, schema_json, version, id_column,
                                            rejected_to, prefix)
-    return scorer(batch)
+    step = batch_size or max(len(batch), 1)
+    for start in range(0, max(len(batch), 1), step):
+        part = batch.slice(start, step) if isinstance(batch, pa.Table) \
+            else batch.iloc[start:start + step]
+        yield scorer(part)

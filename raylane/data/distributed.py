@@ -105,11 +105,14 @@ class DistributedData:
         return (self.schema.class_labels or []).index(self.pos_label)
 
 
-def read_dataset(source: Source, columns: list[str] | None = None) -> ray.data.Dataset:
+def read_dataset(source: Source, columns: list[str] | None = None,
+                 read_unit_bytes: int | None = None) -> ray.data.Dataset:
     """The files of ``source`` as a Ray Dataset (read lazily, block by block). CSV columns take
-    the types of the first file's first rows, so every file parses alike."""
+    the types of the first file's first rows, so every file parses alike. ``read_unit_bytes``:
+    the most uncompressed Parquet one read task reads (Ray's default: 128 MiB)."""
     if source.format == "parquet":
-        return read_parquet(source.paths, filesystem=source.filesystem, columns=columns)
+        return read_parquet(source.paths, read_unit_bytes, filesystem=source.filesystem,
+                            columns=columns)
     types = {fld.name: fld.type for fld in source.csv_schema() if str(fld.type) != "null"}
     convert = pacsv.ConvertOptions(column_types=types, include_columns=columns)
     return ray.data.read_csv(source.paths, filesystem=source.filesystem,

@@ -108,14 +108,46 @@ def test_a_task_keeps_one_scorer_per_run_in_its_worker_process(monkeypatch):
     monkeypatch.setattr(scoring, "_SCORERS", {})
     kwargs = {"onnx_bytes": tiny_onnx(), "schema_json": SCHEMA.to_json(), "version": "5",
               "id_column": None, "rejected_to": None}
-    first = scoring.score_block(ROWS, **kwargs, prefix="run-a-").to_pandas()
+    [first] = scoring.score_block(ROWS, **kwargs, prefix="run-a-")
+    first = first.to_pandas()
     assert list(first.columns) == output_columns(SCHEMA) and first["reason"].isna().all()
     session = scoring._SCORERS["run-a-"]
-    scoring.score_block(ROWS, **kwargs, prefix="run-a-")
+    list(scoring.score_block(ROWS, **kwargs, prefix="run-a-"))
     assert scoring._SCORERS["run-a-"] is session  # built once, used again
     for run in "bcde":
-        scoring.score_block(ROWS, **kwargs, prefix=f"run-{run}-")
+        list(scoring.score_block(ROWS, **kwargs, prefix=f"run-{run}-"))
     assert list(scoring._SCORERS) == ["run-b-", "run-c-", "run-d-", "run-e-"]  # a few, newest
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, len(ROWS), None])
+def test_a_task_scores_a_whole_block_in_slices_of_the_batch_size(monkeypatch, tmp_path,
+                                                                   batch_size):
+    """Ray Data hands a task whole blocks (so it fuses reading, scoring and writing): the task
+    scores them ``batch_size`` rows at a time, every row once, in order, refused rows apart."""
+    monkeypatch.setattr(scoring, "_SCORERS", {})
+    frame = ROWS.assign(key=[f"k{i}" for i in range(len(ROWS))]).astype({"income": float})
+    frame.loc[4, "income"] = float("inf")  # refused: not finite
+    block = pa.Table.from_pandas(frame, preserve_index=False)
+    parts = list(scoring.score_block(
+        block, onnx_bytes=tiny_onnx(), schema_json=SCHEMA.to_json(), version="7",
+        id_column="key", rejected_to=str(tmp_path), prefix="slices-", batch_size=batch_size))
+    step = batch_size or len(ROWS)
+    assert len(parts) == -(-len(ROWS) // step)
+    assert all(p.schema == parts[0].schema for p in parts)
+    scored = pa.concat_tables(parts).to_pandas()
+    rejected = pd.concat([pd.read_parquet(f) for f in tmp_path.iterdir()])
+    assert sorted(scored["id"].tolist() + rejected["id"].tolist()) == sorted(block["key"]
+                                                                             .to_pylist())
+    assert scored["id"].tolist() == [f"k{i}" for i in range(len(ROWS)) if i != 4]
+    assert rejected["id"].tolist() == ["k4"]
+
+
+def test_an_empty_block_gives_one_empty_table(monkeypatch):
+    monkeypatch.setattr(scoring, "_SCORERS", {})
+    [out] = scoring.score_block(ROWS.iloc[:0], onnx_bytes=tiny_onnx(),
+                                schema_json=SCHEMA.to_json(), version="8", id_column=None,
+                                rejected_to=None, prefix="empty-", batch_size=4)
+    assert out.num_rows == 0 and out.column_names == output_columns(SCHEMA)
 
 
 def test_every_block_has_the_same_arrow_types_even_when_all_or_none_is_refused():

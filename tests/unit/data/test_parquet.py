@@ -1,4 +1,5 @@
-"""raylane/data/parquet.py: the footer-reader pool of Ray Data's Parquet listing."""
+"""raylane/data/parquet.py: the footer-reader pool and the read-unit size of Ray Data's Parquet
+listing."""
 
 from __future__ import annotations
 
@@ -63,3 +64,33 @@ def test_ray_reads_the_variable_when_the_read_is_built():
     finally:
         del os.environ[parquet.FOOTER_READERS_ENV]
     assert indexer._num_actors == 3
+
+
+def test_a_read_unit_size_for_the_call_only(seen, monkeypatch):
+    sizes: list[str | None] = []
+    monkeypatch.setattr(ray.data, "read_parquet",
+                        lambda paths, **kw: sizes.append(os.environ.get(parquet.READ_UNIT_ENV)))
+    monkeypatch.delenv(parquet.READ_UNIT_ENV, raising=False)
+    parquet.read_parquet("dir", read_unit_bytes=8 << 20)
+    parquet.read_parquet("dir")
+    assert sizes == [str(8 << 20), None]
+    assert parquet.READ_UNIT_ENV not in os.environ
+    monkeypatch.setenv(parquet.READ_UNIT_ENV, "1000")  # the operator's value wins
+    parquet.read_parquet("dir", read_unit_bytes=8 << 20)
+    assert sizes[-1] == "1000"
+
+
+def test_ray_reads_the_read_unit_size_when_the_read_is_built():
+    """Ray's Parquet datasource reads the read-unit size when read_parquet asks it for its
+    partitioner (on the driver), so setting it for the call takes effect."""
+    from ray.data._internal.datasource_v2.formats.parquet.parquet_datasource_v2 import (
+        ParquetDatasourceV2,
+    )
+
+    source = ParquetDatasourceV2.__new__(ParquetDatasourceV2)
+    os.environ[parquet.READ_UNIT_ENV] = str(3 << 20)
+    try:
+        packer = source.get_file_partitioner()
+    finally:
+        del os.environ[parquet.READ_UNIT_ENV]
+    assert packer._cap == 3 << 20  # the most bytes one read task packs
