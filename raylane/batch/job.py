@@ -10,6 +10,7 @@ of the files this run wrote.
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass
 
@@ -140,7 +141,9 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
     rejected_to = f"{output.rstrip('/')}/{REJECTED}" if "://" in output else rejected_dir
     before = _parquet_files(fs, path)
     run = f"{uuid.uuid4().hex[:12]}-"
-    unit = read_unit_bytes(source.total_bytes, ray.cluster_resources().get("CPU", 1))
+    # Ray Data would start a local Ray to run the read; until then this machine's CPUs
+    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count()
+    unit = read_unit_bytes(source.total_bytes, cpus or 1)
     score_dataset(read_dataset(source, read_unit_bytes=unit), model, id_column, actors,
                   batch_size, rejected_to=rejected_to, prefix=run
                   ).write_parquet(path, filesystem=fs)
