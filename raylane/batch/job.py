@@ -110,7 +110,7 @@ def read_unit_bytes(source_bytes: int, cpus: float) -> int:
     """Parquet bytes per read task: about :data:`READ_TASKS_PER_CPU` tasks for every CPU, so
     the last tasks to finish leave the CPUs idle briefly, and none over Ray's own 128 MiB.
     ``source_bytes`` are the files' (compressed) sizes, the read units' uncompressed: so the
-    job gets at least that many tasks."""
+    job gets at least that many tasks where the row groups allow (Ray never splits one)."""
     per_task = source_bytes / max(cpus, 1.0) / READ_TASKS_PER_CPU
     return int(min(MAX_READ_UNIT_BYTES, max(MIN_READ_UNIT_BYTES, per_task)))
 
