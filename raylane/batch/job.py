@@ -57,6 +57,8 @@ def score_dataset(dataset: ray.data.Dataset, model: RegisteredModel,
     and scores them ``batch_size`` rows at a time, so Ray Data fuses reading, scoring and
     writing into one task per read unit on every CPU (a ``map_batches`` batch size would keep
     the read apart, its tasks holding CPUs while they wait for scoring to take their blocks).
+    Where a read task yields several blocks (fewer CSV files than read units), they are scored
+    by tasks of their own.
     ``actors=K``: an actor pool of K sessions (one CPU each), blocks passed to them through the
     object store."""
     kwargs = {"onnx_bytes": model.onnx_bytes, "schema_json": model.schema.to_json(),
@@ -107,10 +109,13 @@ def check_actors(actors: int) -> None:
 
 
 def read_unit_bytes(source_bytes: int, cpus: float) -> int:
-    """Parquet bytes per read task: about :data:`READ_TASKS_PER_CPU` tasks for every CPU, so
-    the last tasks to finish leave the CPUs idle briefly, and none over Ray's own 128 MiB.
-    ``source_bytes`` are the files' (compressed) sizes, the read units' uncompressed: so the
-    job gets at least that many tasks where the row groups allow (Ray never splits one)."""
+    """Bytes per read unit: about :data:`READ_TASKS_PER_CPU` units for every CPU, so the last
+    tasks to finish leave the CPUs idle briefly, and none over Ray's own 128 MiB.
+
+    Parquet: ``source_bytes`` are the files' (compressed) sizes, the read units' uncompressed,
+    so the job gets at least that many tasks where the row groups allow (Ray never splits one).
+    CSV: one block per unit of the files' bytes (``raylane.data.distributed.csv_blocks``); a
+    file is read by one task, its blocks scored by as many."""
     per_task = source_bytes / max(cpus, 1.0) / READ_TASKS_PER_CPU
     return int(min(MAX_READ_UNIT_BYTES, max(MIN_READ_UNIT_BYTES, per_task)))
 

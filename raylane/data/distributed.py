@@ -11,6 +11,7 @@ medians take :data:`raylane.data.aggregates.MEDIAN_PASSES` more passes.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,18 +106,32 @@ class DistributedData:
         return (self.schema.class_labels or []).index(self.pos_label)
 
 
+def csv_blocks(source_bytes: int, read_unit_bytes: int) -> int:
+    """How many blocks a CSV/TSV source of ``source_bytes`` is read into, one per
+    ``read_unit_bytes`` of its files (at least one)."""
+    return max(1, math.ceil(source_bytes / max(read_unit_bytes, 1)))
+
+
 def read_dataset(source: Source, columns: list[str] | None = None,
                  read_unit_bytes: int | None = None) -> ray.data.Dataset:
     """The files of ``source`` as a Ray Dataset (read lazily, block by block). CSV columns take
-    the types of the first file's first rows, so every file parses alike. ``read_unit_bytes``:
-    the most uncompressed Parquet one read task reads (Ray's default: 128 MiB)."""
+    the types of the first file's first rows, so every file parses alike.
+
+    ``read_unit_bytes``: for Parquet, the most uncompressed bytes one read task reads (Ray's
+    default: 128 MiB); for CSV, the file bytes per block (:func:`csv_blocks`). Ray never
+    splits a CSV file into read tasks, so left to itself it cuts the few files it is given into
+    blocks of about 1 MiB to reach its default parallelism (a 138 MB file: 262 blocks), and
+    whatever follows runs one small task per block."""
     if source.format == "parquet":
         return read_parquet(source.paths, read_unit_bytes, filesystem=source.filesystem,
                             columns=columns)
     types = {fld.name: fld.type for fld in source.csv_schema() if str(fld.type) != "null"}
     convert = pacsv.ConvertOptions(column_types=types, include_columns=columns)
+    blocks = {} if read_unit_bytes is None else {
+        "override_num_blocks": csv_blocks(source.total_bytes, read_unit_bytes)}
     return ray.data.read_csv(source.paths, filesystem=source.filesystem,
-                             parse_options=source.csv_parse_options(), convert_options=convert)
+                             parse_options=source.csv_parse_options(), convert_options=convert,
+                             **blocks)
 
 
 def _select(frame: pd.DataFrame, options: DatasetOptions) -> pd.DataFrame:

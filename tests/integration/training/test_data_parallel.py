@@ -226,3 +226,26 @@ def test_batch_scoring_with_as_many_sessions_as_cpus_is_refused(s3_and_ray, tmp_
     cpus = int(ray.cluster_resources()["CPU"])
     with pytest.raises(ValueError, match=r"--actors: 6 ONNX Runtime sessions .* has 6 CPUs"):
         batch_predict(str(tmp_path / "in"), str(tmp_path / "out"), model=None, actors=cpus)
+
+
+def test_one_csv_file_is_cut_into_read_units_and_scored(trained, s3_and_ray, tmp_path):
+    """Ray reads a CSV file with one task and, left to itself, cuts it into blocks of about
+    1 MiB for what follows; the job asks for one block per read unit instead."""
+    from raylane.batch.job import batch_predict
+    from raylane.data.distributed import read_dataset
+    from raylane.data.sources import resolve
+    from raylane.model.store import load_registered_model
+
+    config, _ = trained
+    model = load_registered_model("models:/scale@champion", config.tracking_uri)
+    rows = pd.read_csv(CREDIT_CSV).drop(columns=["Status"])
+    rows.insert(0, "row_id", [f"r{i}" for i in range(len(rows))])
+    rows.loc[11, "Income"] = np.inf
+    path = tmp_path / "rows.csv"
+    rows.to_csv(path, index=False)
+    source = resolve(str(path))
+    assert read_dataset(source, read_unit_bytes=source.total_bytes // 3 + 1
+                        ).materialize().num_blocks() == 3
+    assert read_dataset(source).materialize().num_blocks() > 3
+    result = batch_predict(str(path), str(tmp_path / "out"), model, id_column="row_id")
+    assert (result.scored, result.rejected) == (len(rows) - 1, 1)

@@ -75,3 +75,13 @@ def test_read_units_give_every_cpu_several_tasks_within_bounds():
     assert read_unit_bytes(1 << 20, 2) == MIN_READ_UNIT_BYTES  # a small table: a few tasks
     assert read_unit_bytes(1 << 40, 64) == MAX_READ_UNIT_BYTES  # never above Ray's own
     assert read_unit_bytes(table, 0) == read_unit_bytes(table, 1)  # no CPU listed yet
+
+
+def test_a_csv_source_gets_one_block_per_read_unit():
+    from raylane.batch.job import READ_TASKS_PER_CPU, read_unit_bytes
+    from raylane.data.distributed import csv_blocks
+
+    one_file = 138 << 20  # one CSV file of 2M rows: Ray reads it with one task
+    assert csv_blocks(one_file, read_unit_bytes(one_file, 2)) == 2 * READ_TASKS_PER_CPU
+    assert csv_blocks(1000, read_unit_bytes(1000, 2)) == 1  # small: one fused task
+    assert csv_blocks(10, 3) == 4 and csv_blocks(0, 3) == 1 and csv_blocks(5, 0) == 5
