@@ -8,7 +8,8 @@ The model: XGBoost (fixed parameters) on the bundled credit table, published wit
 job's own export -> parity -> register -> promote into a temporary MLflow (SQLite), so the job
 loads it as ``models:/bench@champion``. The input: ``--rows`` rows drawn with replacement
 (seeded) from the credit table's raw columns, a ``row_id`` column, ``--bad`` rows with a
-non-finite ``Income`` (which serving refuses), as ``--files`` Parquet files.
+non-finite ``Income`` (which serving refuses), as ``--files`` Parquet files (``--format csv``:
+CSV files; one file is the case Ray reads with a single task).
 
 Figures (all on the same files, the job's batch size (``--batch-size``, default the job's
 default), one ONNX Runtime thread per session):
@@ -40,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,8 +78,9 @@ def register_model(tracking_uri: str) -> dict:
             "holdout_roc_auc": evaluation.holdout["roc_auc"]}
 
 
-def write_input(rows: int, bad: int, files: int, seed: int, where: Path) -> list[int]:
-    """The input table as ``files`` Parquet files; the row numbers made bad."""
+def write_input(rows: int, bad: int, files: int, seed: int, where: Path,
+                fmt: str = "parquet") -> list[int]:
+    """The input table as ``files`` Parquet (or CSV) files; the row numbers made bad."""
     frame = pd.read_csv(ROOT / "data" / "credit_data.csv").drop(columns=["Status"])
     rng = np.random.default_rng(seed)
     table = frame.iloc[rng.integers(0, len(frame), rows)].reset_index(drop=True)
@@ -86,14 +89,23 @@ def write_input(rows: int, bad: int, files: int, seed: int, where: Path) -> list
     table.loc[bad_rows, "Income"] = np.inf  # serving refuses a non-finite number
     where.mkdir(parents=True)
     for i, part in enumerate(np.array_split(np.arange(rows), files)):
-        pq.write_table(pa.Table.from_pandas(table.iloc[part], preserve_index=False),
-                       where / f"part-{i:04d}.parquet")
+        if fmt == "csv":
+            table.iloc[part].to_csv(where / f"part-{i:04d}.csv", index=False)
+        else:
+            pq.write_table(pa.Table.from_pandas(table.iloc[part], preserve_index=False),
+                           where / f"part-{i:04d}.parquet")
     return bad_rows
 
 
 def batches(directory: Path, size: int):
+    """The files' rows, ``size`` at a time (CSV: parsed as a stream, as Ray's reader does)."""
     for path in sorted(directory.glob("*.parquet")):
         yield from pq.ParquetFile(path).iter_batches(batch_size=size)
+    for path in sorted(directory.glob("*.csv")):
+        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=16 << 20)) as reader:
+            for block in reader:
+                for start in range(0, block.num_rows, size):
+                    yield block.slice(start, size)
 
 
 def in_process(directory: Path, score, size: int) -> dict:
@@ -136,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=3_000_000)
     parser.add_argument("--bad", type=int, default=10)
     parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--format", choices=["parquet", "csv"], default="parquet")
     # 0: tasks (the job's default). With as many actors as the cluster has CPUs the read tasks
     # get none and the job waits for ever (seen with --actors 2 on 2 CPUs): the job refuses it.
     parser.add_argument("--actors", type=int, nargs="+", default=[0, 1])
@@ -162,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         uri = f"models:/{MODEL}@champion"
         model = load_registered_model(uri, tracking)
         t0 = time.perf_counter()
-        bad = write_input(args.rows, args.bad, args.files, args.seed, tmp / "in")
+        bad = write_input(args.rows, args.bad, args.files, args.seed, tmp / "in", args.format)
         out["input"] = {"rows": args.rows, "bad_rows": len(bad), "files": args.files,
-                        "write_s": time.perf_counter() - t0}
+                        "format": args.format, "write_s": time.perf_counter() - t0,
+                        "bytes": sum(p.stat().st_size for p in (tmp / "in").iterdir())}
         print(f"model v{model.version}, input {args.rows:,} rows written", flush=True)
 
         session = OnnxModel(model.onnx_bytes, model.schema, intra_op_threads=1)
@@ -186,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             first = tmp / "first"
             first.mkdir()
-            pq.write_table(pq.read_table(next(iter(sorted((tmp / "in").glob("*.parquet")))))
-                           .slice(0, 20_000), first / "part.parquet")
+            pq.write_table(pa.Table.from_batches([next(batches(tmp / "in", 20_000))]),
+                           first / "part.parquet")
             out["first_small_job"] = run_job(
                 ["--model-uri", uri, "--tracking-uri", tracking, "--input", str(first),
                  "--output", str(tmp / "first-out"), "--id-column", "row_id"])
