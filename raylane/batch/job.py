@@ -10,7 +10,6 @@ of the files this run wrote.
 
 from __future__ import annotations
 
-import os
 import uuid
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import pyarrow.parquet as pq
 import ray.data
 
 from raylane.batch.scoring import PREDICTION, Scorer, score_block
-from raylane.data.distributed import read_dataset
+from raylane.data.distributed import cluster_cpus, read_dataset, read_unit_bytes
 from raylane.data.sources import filesystem_for, resolve
 from raylane.locations import check_location
 from raylane.model.store import RegisteredModel
@@ -30,12 +29,6 @@ REJECTED = "rejected"
 # (benchmarks/README_scale.md).
 BATCH_SIZE = 32_768
 MAX_BATCH_SIZE = 1 << 20
-# Read tasks (each reads, scores and writes its share): Ray's own 128 MiB read units made a
-# 16-file, 10M-row table 2 tasks, one CPU idle once the shorter ended; about 4 per CPU keep that
-# tail short (3 made a 20M-row table 11 tasks on 2 CPUs, 18% slower) while each task's fixed
-# cost (~0.05 s) stays small (benchmarks/README_scale.md).
-READ_TASKS_PER_CPU = 4
-MIN_READ_UNIT_BYTES, MAX_READ_UNIT_BYTES = 4 << 20, 128 << 20
 
 
 @dataclass
@@ -108,18 +101,6 @@ def check_actors(actors: int) -> None:
                          f"reading the input needs one more; the cluster has {cpus:g} CPUs")
 
 
-def read_unit_bytes(source_bytes: int, cpus: float) -> int:
-    """Bytes per read unit: about :data:`READ_TASKS_PER_CPU` units for every CPU, so the last
-    tasks to finish leave the CPUs idle briefly, and none over Ray's own 128 MiB.
-
-    Parquet: ``source_bytes`` are the files' (compressed) sizes, the read units' uncompressed,
-    so the job gets at least that many tasks where the row groups allow (Ray never splits one).
-    CSV: one block per unit of the files' bytes (``raylane.data.distributed.csv_blocks``); a
-    file is read by one task, its blocks scored by as many."""
-    per_task = source_bytes / max(cpus, 1.0) / READ_TASKS_PER_CPU
-    return int(min(MAX_READ_UNIT_BYTES, max(MIN_READ_UNIT_BYTES, per_task)))
-
-
 def check_batch_size(batch_size: int) -> None:
     """ValueError unless ``batch_size`` is 1 to :data:`MAX_BATCH_SIZE` rows (a batch is held in
     a session's memory several times over: input, feeds, output)."""
@@ -146,9 +127,7 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
     rejected_to = f"{output.rstrip('/')}/{REJECTED}" if "://" in output else rejected_dir
     before = _parquet_files(fs, path)
     run = f"{uuid.uuid4().hex[:12]}-"
-    # Ray Data would start a local Ray to run the read; until then this machine's CPUs
-    cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else os.cpu_count()
-    unit = read_unit_bytes(source.total_bytes, cpus or 1)
+    unit = read_unit_bytes(source.total_bytes, cluster_cpus())
     score_dataset(read_dataset(source, read_unit_bytes=unit), model, id_column, actors,
                   batch_size, rejected_to=rejected_to, prefix=run
                   ).write_parquet(path, filesystem=fs)
@@ -159,4 +138,4 @@ def batch_predict(input_spec: str | list[str], output: str, model: RegisteredMod
 
 
 __all__ = ["BATCH_SIZE", "PREDICTION", "BatchResult", "batch_predict", "check_actors",
-           "check_batch_size", "check_locations", "read_unit_bytes", "score_dataset"]
+           "check_batch_size", "check_locations", "score_dataset"]

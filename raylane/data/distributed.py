@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -104,6 +105,34 @@ class DistributedData:
         if self.pos_label is None:
             return None
         return (self.schema.class_labels or []).index(self.pos_label)
+
+
+# Read units: Ray's own 128 MiB Parquet units made a 16-file, 10M-row table 2 read tasks, one
+# CPU idle once the shorter ended; about 4 per CPU keep that tail short (3 made a 20M-row table
+# 11 tasks on 2 CPUs, 18% slower to score) while each task's fixed cost (~0.05 s) stays small
+# (benchmarks/README_scale.md).
+READ_TASKS_PER_CPU = 4
+MIN_READ_UNIT_BYTES, MAX_READ_UNIT_BYTES = 4 << 20, 128 << 20
+
+
+def cluster_cpus() -> float:
+    """The CPUs of the Ray cluster this process is connected to; before it is, this machine's
+    (reading would start a local Ray with them)."""
+    if ray.is_initialized():
+        return ray.cluster_resources().get("CPU", 1)
+    return os.cpu_count() or 1
+
+
+def read_unit_bytes(source_bytes: int, cpus: float) -> int:
+    """Bytes per read unit: about :data:`READ_TASKS_PER_CPU` units for every CPU, so the last
+    tasks to finish leave the CPUs idle briefly, and none over Ray's own 128 MiB.
+
+    Parquet: ``source_bytes`` are the files' (compressed) sizes, the read units' uncompressed,
+    so a read gets at least that many tasks where the row groups allow (Ray never splits one).
+    CSV: one block per unit of the files' bytes (:func:`csv_blocks`); a file is read by one
+    task, its blocks processed by as many."""
+    per_task = source_bytes / max(cpus, 1.0) / READ_TASKS_PER_CPU
+    return int(min(MAX_READ_UNIT_BYTES, max(MIN_READ_UNIT_BYTES, per_task)))
 
 
 def csv_blocks(source_bytes: int, read_unit_bytes: int) -> int:
@@ -220,7 +249,12 @@ def _final_schema(draft: FeatureSchema, whole: Summary, options: DatasetOptions)
 def load_distributed(options: DatasetOptions) -> DistributedData:
     """Read, infer, split and summarize the table ``options.path`` names, on Ray Data."""
     source = resolve(options.path)
-    raw = read_dataset(source)
+    # CSV: Ray's own cut of a file into ~1 MiB blocks made a 2M-row file's read and summaries
+    # 3x slower. Parquet keeps Ray's units here: with 4 per CPU the read was faster, but the
+    # data-parallel search's rounds slower (benchmarks/README_scale.md).
+    unit = None if source.format == "parquet" else read_unit_bytes(source.total_bytes,
+                                                                   cluster_cpus())
+    raw = read_dataset(source, read_unit_bytes=unit)
     sample = to_pandas(raw.limit(SAMPLE_ROWS))
     if options.target not in sample.columns:
         raise DataError(f"data.target: column {options.target!r} not in the data; columns are "
