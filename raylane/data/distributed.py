@@ -135,10 +135,10 @@ def read_unit_bytes(source_bytes: int, cpus: float) -> int:
     return int(min(MAX_READ_UNIT_BYTES, max(MIN_READ_UNIT_BYTES, per_task)))
 
 
-def csv_blocks(source_bytes: int, read_unit_bytes: int) -> int:
+def csv_blocks(source_bytes: int, unit_bytes: int) -> int:
     """How many blocks a CSV/TSV source of ``source_bytes`` is read into, one per
-    ``read_unit_bytes`` of its files (at least one)."""
-    return max(1, math.ceil(source_bytes / max(read_unit_bytes, 1)))
+    ``unit_bytes`` of its files (at least one)."""
+    return max(1, math.ceil(source_bytes / max(unit_bytes, 1)))
 
 
 def read_dataset(source: Source, columns: list[str] | None = None,
