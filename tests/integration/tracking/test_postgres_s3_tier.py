@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,6 +311,7 @@ class AliasPoller(threading.Thread):
     def __init__(self, url: str):
         super().__init__(daemon=True)
         self.url, self.seen, self.done = url, [], threading.Event()
+        self.champion_seen = threading.Event()
 
     def run(self) -> None:
         with httpx.Client(auth=READER, timeout=10) as http:
@@ -320,6 +322,8 @@ class AliasPoller(threading.Thread):
                     version = r.json().get("model_version", {}).get("version") if r.is_success \
                         else None
                     self.seen.append((time.monotonic(), r.status_code, version))
+                    if version is not None:
+                        self.champion_seen.set()
                 except httpx.TransportError as exc:
                     self.seen.append((time.monotonic(), type(exc).__name__, None))
                 self.done.wait(0.1)
@@ -370,6 +374,8 @@ def test_two_servers_behind_a_service_one_killed_mid_job(tier, writer_ray):
             try:
                 result = run_pipeline(config)
                 finished = time.monotonic()
+                # the alias is set as the job ends: let the reader's next poll see it
+                poller.champion_seen.wait(60)
             finally:
                 killer.join(60)
                 poller.done.set()
@@ -400,7 +406,8 @@ def test_two_servers_behind_a_service_one_killed_mid_job(tier, writer_ray):
             # or 400 (the model exists, its alias not yet); after it, only answers or the
             # killed server's transient failures
             found = [t for t, status, _ in poller.seen if status == 200]
-            assert found, "the reader never saw the champion"
+            assert found, ("the reader never saw the champion",
+                           Counter(status for _, status, _ in poller.seen))
             transient = {502, 503, "RemoteProtocolError", "ReadError"}
             before = {status for t, status, _ in poller.seen if t < found[0]}
             after = {status for t, status, _ in poller.seen if t >= found[0]}
