@@ -17,7 +17,12 @@ import pandas as pd
 
 from raylane.model.column_values import F32_MAX, integer_problem
 from raylane.model.feeds import Feeds, plan_for
-from raylane.model.schema import MISSING_CATEGORY, FeatureSchema, category_values
+from raylane.model.schema import (
+    MISSING_CATEGORY,
+    FeatureSchema,
+    arrow_string_categories,
+    category_values,
+)
 
 # Python types a categorical value may have (after NumPy scalars become Python ones, as a
 # client's JSON decodes), beside str: numbers are spelled, anything else is refused
@@ -43,7 +48,10 @@ def _numeric(series: pd.Series, bounds) -> np.ndarray | None:
 
 def _categorical(series: pd.Series, numeric_codes: bool, spellings: dict[str, str]
                  ) -> np.ndarray | None:
-    if isinstance(series.dtype, pd.StringDtype):  # pandas' string columns (Arrow's strings)
+    from_arrow = arrow_string_categories(series, numeric_codes, spellings)
+    if from_arrow is not None:  # Arrow holds only valid UTF-8 strings: nothing to check
+        return from_arrow
+    if isinstance(series.dtype, pd.StringDtype):  # pandas' string columns in Python objects
         arr = series.to_numpy(dtype=object, na_value=None)
     elif isinstance(series.dtype, np.dtype):
         arr = series.to_numpy()

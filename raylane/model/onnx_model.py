@@ -16,7 +16,13 @@ import pandas as pd
 from google.protobuf.message import Message
 from pandas.api.types import is_numeric_dtype
 
-from raylane.model.schema import MISSING_CATEGORY, ColumnSpec, FeatureSchema, category_values
+from raylane.model.schema import (
+    MISSING_CATEGORY,
+    ColumnSpec,
+    FeatureSchema,
+    arrow_string_categories,
+    category_values,
+)
 
 
 class UnsafeModelError(ValueError):
@@ -103,12 +109,15 @@ class OnnxModel:
     def _categories(series: pd.Series, col: ColumnSpec) -> np.ndarray:
         """A categorical column's values as the graph's strings: each distinct value spelled
         once (:func:`category_values`), missing ones as :data:`MISSING_CATEGORY`."""
+        spell = col.recorded_spellings()
+        from_arrow = arrow_string_categories(series, col.numeric_codes, spell)
+        if from_arrow is not None:
+            return from_arrow
         missing = series.isna().to_numpy()
         arr = np.full(len(series), MISSING_CATEGORY, dtype=object)
         present = ~missing
         if present.any():
             arr[present] = category_values(series.to_numpy()[present], col.numeric_codes)
-        spell = col.recorded_spellings()
         if spell:  # models that recorded a category otherwise (e.g. "1.0" for 1)
             arr[present] = [spell.get(v, v) for v in arr[present]]
         return arr

@@ -83,6 +83,34 @@ def category_values(values, numeric: bool = False) -> np.ndarray:
     return np.array([category_value(v, numeric) for v in array], dtype=object)
 
 
+def arrow_string_categories(series, numeric: bool = False,
+                            spellings: dict[str, str] | None = None) -> np.ndarray | None:
+    """A pandas string column held in Arrow (pandas' ``str`` dtype) as the graph's strings:
+    each distinct value spelled once (:func:`category_values`, then as the model recorded it in
+    ``spellings``), a missing value as :data:`MISSING_CATEGORY`; None for any other column.
+
+    Only the distinct values become Python strings: the rows share them, so a block of many
+    rows and few categories costs a dictionary encode and one take (the Python strings of every
+    row were most of the time of turning a block into feeds)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
+        return None
+    array = pa.array(series.array)
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    encoded = pc.dictionary_encode(array)  # a missing value's index is null
+    distinct = encoded.dictionary.to_numpy(zero_copy_only=False)
+    lookup = np.empty(len(distinct) + 1, dtype=object)
+    lookup[:-1] = category_values(distinct, numeric)
+    lookup[-1] = MISSING_CATEGORY
+    if spellings:
+        lookup = np.array([spellings.get(v, v) for v in lookup], dtype=object)
+    return lookup[encoded.indices.fill_null(len(distinct)).to_numpy()]
+
+
 def _number(value: float | np.floating) -> str:
     if float(value).is_integer():
         return str(int(value))

@@ -45,6 +45,10 @@ WITH_MISSING = {
     "nullable ints with NA": pd.Series([1, None, 3, 1], dtype="Int64"),
     "category dtype with nan": pd.Series(["x", None, "y"], dtype="category"),
     "all missing": pd.Series([None, np.nan], dtype=object),
+    # pandas' str dtype, held in Arrow: how a block read from Parquet or CSV arrives
+    "Arrow strings with nulls": pd.Series(["a", None, "b", "1.0", "a", "", "1", "x"], dtype="str"),
+    "Arrow strings, all missing": pd.Series([None, None], dtype="str"),
+    "Arrow strings, no rows": pd.Series([], dtype="str"),
 }
 
 

@@ -92,6 +92,20 @@ def test_codes_and_categories_given_as_mixed_python_values():
     assert assert_same_as_value_by_value(frame)
 
 
+def test_string_columns_held_in_arrow_give_the_same_feeds():
+    """As a block read from Parquet or CSV arrives: categories as pandas' Arrow-backed strings,
+    numeric codes and a legacy model's codes spelled as text among them."""
+    rng = np.random.default_rng(4)
+    frame = good_frame(rng, 300)
+    frame["home"] = pd.Series(frame["home"].tolist(), dtype="str")
+    code = rng.choice(np.array(["1.0", "2.50", "3", "1", None], dtype=object), 300)
+    frame["code"] = pd.Series(code.tolist(), dtype="str")
+    frame["legacy"] = pd.Series(rng.choice(["1", "2", "3"], 300).tolist(), dtype="str")
+    assert all(frame[c].dtype == "str" and frame[c].dtype.storage == "pyarrow"
+               for c in ("home", "code", "legacy"))
+    assert assert_same_as_value_by_value(frame)
+
+
 BAD = {
     "an infinite amount": ("amount", np.inf),
     "an amount float32 cannot hold": ("amount", 1e39),
