@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Task = Literal["classification", "regression"]
 ColumnKind = Literal["numeric", "categorical"]
@@ -83,7 +86,7 @@ def category_values(values, numeric: bool = False) -> np.ndarray:
     return np.array([category_value(v, numeric) for v in array], dtype=object)
 
 
-def arrow_string_categories(series, numeric: bool = False,
+def arrow_string_categories(series: pd.Series, numeric: bool = False,
                             spellings: dict[str, str] | None = None) -> np.ndarray | None:
     """A pandas string column held in Arrow (pandas' ``str`` dtype) as the graph's strings:
     each distinct value spelled once (:func:`category_values`, then as the model recorded it in
