@@ -15,6 +15,7 @@ import numpy as np
 from raylane.model.schema import MISSING_CATEGORY, category_value
 
 F32_MAX = float(np.finfo(np.float32).max)
+_STR_ONLY = frozenset({str})
 
 
 class RequestError(Exception):
@@ -194,7 +195,7 @@ def categorical_column(
             field=name,
             reason="wrong_shape",
         )
-    if numeric or not all(type(v) is str for v in values):
+    if numeric or not _STR_ONLY.issuperset(map(type, values)):
         fixed = []
         for i, v in enumerate(values):
             t = type(v)
