@@ -103,9 +103,11 @@ def test_copied_paths_exist_and_are_not_dockerignored():
 
 def test_dockerignore_keeps_state_out():
     patterns = set((REPO / ".dockerignore").read_text().split())
-    for must in (".git", ".venv", "mlruns", "mlartifacts", "ray_results", "data/*", "*.db",
+    for must in (".git", "mlruns", "mlartifacts", "ray_results", "data/*", "*.db",
                  "**/__pycache__"):
         assert must in patterns, must
+    for env in (".venv", ".venv-airflow", ".venv-kserve", ".venv-evidently"):
+        assert _dockerignored(env, list(patterns)), env
     assert _dockerignored("data/other.parquet", list(patterns - {"!data/credit_data.csv"}))
 
 

@@ -101,10 +101,13 @@ def test_working_dir_upload_stays_small(tmp_path, respect_gitignore):
     from ray._private.runtime_env.packaging import create_package
 
     excludes = yaml.safe_load((ROOT / "ray_jobs" / "runtime_env.yaml").read_text())["excludes"]
-    # run output as a user's checkout has it (.venv is already there after `make install`)
+    # run output and a benchmark peer's environment as a user's checkout has them (.venv is
+    # already there after `make install`)
     output = ROOT / "ray_results" / f"size-check-{os.getpid()}"
-    output.mkdir(parents=True)
-    (output / "big.bin").write_bytes(os.urandom(6 * 2**20))
+    peer_env = ROOT / f".venv-size-check-{os.getpid()}"
+    for planted in (output, peer_env):
+        planted.mkdir(parents=True)
+        (planted / "big.bin").write_bytes(os.urandom(6 * 2**20))
     try:
         package = tmp_path / "pkg.zip"
         create_package(str(ROOT), package, include_gitignore=respect_gitignore,
@@ -112,9 +115,10 @@ def test_working_dir_upload_stays_small(tmp_path, respect_gitignore):
         names = zipfile.ZipFile(package).namelist()
     finally:
         shutil.rmtree(output)
+        shutil.rmtree(peer_env)
     size = package.stat().st_size
     assert size < 5 * 2**20, f"working_dir package is {size / 2**20:.1f} MiB"
-    assert not [n for n in names if n.startswith((".git/", ".venv/", "ray_results/", "mlruns/"))]
+    assert not [n for n in names if n.startswith((".git/", ".venv", "ray_results/", "mlruns/"))]
     assert "raylane/training/job.py" in names and "tune_configs/credit_xgboost.yaml" in names
 
 
