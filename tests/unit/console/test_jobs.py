@@ -103,7 +103,7 @@ def test_entrypoint_and_runtime_env_are_the_readmes_ray_job_submit():
                                  "--set", "tune.search_alg=random"]
     env = jobs.runtime_env()
     assert env["working_dir"] == str(ROOT) and ".git" in env["excludes"]
-    assert ".venv" in env["excludes"] and env["env_vars"]["PYTHONUNBUFFERED"] == "1"
+    assert ".venv*" in env["excludes"] and env["env_vars"]["PYTHONUNBUFFERED"] == "1"
 
 
 
