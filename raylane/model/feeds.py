@@ -33,6 +33,7 @@ class _Plan:
         self.schema = schema
         self.names = schema.feature_names
         self.keys = set(self.names)
+        self.kinds = {c.name: c.kind for c in schema.columns}
         self.numeric = schema.numeric
         self.categorical = schema.categorical
         self.bounds = {c.name: integer_bounds(c.dtype) for c in schema.columns

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 import raylane
-from raylane.model.feeds import Feeds, RequestError, feeds_from_columns
+from raylane.model.feeds import Feeds, RequestError, feeds_from_columns, plan_for
 from raylane.model.onnx_model import Prediction
 from raylane.model.schema import FeatureSchema
 from raylane.serving.dataplane import DataPlane, class_labels, not_ready
@@ -70,24 +70,28 @@ def _parse_inputs(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds
             "inputs: expected a non-empty list of tensors", field="inputs",
             reason="missing_field",
         )
-    width = len(schema.feature_names)
+    plan = plan_for(schema)
+    names = plan.names
+    width = len(names)
     if len(tensors) > width:
         raise RequestError(
             f"inputs: {len(tensors)} tensors, but the model has {width} features (one input "
             "per column, or one [N, F] tensor)", field="inputs", reason="too_many_columns",
         )
     inputs = [check_tensor(inp, i, max_rows, width) for i, inp in enumerate(tensors)]
-    names = schema.feature_names
-    if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].name not in names:
+    if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].name not in plan.keys:
         return _v2_matrix(inputs[0], schema, max_rows)
-    check_names([name for name, *_ in inputs], schema, "inputs")
-    if len(inputs) != len(names):
+    given = [name for name, *_ in inputs]
+    if set(given) != plan.keys:
+        check_names(given, schema, "inputs")
+    if len(inputs) != width:
         raise RequestError("inputs: duplicate input names", field="inputs",
                            reason="duplicate_column")
+    kinds = plan.kinds
     columns: dict[str, list] = {}
     n = None
     for name, datatype, shape, flat in inputs:
-        kind = schema.column(name).kind
+        kind = kinds[name]
         if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
             raise RequestError(
                 f"input {name!r}: expected shape [N] or [N, 1], got {shape}", field=name,

@@ -27,6 +27,7 @@ V2_NUMERIC = {"BOOL"} | set(V2_INTEGERS) | V2_FLOATS
 V2_DATATYPES = V2_NUMERIC | {"BYTES"}
 
 _NONE = type(None)
+_ONLY_NONE = frozenset({_NONE})
 # the Python types JSON values of each datatype may have (null: a missing value)
 _ALLOWED: dict[str, frozenset[type]] = {
     "BOOL": frozenset({bool, _NONE}),
@@ -60,6 +61,26 @@ def check_parameters(value: Any, field: str) -> dict:
 
 def check_tensor(inp: Any, i: int, max_rows: int, width: int) -> Tensor:
     """Input ``i`` of a request, checked against the limits (``width``: the feature count)."""
+    if type(inp) is dict and inp.get("parameters") is None:
+        # What nearly every client sends, one column as a flat list, checked in one go; anything
+        # else, valid or not, goes through every check below (which say what is wrong).
+        name, datatype, shape, data = (
+            inp.get("name"), inp.get("datatype"), inp.get("shape"), inp.get("data"))
+        if (type(name) is str and type(shape) is list and len(shape) == 1
+                and type(data) is list and type(shape[0]) is int
+                and 0 <= shape[0] <= max_rows and len(data) == shape[0]):
+            allowed = _ALLOWED.get(datatype) if type(datatype) is str else None
+            if allowed is not None:
+                types = set(map(type, data))
+                if types <= allowed:
+                    bounds = V2_INTEGERS.get(datatype)
+                    if bounds is not None and types - _ONLY_NONE:
+                        _check_integers(data, datatype, bounds, name, types)
+                    return Tensor(name, datatype, shape, data)
+    return _checked_tensor(inp, i, max_rows, width)
+
+
+def _checked_tensor(inp: Any, i: int, max_rows: int, width: int) -> Tensor:
     field = f"inputs[{i}]"
     if not isinstance(inp, dict):
         raise RequestError(f"{field}: expected an object", field=field, reason="wrong_type")

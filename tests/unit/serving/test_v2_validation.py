@@ -5,10 +5,13 @@ well-formed ones in every allowed spelling still predict. The real app, in-proce
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tiny_serving_model import loaded
 
+from raylane.model.feeds import RequestError
 from raylane.serving.protocols import v2
-from raylane.serving.protocols.v2_tensors import check_tensor
+from raylane.serving.protocols.v2_tensors import V2_DATATYPES, _checked_tensor, check_tensor
 
 from .inprocess import make_client, make_plane, post
 
@@ -141,3 +144,64 @@ def test_a_shape_of_huge_dimensions_is_refused_without_multiplying_them():
     with pytest.raises(v2.RequestError) as err:
         check_tensor(tensor, 0, max_rows=10_000, width=3)
     assert (err.value.field, err.value.reason) == ("age", "wrong_shape")
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3),
+    st.lists(st.integers(0, 3), max_size=2), st.dictionaries(st.text(max_size=2), st.none(),
+                                                             max_size=1),
+)
+_TENSORS = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(["age", "income"]), st.integers(), st.none())},
+    optional={
+        "datatype": st.one_of(st.sampled_from(sorted(V2_DATATYPES)), st.text(max_size=4),
+                              st.integers()),
+        "shape": st.one_of(st.lists(st.one_of(st.integers(-1, 7), st.booleans(), st.floats()),
+                                    max_size=3), st.integers()),
+        "data": st.one_of(st.lists(_VALUES, max_size=7), st.lists(st.lists(_VALUES, max_size=3),
+                                                                  max_size=3), _VALUES),
+        "parameters": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), _VALUES,
+                                                           max_size=2), st.integers()),
+    },
+)
+
+# flat columns at the quick path's edges: right and wrong lengths, types, names and parameters
+_OF_TYPE = {"BOOL": st.booleans(), "BYTES": st.one_of(st.text(max_size=2), st.integers(0, 9)),
+            "FP16": st.floats(), "FP32": st.floats(), "FP64": st.floats(allow_nan=False)}
+_ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-(2**65), 2**65), st.floats(),
+                       st.text(max_size=2))
+
+
+def _flat(datatype: str):
+    kind = _OF_TYPE.get(datatype, st.one_of(st.integers(-300, 300), st.integers(-(2**65), 2**65),
+                                            st.floats(-300, 300).map(round)))
+    return st.builds(
+        lambda name, data, extra, parameters: {
+            "name": name, "datatype": datatype, "data": data,
+            # a bool is no dimension, though True == 1
+            "shape": [len(data) == 1] if extra is None else [len(data) + extra],
+            **({} if parameters == "absent" else {"parameters": parameters})},
+        st.sampled_from(["age", "income", "age", 7, None]),
+        st.lists(st.one_of(kind, kind, kind, st.none(), _ANY_VALUE), max_size=MAX_ROWS + 1),
+        st.sampled_from([0, 0, 0, 0, 1, -1, None]),
+        st.sampled_from(["absent"] * 4 + [None, {}, {"binary_data_size": 4}, 3]),
+    )
+
+
+_FLAT = st.sampled_from(sorted(V2_DATATYPES)).flatmap(_flat)
+
+
+def _outcome(check, tensor):
+    try:
+        return check(tensor, 0, MAX_ROWS, 3)
+    except RequestError as exc:
+        return ("refused", str(exc), exc.field, exc.reason)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(tensor=st.one_of(_FLAT, _TENSORS, _VALUES))
+def test_the_quick_path_for_flat_columns_agrees_with_every_check(tensor):
+    """A flat column without parameters is checked in one go; any tensor gets the same answer
+    (the same Tensor, or the same refusal) as through the step-by-step checks."""
+    assert _outcome(check_tensor, tensor) == _outcome(_checked_tensor, tensor)
