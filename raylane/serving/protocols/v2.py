@@ -71,8 +71,7 @@ def _parse_inputs(obj: Any, schema: FeatureSchema, max_rows: int) -> tuple[Feeds
             reason="missing_field",
         )
     plan = plan_for(schema)
-    names = plan.names
-    width = len(names)
+    width = len(plan.names)
     if len(tensors) > width:
         raise RequestError(
             f"inputs: {len(tensors)} tensors, but the model has {width} features (one input "

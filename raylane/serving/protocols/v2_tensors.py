@@ -63,7 +63,7 @@ def check_tensor(inp: Any, i: int, max_rows: int, width: int) -> Tensor:
     """Input ``i`` of a request, checked against the limits (``width``: the feature count)."""
     if type(inp) is dict and inp.get("parameters") is None:
         # What nearly every client sends, one column as a flat list, checked in one go; anything
-        # else, valid or not, goes through every check below (which say what is wrong).
+        # else, valid or not, goes through each check in turn (_checked_tensor names the fault).
         name, datatype, shape, data = (
             inp.get("name"), inp.get("datatype"), inp.get("shape"), inp.get("data"))
         if (type(name) is str and type(shape) is list and len(shape) == 1
