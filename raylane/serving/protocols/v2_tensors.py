@@ -27,7 +27,6 @@ V2_NUMERIC = {"BOOL"} | set(V2_INTEGERS) | V2_FLOATS
 V2_DATATYPES = V2_NUMERIC | {"BYTES"}
 
 _NONE = type(None)
-_ONLY_NONE = frozenset({_NONE})
 # the Python types JSON values of each datatype may have (null: a missing value)
 _ALLOWED: dict[str, frozenset[type]] = {
     "BOOL": frozenset({bool, _NONE}),
@@ -66,17 +65,12 @@ def check_tensor(inp: Any, i: int, max_rows: int, width: int) -> Tensor:
         # else, valid or not, goes through each check in turn (_checked_tensor names the fault).
         name, datatype, shape, data = (
             inp.get("name"), inp.get("datatype"), inp.get("shape"), inp.get("data"))
-        if (type(name) is str and type(shape) is list and len(shape) == 1
-                and type(data) is list and type(shape[0]) is int
-                and 0 <= shape[0] <= max_rows and len(data) == shape[0]):
-            allowed = _ALLOWED.get(datatype) if type(datatype) is str else None
-            if allowed is not None:
-                types = set(map(type, data))
-                if types <= allowed:
-                    bounds = V2_INTEGERS.get(datatype)
-                    if bounds is not None and types - _ONLY_NONE:
-                        _check_integers(data, datatype, bounds, name, types)
-                    return Tensor(name, datatype, shape, data)
+        if (type(name) is str and type(datatype) is str and datatype in _ALLOWED
+                and type(shape) is list and len(shape) == 1 and type(data) is list
+                and type(shape[0]) is int and 0 <= shape[0] <= max_rows
+                and len(data) == shape[0]):
+            _check_values(data, datatype, name, f"inputs[{i}]")
+            return Tensor(name, datatype, shape, data)
     return _checked_tensor(inp, i, max_rows, width)
 
 
