@@ -8,6 +8,7 @@ very inputs a served request produces.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,9 @@ class _Plan:
         self.schema = schema
         self.names = schema.feature_names
         self.keys = set(self.names)
+        # a record's values in column order, as one tuple (itemgetter of one name is no tuple)
+        self.row_values = itemgetter(*self.names) if len(self.names) > 1 else (
+            lambda record, _name=self.names[0]: (record[_name],))
         self.kinds = {c.name: c.kind for c in schema.columns}
         self.numeric = schema.numeric
         self.categorical = schema.categorical
@@ -85,7 +89,7 @@ def _block_with_nulls(columns: dict[str, Any], numeric: list[str], n: int) -> np
     null; None otherwise (a string, a NaN that was sent as a number, a ragged column...)."""
     for c in numeric:
         values = columns[c]
-        if not isinstance(values, list) or len(values) != n:
+        if type(values) not in (list, tuple) or len(values) != n:
             return None
         if not _NUMBER_OR_NULL.issuperset(map(type, values)):  # the types, in C: no loop here
             return None

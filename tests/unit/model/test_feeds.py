@@ -50,6 +50,17 @@ def test_a_block_with_nulls_gives_the_per_column_feeds(n):
             np.testing.assert_array_equal(feeds[name], expected, err_msg=name)
 
 
+def test_columns_as_tuples_with_nulls_are_checked_as_one_block(monkeypatch):
+    """Records and splits arrive transposed into tuples: they take the block, not the per-column
+    path, and give the same feeds."""
+    columns = request(np.random.default_rng(0), 50)
+    expected = one_column_at_a_time(columns, 50)
+    monkeypatch.setattr("raylane.model.feeds.numeric_column", None)  # the per-column path
+    feeds = feeds_from_columns({c: tuple(v) for c, v in columns.items()}, SCHEMA, 50)
+    for name, column in expected.items():
+        np.testing.assert_array_equal(feeds[name], column, err_msg=name)
+
+
 def test_booleans_and_integral_floats_count_as_numbers_beside_nulls():
     columns = {"age": [True, None, 30.0], "small": [None, 5, -1.0], "income": [1, None, 2.5],
                "home": ["own", None, "rent"]}
