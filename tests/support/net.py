@@ -49,6 +49,12 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {candidates}")
 
 
+def closed_port_url() -> str:
+    """An HTTP address nothing listens on, and no server a test starts will take (a port from
+    :func:`free_port` is never handed out again): every request is refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
 def wait_http(url: str, timeout: float = 60.0) -> None:
     """Until ``url`` answers below 500; TimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout

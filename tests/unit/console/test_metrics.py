@@ -7,24 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from support.net import closed_port_url
 from support.paths import ROOT
 
 from raylane.console import metrics
 from raylane.observability import promql
 
 RESPONSES = json.loads((Path(__file__).parent / "data" / "prometheus_query_range.json").read_text())
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_series_become_one_column_each_named_by_their_labels():
@@ -68,7 +62,7 @@ def test_a_refused_query_says_why_and_is_not_unreachable():
 def test_nothing_listening_is_prometheus_down():
     end = datetime.now(UTC)
     with pytest.raises(metrics.PrometheusDown, match="connection refused"):
-        metrics.query_range(f"http://127.0.0.1:{closed_port()}", "up",
+        metrics.query_range(closed_port_url(), "up",
                             end - timedelta(minutes=5), end, 5, 2)
 
 
@@ -91,7 +85,7 @@ def test_every_chart_uses_the_alert_rules_expressions_where_they_mean_the_same()
 
 
 def test_the_page_says_prometheus_is_down_and_what_to_do(monkeypatch):
-    monkeypatch.setenv("RAYLANE_PROMETHEUS_URL", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("RAYLANE_PROMETHEUS_URL", closed_port_url())
     monkeypatch.setenv("RAYLANE_CONSOLE_TIMEOUT_S", "2")
     at = AppTest.from_file(str(ROOT / "console" / "pages" / "metrics.py"),
                            default_timeout=30).run()

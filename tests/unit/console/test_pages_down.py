@@ -3,25 +3,18 @@ down and what to do, without a traceback (Streamlit's AppTest; no server started
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from streamlit.testing.v1 import AppTest
+from support.net import closed_port_url
 from support.paths import ROOT
 
 PAGES = ROOT / "console" / "pages"
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def nothing_running(monkeypatch):
-    monkeypatch.setenv("RAYLANE_SERVE_URL", f"http://127.0.0.1:{closed_port()}")
-    monkeypatch.setenv("RAY_ADDRESS", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("RAYLANE_SERVE_URL", closed_port_url())
+    monkeypatch.setenv("RAY_ADDRESS", closed_port_url())
     monkeypatch.delenv("RAYLANE_SERVE_DASHBOARD", raising=False)
     monkeypatch.delenv("RAYLANE_METRICS_URL", raising=False)
     monkeypatch.setenv("RAYLANE_CONSOLE_TIMEOUT_S", "2")

@@ -10,7 +10,6 @@ disagreed on it.
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from support.net import closed_port_url
 
 from raylane.console.registry_access import NotAllowed, NotFound, Unreachable, translate
 from raylane.model.mlflow_failures import chain, http_status, is_missing, is_transient
@@ -74,12 +74,6 @@ def raised(call) -> BaseException:
     with pytest.raises(BaseException) as info:
         call()
     return info.value
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the block ends
 
 
 def wrapped(exc: BaseException) -> BaseException:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,6 +15,7 @@ from mlflow import MlflowClient
 from mlflow.artifacts import download_artifacts
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service import utils as tracking_utils
+from support.net import closed_port_url
 from support.serving import Trained, load_frame, register_raw, train
 
 from raylane.config import ExportConfig
@@ -267,13 +267,6 @@ def test_a_version_whose_aliases_cannot_be_moved_is_tagged_failed(store, models)
     assert "moving the aliases failed (KeyboardInterrupt" in tags["raylane.decision.reasons"]
     assert "passed the gates and beat the champion" in tags["raylane.decision.reasons"]
     assert aliases(store.client, "late") == {"champion": "1", "challenger": "1"}
-
-
-def closed_port_url() -> str:
-    """An HTTP address nothing listens on: every request is refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
 def test_an_unreachable_champion_blocks_promotion(store, models, monkeypatch):

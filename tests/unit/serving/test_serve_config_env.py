@@ -15,6 +15,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from support.net import closed_port_url
 
 from raylane.deploy import render
 
@@ -54,14 +55,9 @@ def test_the_rayservice_carries_the_same_env():
 
 
 def test_with_that_env_a_call_to_a_registry_that_is_down_fails_in_seconds(monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on: connection refused
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     for key, value in replica_env(SERVE_CONFIG.read_text()).items():
         monkeypatch.setenv(key, value)
-    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{port}")
+    client = MlflowClient(tracking_uri=closed_port_url())  # connection refused
     start = time.monotonic()
     with pytest.raises(MlflowException):
         client.get_model_version_by_alias("credit", "champion")
