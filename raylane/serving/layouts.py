@@ -70,7 +70,8 @@ def check_names(given: list[str] | Any, schema: FeatureSchema, field: str) -> No
 
 
 def columns_from_records(records: Any, schema: FeatureSchema, max_rows: int, field: str):
-    """``[{column: value}, ...]`` to ``({column: [values]}, n)``."""
+    """``[{column: value}, ...]`` to ``({column: values}, n)``, each column's values in row
+    order."""
     if not isinstance(records, list):
         raise RequestError(
             f"{field}: expected a list of objects (one per row), got {type(records).__name__}",
