@@ -8,7 +8,7 @@ values are checked per column when the columns become the graph's feeds
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from raylane.model.column_values import describe
 from raylane.model.feeds import RequestError, plan_for
@@ -83,7 +83,7 @@ def columns_from_records(records: Any, schema: FeatureSchema, max_rows: int, fie
     plan = plan_for(schema)
     # Every record a dict with as many keys as the model has columns, each of them present
     # (the getter raises KeyError otherwise): exactly the model's columns. Checked and
-    # transposed in C; any fault goes the row-by-row way, which names the row.
+    # transposed in C; a batch with any fault is walked row by row to name the row.
     if {dict} == set(map(type, records)) and {len(plan.names)} == set(map(len, records)):
         try:
             rows = list(map(plan.row_values, records))
@@ -91,7 +91,13 @@ def columns_from_records(records: Any, schema: FeatureSchema, max_rows: int, fie
             pass
         else:
             return dict(zip(plan.names, zip(*rows, strict=True), strict=True)), n
-    keys = plan.keys
+    _name_the_bad_row(records, schema, plan.keys, field)
+
+
+def _name_the_bad_row(
+    records: list, schema: FeatureSchema, keys: set[str], field: str
+) -> NoReturn:
+    """Raise for the first record that is not an object of exactly the model's columns."""
     for i, r in enumerate(records):
         if type(r) is not dict:
             raise RequestError(
@@ -102,7 +108,10 @@ def columns_from_records(records: Any, schema: FeatureSchema, max_rows: int, fie
             )
         if r.keys() != keys:
             check_names(list(r), schema, f"{field}[{i}]")
-    return {name: [r[name] for r in records] for name in plan.names}, n
+    raise RequestError(  # not reached: a batch that failed the check above has a bad row
+        f"{field}: expected objects mapping the model's columns to values", field=field,
+        reason="wrong_type",
+    )
 
 
 def columns_from_split(columns: Any, data: Any, schema: FeatureSchema, max_rows: int, field: str):
