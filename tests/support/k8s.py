@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 import shutil
 import subprocess
 import sys
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+# A Kubernetes resource quantity ("500m", "8Gi") as an exact Fraction: the renderer's own parser.
+from raylane.deploy.render import quantity  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 KUBERAY = REPO / "kuberay"
@@ -232,19 +233,6 @@ def ray_containers(obj: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         for name, group in groups:
             out.append((f"{obj_id(obj)}:{name}", group["template"]["spec"]["containers"][0]))
     return out
-
-
-_SUFFIX = {"m": Fraction(1, 1000), "": Fraction(1), "k": Fraction(1000), "M": Fraction(10**6),
-           "G": Fraction(10**9), "Ki": Fraction(1024), "Mi": Fraction(1024**2),
-           "Gi": Fraction(1024**3), "Ti": Fraction(1024**4)}
-
-
-def quantity(value: str | int | float) -> Fraction:
-    """A Kubernetes resource quantity ("500m", "2", "8Gi") as an exact number."""
-    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", str(value))
-    if not m or m.group(2) not in _SUFFIX:
-        raise ValueError(f"not a quantity: {value!r}")
-    return Fraction(m.group(1)) * _SUFFIX[m.group(2)]
 
 
 # --------------------------------------------------------------------------- operator rules
