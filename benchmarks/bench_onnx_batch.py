@@ -12,7 +12,10 @@ load on the machine hits every candidate alike, the median microseconds per row 
 * ``native_pipeline`` / ``onnx_predict_frame``: both from raw DataFrame rows;
 
 each with 1 thread and with 2 (XGBoost's ``n_jobs``, ONNX Runtime's intra-op threads). Also the
-share of the graph's time per operator (ONNX Runtime's profiler, 1 thread). Not in CI.
+share of the graph's time per operator (ONNX Runtime's profiler, 1 thread), and the graph's tree
+node alone on its own input, 1 thread, in layouts an export could choose: as exported, with its
+trees split over several nodes, and as a ``TreeEnsembleRegressor`` giving the raw margin (what
+a graph would feed to its own sigmoid). Not in CI.
 """
 
 from __future__ import annotations
@@ -70,6 +73,57 @@ def operator_shares(onnx_bytes: bytes, feeds: dict, calls: int = 30) -> dict[str
     return {op: round(us / total, 4) for op, us in spent.most_common()}
 
 
+def tree_kernel_variants(onnx_bytes: bytes, feeds: dict, rows: int, rounds: int,
+                         chunk: int = 50) -> dict[str, float]:
+    """Microseconds per row of the graph's ``TreeEnsembleClassifier`` alone (1 thread) on the
+    matrix the graph gives it: as exported, its trees in nodes of ``chunk``, as a regressor."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load_from_string(onnx_bytes)
+    tree = next(n for n in graph.graph.node if n.op_type == "TreeEnsembleClassifier")
+    graph.graph.output.append(helper.make_tensor_value_info(tree.input[0], onnx.TensorProto.FLOAT,
+                                                            None))
+    matrix = session(graph.SerializeToString(), 1).run([tree.input[0]], feeds)[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in tree.attribute}
+    width = matrix.shape[1]
+
+    def model(nodes: list, outputs: list) -> bytes:
+        g = helper.make_graph(nodes, "trees", [helper.make_tensor_value_info(
+            "x", onnx.TensorProto.FLOAT, [None, width])], outputs)
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 15),
+                                                   helper.make_opsetid("ai.onnx.ml", 1)],
+                                 ir_version=8).SerializeToString()
+
+    def classifier(trees: range, k: int):
+        keep = [i for i, t in enumerate(attrs["nodes_treeids"]) if t in trees]
+        leaves = [i for i, t in enumerate(attrs["class_treeids"]) if t in trees]
+        kw = {key: ([v[i] for i in keep] if key.startswith("nodes_") else
+                    [v[i] for i in leaves] if key.startswith("class_") else v)
+              for key, v in attrs.items()}
+        return helper.make_node("TreeEnsembleClassifier", ["x"], [f"label{k}", f"prob{k}"],
+                                domain="ai.onnx.ml", **kw)
+
+    n_trees = max(attrs["nodes_treeids"]) + 1
+    chunks = [range(lo, min(lo + chunk, n_trees)) for lo in range(0, n_trees, chunk)]
+    split = [classifier(r, k) for k, r in enumerate(chunks)]
+    outputs = [helper.make_tensor_value_info(f"{kind}{k}", t, None) for k in range(len(chunks))
+               for kind, t in (("label", onnx.TensorProto.INT64), ("prob", onnx.TensorProto.FLOAT))]
+    regressor = helper.make_node(
+        "TreeEnsembleRegressor", ["x"], ["margin"], domain="ai.onnx.ml", n_targets=1,
+        target_ids=attrs["class_ids"], target_nodeids=attrs["class_nodeids"],
+        target_treeids=attrs["class_treeids"], target_weights=attrs["class_weights"],
+        **{key: v for key, v in attrs.items() if key.startswith("nodes_")})
+    sessions = {
+        "as_exported": session(model([classifier(range(n_trees), 0)], outputs[:2]), 1),
+        f"in_nodes_of_{chunk}_trees": session(model(split, outputs), 1),
+        "as_regressor_margin": session(model([regressor], [helper.make_tensor_value_info(
+            "margin", onnx.TensorProto.FLOAT, None)]), 1),
+    }
+    return interleaved({name: (lambda s=s: s.run(None, {"x": matrix}))
+                        for name, s in sessions.items()}, rows, rounds)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-estimators", type=int, default=300)
@@ -119,6 +173,13 @@ def main() -> None:
         print(f"{threads} thread(s): " + ", ".join(f"{k} {v:.2f}" for k, v in us.items()),
               flush=True)
     report["operator_shares_1_thread"] = operator_shares(onnx_bytes, feeds)
+    booster.set_params(n_jobs=1)
+    kernels = tree_kernel_variants(onnx_bytes, feeds, args.rows, args.rounds)
+    kernels["native_booster"] = interleaved(
+        {"b": lambda: booster.predict_proba(prepared)}, args.rows, args.rounds)["b"]
+    report["tree_node_alone_1_thread"] = kernels
+    print("tree node alone, 1 thread: " + ", ".join(f"{k} {v:.2f}" for k, v in kernels.items()),
+          flush=True)
     report["load_average_end"] = os.getloadavg()[0]
     print(json.dumps(report, indent=2))
     if args.out:
