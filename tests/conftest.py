@@ -19,10 +19,12 @@ SESSION = processes.mark_session()  # before any test starts a process: children
 @pytest.fixture(scope="session", autouse=True)
 def leaves_nothing_behind():
     """Fail the run if, at its end, a process the suite started is still alive (Ray, HAProxy,
-    MLflow/uvicorn servers, ...) or Ray's ``ray_current_cluster`` file names a cluster of ours."""
+    MLflow/uvicorn servers, ...) or Ray's ``ray_current_cluster`` file names a cluster of ours;
+    remove the temporary directories the killed Ray dashboards' forkservers left."""
     before = processes.snapshot(SESSION)
     yield
     found = processes.leftovers(SESSION, before)
+    processes.remove_dead_forkserver_dirs(before.started)  # litter of killed Ray dashboards
     if found:
         pytest.fail("the test session left behind:\n  " + "\n  ".join(found), pytrace=False)
 

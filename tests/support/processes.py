@@ -1,5 +1,6 @@
 """Processes the tests start: finding them (by session marker, by a directory they name), ending
-them, and what a test session leaves behind (processes and Ray's "current cluster" file).
+them, and what a test session leaves behind (processes, Ray's "current cluster" file, and the
+temporary directories of multiprocessing forkservers that were killed).
 The /proc walk and the terminate routine are raylane.deploy.processes (`make serve-stop` uses
 them too).
 
@@ -14,8 +15,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -142,3 +146,40 @@ def leftovers(marker: str, before: Snapshot, grace: float = 30.0) -> list[str]:
             CURRENT_CLUSTER.unlink(missing_ok=True)
             found.append(f"{CURRENT_CLUSTER} named a cluster that is gone ({address}); removed")
     return found
+
+
+def _bound_unix_paths() -> set[str]:
+    """The paths of the unix sockets a live process holds (``/proc/net/unix``). Read, never
+    connected to: a forkserver takes any connection for a fork request and exits on an empty one."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {fields[7] for fields in (line.split(maxsplit=7) for line in lines) if len(fields) == 8}
+
+
+def remove_dead_forkserver_dirs(since: float, settled_s: float = 10.0,
+                                temp_dir: str | None = None) -> list[Path]:
+    """Remove the ``pymp-*`` directories made since ``since`` whose every entry is a unix socket
+    no live process holds; the removed ones.
+
+    Python's multiprocessing forkserver (Ray's dashboard starts one) binds its listener in such
+    a directory and removes it at exit, so one that was killed (``ray stop``, a shutdown) leaves
+    it. A directory younger than ``settled_s`` is left alone: its forkserver may be starting.
+    """
+    removed = []
+    now = time.time()
+    bound = _bound_unix_paths()
+    for d in Path(temp_dir or tempfile.gettempdir()).glob("pymp-*"):
+        try:
+            st = d.lstat()
+            entries = list(d.iterdir())
+        except OSError:
+            continue
+        if (not stat.S_ISDIR(st.st_mode) or st.st_mtime < since or now - st.st_mtime < settled_s
+                or not entries):
+            continue
+        if all(stat.S_ISSOCK(e.lstat().st_mode) and str(e) not in bound for e in entries):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+    return removed

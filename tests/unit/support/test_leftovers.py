@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from support import processes
@@ -93,3 +94,67 @@ def test_without_xdist_the_inherited_marker_is_kept(monkeypatch):
     monkeypatch.setenv(processes.MARKER, "outer")
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
     assert processes.mark_session() == "outer"
+
+
+def _unix_socket(path, listening: bool):
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(path))
+    if listening:
+        s.listen()
+    return s
+
+
+def test_only_settled_forkserver_dirs_whose_sockets_are_dead_are_removed(tmp_path):
+    made = time.time() - 60
+    dead, live, other, empty, fresh, old = (tmp_path / f"pymp-{n}" for n in
+                                            ("dead", "live", "other", "empty", "fresh", "old"))
+    for d in (dead, live, other, empty, fresh, old):
+        d.mkdir()
+    _unix_socket(dead / "listener-a", listening=False).close()
+    listener = _unix_socket(live / "listener-b", listening=True)
+    (other / "listener-c").write_text("not a socket")
+    _unix_socket(fresh / "listener-d", listening=False).close()
+    _unix_socket(old / "listener-e", listening=False).close()
+    for d in (dead, live, other, empty):
+        os.utime(d, (made, made))
+    os.utime(old, (made - 3600, made - 3600))
+    try:
+        removed = processes.remove_dead_forkserver_dirs(since=made - 1, temp_dir=str(tmp_path))
+    finally:
+        listener.close()
+    # a socket no process holds, settled and made during the session, goes; a held one, a dir
+    # holding anything else, an empty one (its socket not bound yet), one made seconds ago and
+    # one from before the session stay
+    assert removed == [dead]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pymp-empty", "pymp-fresh", "pymp-live", "pymp-old", "pymp-other"]
+
+
+def test_a_killed_forkserver_s_dir_is_removed_and_a_running_one_s_is_not(tmp_path):
+    script = ("import multiprocessing as mp, time\n"
+              "mp.set_start_method('forkserver')\n"
+              "mp.Process(target=time.sleep, args=(0,)).start()\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            start_new_session=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        assert proc.stdout.readline().strip() == b"ready"
+        dirs = sorted(tmp_path.glob("pymp-*"))
+        assert dirs, "the forkserver made no temporary directory"
+        settled = time.time() - 60
+        for d in dirs:
+            os.utime(d, (settled, settled))
+        assert processes.remove_dead_forkserver_dirs(0, temp_dir=str(tmp_path)) == []
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the forkserver too, as `ray stop` ends Ray's
+        proc.wait(10)
+    removed: list = []
+    for _ in range(100):  # until the killed processes' sockets are closed
+        removed += processes.remove_dead_forkserver_dirs(0, temp_dir=str(tmp_path))
+        if not list(tmp_path.glob("pymp-*")):
+            break
+        time.sleep(0.1)
+    assert sorted(removed) == dirs
