@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,9 +97,7 @@ def test_without_xdist_the_inherited_marker_is_kept(monkeypatch):
     assert processes.mark_session() == "outer"
 
 
-def _unix_socket(path, listening: bool):
-    import socket
-
+def _unix_socket(path, listening: bool) -> socket.socket:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.bind(str(path))
     if listening:
@@ -151,6 +150,7 @@ def test_a_killed_forkserver_s_dir_is_removed_and_a_running_one_s_is_not(tmp_pat
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the forkserver too, as `ray stop` ends Ray's
         proc.wait(10)
+        proc.stdout.close()
     removed: list = []
     for _ in range(100):  # until the killed processes' sockets are closed
         removed += processes.remove_dead_forkserver_dirs(0, temp_dir=str(tmp_path))
