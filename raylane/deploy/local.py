@@ -41,7 +41,7 @@ import yaml
 from raylane.deploy import processes, redis_local
 from raylane.deploy.cluster_env import load as load_cluster_env
 from raylane.deploy.ray_start import PASSWORD_FILE_ENV
-from raylane.ray_auth import auth_headers
+from raylane.ray_auth import auth_headers, ensure_token
 
 # The RayService's RAY_* environment (serve/cluster_env.yaml; see raylane.deploy.cluster_env).
 SERVING_ENV = load_cluster_env()
@@ -290,6 +290,7 @@ def start(config: Path, tracking_uri: str, state_dir: Path, timeout: float,
     dashboard = f"http://127.0.0.1:{ha['dashboard_port'] if ha else DASHBOARD_PORT}"
     print(f"starting Ray (state and logs in {state_dir}) ...", flush=True)
     try:
+        ensure_token(_bin("ray"), env)
         if ha is None:
             subprocess.run(
                 [_bin("ray"), "start", "--head", f"--temp-dir={state_dir}",

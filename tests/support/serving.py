@@ -251,3 +251,18 @@ def fixed_replicas_config(port: int, log_dir: Path, replicas: int,
     if max_rows is not None:
         dep["user_config"]["limits"]["max_rows"] = max_rows
     return cfg
+
+
+def ray_cli_env() -> dict[str, str]:
+    """The environment a Ray CLI or REST client of a token-auth cluster runs with, read now (a
+    test may have given itself its own HOME, and with it its own ``~/.ray/auth_token``)."""
+    return {**os.environ, "RAY_AUTH_MODE": "token"}
+
+
+def new_machine_home(tmp_path: Path, monkeypatch) -> Path:
+    """Give the test an empty HOME, as on a new machine: no ``~/.ray/auth_token`` that an
+    earlier test's Ray wrote, so what starts a cluster must make the token itself."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home

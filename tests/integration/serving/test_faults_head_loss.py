@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed (make test)")]
 DOWN_S = 20  # how long the head stays dead under traffic
 RECONNECT_S = 10  # the no-Redis worker's GCS reconnect timeout (Ray's default: 60 s)
-CLI_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
 
 class Traffic:
@@ -105,7 +104,8 @@ def worker_raylet(state: Path) -> set[int]:
 
 
 def running(dashboard: str, app: str = "raylane") -> bool:
-    status = (local._status(dashboard, CLI_ENV).get("applications") or {}).get(app) or {}
+    apps = local._status(dashboard, ss.ray_cli_env()).get("applications") or {}
+    status = apps.get(app) or {}
     return status.get("status") == "RUNNING"
 
 
@@ -137,6 +137,12 @@ def kill_head(state: Path) -> list[int]:
     return pids
 
 
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch) -> Path:
+    """No Ray has run in this HOME: ``make serve`` makes the cluster's token itself."""
+    return ss.new_machine_home(tmp_path, monkeypatch)
+
+
 @pytest.fixture()
 def published(tmp_path):
     uri = ss.tracking_uri_for(tmp_path)
@@ -156,11 +162,12 @@ def _start(tmp_path: Path, uri: str, ha: local.HA) -> tuple[Path, Path, int]:
     return state, config, head_port
 
 
-def test_head_loss_with_redis_loses_no_request(tmp_path, published):
+def test_head_loss_with_redis_loses_no_request(tmp_path, published, home):
     uri, row = published
     ha = local.HA.defaults(worker_port=ss.free_port(), worker_cpus=1,
                            dashboard_port=ss.free_port())
     state, config, head_port = _start(tmp_path, uri, ha)
+    assert (home / ".ray" / "auth_token").stat().st_mode & 0o077 == 0
     dashboard = f"http://127.0.0.1:{ha['dashboard_port']}"
     url = f"http://127.0.0.1:{ha['worker_port']}/predict"
     try:
@@ -197,7 +204,7 @@ def test_head_loss_with_redis_loses_no_request(tmp_path, published):
         assert httpx.post(url, json=two, timeout=30).status_code == 200
         config.write_text(yaml.safe_dump(serve_config(head_port, tmp_path / "predictions", 1)))
         subprocess.run([local._bin("serve"), "deploy", str(config), "-a", dashboard],
-                       env=CLI_ENV, check=True, timeout=120)
+                       env=ss.ray_cli_env(), check=True, timeout=120)
         wait_for(lambda: httpx.post(url, json=two, timeout=30).status_code == 400,
                  "the new user_config (max_rows 1) applied", 60)
         assert httpx.post(url, json={"records": [row]}, timeout=30).status_code == 200

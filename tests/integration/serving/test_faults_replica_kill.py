@@ -42,7 +42,6 @@ CONNECTIONS, DURATION_S, KILL_AT_S, TIMEOUT_S, AFTER_S = 64, 25, 5, 5, 5
 BUDGET = 0.001
 UNREPLAYABLE_MAX = 2  # answers under way on the killed replica: see the last asserts
 DASHBOARD = f"http://127.0.0.1:{local.DASHBOARD_PORT}"
-CLI_ENV = {**os.environ, "RAY_AUTH_MODE": "token"}
 
 # count the answers by status code in every wrk thread, and print the totals at the end
 STATUS_LUA = """
@@ -78,7 +77,7 @@ def replica_pids(state: Path) -> set[int]:
 
 
 def running_replicas() -> int:
-    apps = local._status(DASHBOARD, CLI_ENV).get("applications") or {}
+    apps = local._status(DASHBOARD, ss.ray_cli_env()).get("applications") or {}
     return sum((d.get("replica_states") or {}).get("RUNNING", 0)
                for app in apps.values() for d in (app.get("deployments") or {}).values())
 
@@ -121,7 +120,8 @@ def wait_for(condition, what: str, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def test_sigkill_one_of_two_replicas_under_load(tmp_path):
+def test_sigkill_one_of_two_replicas_under_load(tmp_path, monkeypatch):
+    home = ss.new_machine_home(tmp_path, monkeypatch)  # `make serve` makes the cluster's token
     uri = ss.tracking_uri_for(tmp_path)
     trained = ss.train("credit", n_estimators=20)
     ss.publish_trained(uri, "credit", trained)
@@ -143,6 +143,7 @@ def test_sigkill_one_of_two_replicas_under_load(tmp_path):
     state = Path(tempfile.mkdtemp(prefix="rlkill", dir="/tmp"))  # short: unix socket paths
     try:
         assert local.start(config, uri, state, timeout=240) == 0
+        assert (home / ".ray" / "auth_token").stat().st_mode & 0o077 == 0
         wait_for(lambda: len(replica_pids(state)) == 2, "two replica processes", 60)
         assert httpx.post(url, json={"records": [row]}, timeout=30).status_code == 200
         wrk(3).communicate(timeout=60)  # warm both replicas' paths
