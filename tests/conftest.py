@@ -11,9 +11,21 @@ import pytest
 from support import processes
 from support.environ import restored_environ
 from support.mlflow_server import MlflowServer
-from support.paths import ROOT
+from support.paths import BIN, ROOT
+
+from raylane.ray_auth import ensure_token
 
 SESSION = processes.mark_session()  # before any test starts a process: children inherit it
+
+
+def pytest_configure(config) -> None:
+    """The suite's clusters all run with token auth, as Ray 2.60's do once a token exists: when
+    HOME has none, it is made once here, in the controlling process, before any xdist worker
+    starts. Otherwise a `ray start --head` that came before any `ray.init` would start without
+    authentication (and its token-mode clients fail), and two workers' first `ray.init` calls
+    could each write their own ``~/.ray/auth_token``, one cluster's token replacing the other's."""
+    if not hasattr(config, "workerinput"):  # the controller, or a run without xdist
+        ensure_token(str(BIN / "ray"), dict(os.environ))
 
 
 @pytest.fixture(scope="session", autouse=True)
