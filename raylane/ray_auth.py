@@ -39,8 +39,8 @@ def auth_headers(env: dict[str, str] | None = None) -> dict[str, str]:
 def ensure_token(ray_cli: str, env: dict[str, str]) -> None:
     """Make sure a cluster started with ``env`` has a token: ``ray start --head`` in token mode
     refuses to start without one (it never writes one itself, unlike ``ray.init``). When none
-    is found, Ray's own ``ray get-auth-token --generate`` writes ``~/.ray/auth_token``, made
-    readable by its owner only (Ray leaves it 0644); the token it prints is discarded.
+    is found, Ray's own ``ray get-auth-token --generate`` writes ``~/.ray/auth_token``, readable
+    by its owner only (under Ray's own umask it would be 0644); the token it prints is discarded.
 
     Raises RuntimeError when ``RAY_AUTH_TOKEN_PATH`` names a file without a token: Ray would
     generate one elsewhere and then still not find it there."""
@@ -50,5 +50,5 @@ def ensure_token(ray_cli: str, env: dict[str, str]) -> None:
         raise RuntimeError(f"RAY_AUTH_TOKEN_PATH={env['RAY_AUTH_TOKEN_PATH']} holds no token; "
                            "put the cluster's token there or unset it")
     subprocess.run([ray_cli, "get-auth-token", "--generate"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, timeout=120)
-    token_path(env).chmod(0o600)
+                   stdout=subprocess.DEVNULL, timeout=120, umask=0o077)
+    token_path(env).chmod(0o600)  # when an empty token file was there before, with its mode
